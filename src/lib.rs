@@ -1,0 +1,3 @@
+//! ferry library (work in progress)
+pub mod metrics;
+pub mod pipeline;

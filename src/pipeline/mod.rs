@@ -1,0 +1,652 @@
+//! The generic pipeline engine: producers → bounded bridge → stages → collectors.
+//!
+//! It knows nothing of files, gzip or sinks. A stage is a name, a worker count and a
+//! factory that makes one worker function per thread: `FnMut(In, &Emitter<Out>)`, which may
+//! emit zero, one or many outputs per input. Each stage runs on a rayon [`ThreadPool`] of
+//! its own; every thread of the pool runs one worker loop that blocks in `recv` on the
+//! stage's input channel (parked, never spinning). Channels are bounded and created here
+//! only; each is owned by exactly one upstream stage and closed by drop when that stage's
+//! last worker ends, so shutdown is a cascade of disconnections that cannot deadlock.
+//!
+//! ```
+//! use ferry::pipeline::{CancelToken, Pipeline, Producer, StageSpec};
+//!
+//! let mut p = Pipeline::new(CancelToken::new());
+//! let producers: Vec<Producer<u64>> = vec![Box::new(|out| {
+//!     for i in 0..100 {
+//!         if out.emit(i).is_err() { return; }
+//!     }
+//! })];
+//! let sums = p
+//!     .source("numbers", 4, producers).unwrap()
+//!     .stage(StageSpec::new("double", 2).queue(4), |_worker| {
+//!         |n: u64, out: &ferry::pipeline::Emitter<u64>| { let _ = out.emit(n * 2); }
+//!     }).unwrap()
+//!     .collect("sum", 1, |_| 0u64, |acc: &mut u64, n: u64| *acc += n).unwrap();
+//! p.wait().unwrap();
+//! assert_eq!(sums.into_vec(), vec![9900]);
+//! ```
+
+mod cancel;
+
+pub use cancel::{CancelReason, CancelToken};
+
+use crate::metrics::StageMetrics;
+use crossbeam_channel::{Receiver, Sender};
+use std::cell::Cell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+/// Errors of the engine itself (never of the work a stage does: that travels as data).
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// A stage was declared with zero workers or a zero-capacity queue.
+    #[error("stage {stage}: {what} must be at least 1")]
+    InvalidSpec {
+        /// The stage's name.
+        stage: String,
+        /// Which setting was wrong.
+        what: &'static str,
+    },
+    /// The operating system refused to start a thread.
+    #[error("cannot start the {stage} threads: {source}")]
+    Spawn {
+        /// The stage's name.
+        stage: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A worker panicked; the panic was caught and the stage went on with its other items.
+    #[error("internal error: a {stage} worker panicked: {message}")]
+    Panicked {
+        /// The stage's name.
+        stage: String,
+        /// The panic message.
+        message: String,
+    },
+}
+
+/// Something the engine did, for `-vv` logs (the original design's event log).
+#[derive(Debug, Clone)]
+pub enum EngineEvent {
+    /// A worker thread entered its loop.
+    WorkerStarted {
+        /// Stage name.
+        stage: String,
+        /// Worker index within the stage.
+        worker: usize,
+    },
+    /// A worker thread left its loop (input closed, output gone, or cancelled).
+    WorkerStopped {
+        /// Stage name.
+        stage: String,
+        /// Worker index within the stage.
+        worker: usize,
+        /// Items it handled.
+        items: u64,
+    },
+    /// The last worker of a stage ended, so its output channel is now closed.
+    ChannelClosed {
+        /// Stage name.
+        stage: String,
+    },
+    /// A worker caught a panic while handling an item.
+    Panic {
+        /// Stage name.
+        stage: String,
+        /// The panic message.
+        message: String,
+    },
+}
+
+/// A callback that sees every [`EngineEvent`]; it must be quick and must not block.
+pub type Observer = Arc<dyn Fn(&EngineEvent) + Send + Sync>;
+
+/// One producer: runs on its own thread and emits items into the bridge channel.
+/// It should return once `emit` fails (everything downstream is gone) or the token is
+/// cancelled.
+pub type Producer<T> = Box<dyn FnOnce(&Emitter<T>) + Send>;
+
+/// How a stage is laid out: its name, worker threads and output queue capacity.
+#[derive(Debug, Clone)]
+pub struct StageSpec {
+    /// Name used for thread names (`ferry-<name>-<i>`), progress lines and reports.
+    pub name: String,
+    /// Worker threads in the stage's pool.
+    pub workers: usize,
+    /// Capacity of the channel the stage emits into.
+    pub queue: usize,
+}
+
+impl StageSpec {
+    /// A stage named `name` with `workers` threads and an output queue of 64.
+    pub fn new(name: &str, workers: usize) -> Self {
+        StageSpec {
+            name: name.to_string(),
+            workers,
+            queue: 64,
+        }
+    }
+
+    /// Sets the capacity of the stage's output channel.
+    pub fn queue(mut self, capacity: usize) -> Self {
+        self.queue = capacity;
+        self
+    }
+
+    fn validate(&self) -> Result<(), PipelineError> {
+        let bad = |what| PipelineError::InvalidSpec {
+            stage: self.name.clone(),
+            what,
+        };
+        if self.workers == 0 {
+            return Err(bad("workers"));
+        }
+        if self.queue == 0 {
+            return Err(bad("queue capacity"));
+        }
+        Ok(())
+    }
+}
+
+/// The sending side a worker or producer gets: emits items downstream and counts them.
+///
+/// `emit` blocks while the downstream queue is full (that is the back-pressure) and fails
+/// only when every downstream worker is gone; the item is then handed back.
+pub struct Emitter<U> {
+    tx: Sender<U>,
+    gauge: Arc<AtomicUsize>,
+    metrics: Arc<StageMetrics>,
+    cancel: CancelToken,
+    closed: Cell<bool>,
+}
+
+impl<U> Emitter<U> {
+    /// Sends `item` downstream, waiting while the queue is full.
+    ///
+    /// # Errors
+    /// Returns the item when the downstream stage has ended; the worker should stop.
+    pub fn emit(&self, item: U) -> Result<(), U> {
+        match self.tx.send(item) {
+            Ok(()) => {
+                self.gauge.store(self.tx.len(), Relaxed);
+                self.metrics.emitted.fetch_add(1, Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                self.closed.set(true);
+                Err(e.into_inner())
+            }
+        }
+    }
+
+    /// The run's cancellation token.
+    pub fn cancel_token(&self) -> &CancelToken {
+        &self.cancel
+    }
+
+    /// Whether the run is cancelled (a shortcut for `cancel_token().is_cancelled()`).
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Whether an `emit` has failed because downstream is gone.
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+}
+
+/// Worker states handed back by a [`Flow::collect`] stage once it has ended.
+pub struct Collected<S> {
+    rx: Receiver<S>,
+}
+
+impl<S> Collected<S> {
+    /// The states of all collector workers; call after [`Pipeline::wait`].
+    pub fn into_vec(self) -> Vec<S> {
+        self.rx.try_iter().collect()
+    }
+}
+
+/// The pipeline under construction and, after building, the handle to wait on.
+pub struct Pipeline {
+    cancel: CancelToken,
+    stages: Vec<Arc<StageMetrics>>,
+    observer: Option<Observer>,
+    /// Every worker holds a clone; the channel disconnects when the last one ends.
+    exit_tx: Sender<Option<(String, String)>>,
+    exit_rx: Receiver<Option<(String, String)>>,
+    producers: Vec<JoinHandle<()>>,
+    /// Kept alive until `wait`, so the pools are not torn down under their workers.
+    pools: Vec<rayon::ThreadPool>,
+}
+
+/// A typed stream of items inside a [`Pipeline`] being built; add stages to it.
+pub struct Flow<'p, T> {
+    pipeline: &'p mut Pipeline,
+    rx: Receiver<T>,
+    gauge: Arc<AtomicUsize>,
+    capacity: usize,
+    /// True only for the bridge: its readers stop waiting for producers on cancellation.
+    detach_on_cancel: bool,
+}
+
+impl Pipeline {
+    /// A new, empty pipeline that stops when `cancel` is cancelled.
+    pub fn new(cancel: CancelToken) -> Self {
+        let (exit_tx, exit_rx) = crossbeam_channel::unbounded();
+        Pipeline {
+            cancel,
+            stages: Vec::new(),
+            observer: None,
+            exit_tx,
+            exit_rx,
+            producers: Vec::new(),
+            pools: Vec::new(),
+        }
+    }
+
+    /// Calls `f` for every engine event (workers starting and stopping, channels closing).
+    pub fn observe(&mut self, f: impl Fn(&EngineEvent) + Send + Sync + 'static) {
+        self.observer = Some(Arc::new(f));
+    }
+
+    /// Live metrics of every stage declared so far, source first.
+    pub fn metrics(&self) -> Vec<Arc<StageMetrics>> {
+        self.stages.clone()
+    }
+
+    /// Starts `producers`, each on its own thread, all feeding one bounded bridge channel
+    /// of `capacity` items. The source appears in metrics as a stage named `name` whose
+    /// workers are the producers.
+    ///
+    /// # Errors
+    /// [`PipelineError::InvalidSpec`] for no producers or zero capacity,
+    /// [`PipelineError::Spawn`] if a thread cannot start.
+    pub fn source<T: Send + 'static>(
+        &mut self,
+        name: &str,
+        capacity: usize,
+        producers: Vec<Producer<T>>,
+    ) -> Result<Flow<'_, T>, PipelineError> {
+        StageSpec::new(name, producers.len())
+            .queue(capacity)
+            .validate()?;
+        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        let gauge = Arc::new(AtomicUsize::new(0));
+        let metrics = Arc::new(StageMetrics::new(
+            name,
+            producers.len(),
+            0,
+            Arc::new(AtomicUsize::new(0)),
+        ));
+        self.stages.push(metrics.clone());
+        let remaining = Arc::new(AtomicUsize::new(producers.len()));
+        for (i, producer) in producers.into_iter().enumerate() {
+            let emitter = Emitter {
+                tx: tx.clone(),
+                gauge: gauge.clone(),
+                metrics: metrics.clone(),
+                cancel: self.cancel.clone(),
+                closed: Cell::new(false),
+            };
+            let (m, observer, remaining, stage) = (
+                metrics.clone(),
+                self.observer.clone(),
+                remaining.clone(),
+                name.to_string(),
+            );
+            let handle = std::thread::Builder::new()
+                .name(format!("ferry-{name}-{i}"))
+                .spawn(move || {
+                    notify(&observer, || EngineEvent::WorkerStarted {
+                        stage: stage.clone(),
+                        worker: i,
+                    });
+                    m.busy.fetch_add(1, Relaxed);
+                    let started = Instant::now();
+                    let result = catch_unwind(AssertUnwindSafe(|| producer(&emitter)));
+                    m.busy_ns
+                        .fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
+                    m.busy.fetch_sub(1, Relaxed);
+                    if let Err(panic) = result {
+                        m.panics.fetch_add(1, Relaxed);
+                        let message = panic_message(&panic);
+                        notify(&observer, || EngineEvent::Panic {
+                            stage: stage.clone(),
+                            message,
+                        });
+                    }
+                    let items = m.emitted.load(Relaxed);
+                    drop(emitter);
+                    m.finished_workers.fetch_add(1, Relaxed);
+                    notify(&observer, || EngineEvent::WorkerStopped {
+                        stage: stage.clone(),
+                        worker: i,
+                        items,
+                    });
+                    if remaining.fetch_sub(1, Relaxed) == 1 {
+                        notify(&observer, || EngineEvent::ChannelClosed { stage });
+                    }
+                })
+                .map_err(|source| PipelineError::Spawn {
+                    stage: name.to_string(),
+                    source,
+                })?;
+            self.producers.push(handle);
+        }
+        Ok(Flow {
+            pipeline: self,
+            rx,
+            gauge,
+            capacity,
+            detach_on_cancel: true,
+        })
+    }
+
+    /// Waits until every stage has drained and ended. Producers are joined too, unless
+    /// the run was cancelled: then a producer stuck in a blocking read is left behind
+    /// (its output is no longer wanted) instead of hanging the shutdown.
+    ///
+    /// # Errors
+    /// [`PipelineError::Panicked`] if any worker panicked (the others still finished).
+    pub fn wait(self) -> Result<(), PipelineError> {
+        let Pipeline {
+            cancel,
+            exit_tx,
+            exit_rx,
+            producers,
+            pools,
+            ..
+        } = self;
+        drop(exit_tx);
+        let mut first_panic = None;
+        for exit in exit_rx.iter() {
+            if let (Some(p), None) = (exit, &first_panic) {
+                first_panic = Some(p);
+            }
+        }
+        drop(pools);
+        for p in producers {
+            if cancel.is_cancelled() && !p.is_finished() {
+                continue;
+            }
+            if let Err(panic) = p.join() {
+                first_panic.get_or_insert(("producer".into(), panic_message(&panic)));
+            }
+        }
+        match first_panic {
+            Some((stage, message)) => Err(PipelineError::Panicked { stage, message }),
+            None => Ok(()),
+        }
+    }
+}
+
+fn notify(observer: &Option<Observer>, event: impl FnOnce() -> EngineEvent) {
+    if let Some(o) = observer {
+        o(&event());
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_string()
+    }
+}
+
+/// What one worker thread needs; each worker pops its own set so that no channel end
+/// outlives the worker that uses it.
+struct Kit<T, X> {
+    rx: Receiver<T>,
+    extra: X,
+    exit: Sender<Option<(String, String)>>,
+}
+
+impl<'p, T: Send + 'static> Flow<'p, T> {
+    /// Adds a stage: `make(worker_index)` builds each worker's function once, on the
+    /// worker's own thread (so per-worker state such as a reusable compressor needs no
+    /// locking). The function receives each input and an [`Emitter`] for its outputs.
+    ///
+    /// # Errors
+    /// [`PipelineError::InvalidSpec`] or [`PipelineError::Spawn`].
+    pub fn stage<U, F, W>(self, spec: StageSpec, make: F) -> Result<Flow<'p, U>, PipelineError>
+    where
+        U: Send + 'static,
+        F: Fn(usize) -> W + Send + Sync + 'static,
+        W: FnMut(T, &Emitter<U>),
+    {
+        spec.validate()?;
+        let (tx, rx) = crossbeam_channel::bounded::<U>(spec.queue);
+        let out_gauge = Arc::new(AtomicUsize::new(0));
+        let cancel = self.pipeline.cancel.clone();
+        let extras: Vec<(Sender<U>, Arc<AtomicUsize>, CancelToken)> = (0..spec.workers)
+            .map(|_| (tx.clone(), out_gauge.clone(), cancel.clone()))
+            .collect();
+        drop(tx);
+        let pipeline = self.spawn(
+            &spec.name,
+            spec.workers,
+            extras,
+            move |i, metrics: &Arc<StageMetrics>, (tx, gauge, cancel)| {
+                let emitter = Emitter {
+                    tx,
+                    gauge,
+                    metrics: metrics.clone(),
+                    cancel,
+                    closed: Cell::new(false),
+                };
+                let mut f = make(i);
+                move |item: Option<T>| match item {
+                    Some(item) => {
+                        f(item, &emitter);
+                        !emitter.is_closed()
+                    }
+                    None => false,
+                }
+            },
+        )?;
+        Ok(Flow {
+            pipeline,
+            rx,
+            gauge: out_gauge,
+            capacity: spec.queue,
+            detach_on_cancel: false,
+        })
+    }
+
+    /// Adds the final stage: `workers` collectors, each with its own state from
+    /// `init(worker_index)`, updated by `each` for every item. The states are handed back
+    /// through [`Collected`] when the collectors end, merged by the caller (no shared lock).
+    ///
+    /// # Errors
+    /// [`PipelineError::InvalidSpec`] or [`PipelineError::Spawn`].
+    pub fn collect<S, I, E>(
+        self,
+        name: &str,
+        workers: usize,
+        init: I,
+        each: E,
+    ) -> Result<Collected<S>, PipelineError>
+    where
+        S: Send + 'static,
+        I: Fn(usize) -> S + Send + Sync + 'static,
+        E: Fn(&mut S, T) + Send + Sync + 'static,
+    {
+        StageSpec::new(name, workers).validate()?;
+        let (tx, rx) = crossbeam_channel::unbounded::<S>();
+        let extras: Vec<Sender<S>> = (0..workers).map(|_| tx.clone()).collect();
+        drop(tx);
+        let each = Arc::new(each);
+        self.spawn(name, workers, extras, move |i, _metrics, tx| {
+            let mut state = Some(init(i));
+            let each = each.clone();
+            move |item: Option<T>| match item {
+                Some(item) => {
+                    if let Some(s) = state.as_mut() {
+                        each(s, item);
+                    }
+                    true
+                }
+                None => {
+                    if let Some(s) = state.take() {
+                        let _ = tx.send(s);
+                    }
+                    false
+                }
+            }
+        })?;
+        Ok(Collected { rx })
+    }
+
+    /// Starts a pool of `workers` threads, each running the loop over this flow's input.
+    /// `make_worker` builds, on the worker thread, a handler that takes `Some(item)` and
+    /// returns whether to go on, and is called once with `None` when the loop ends.
+    fn spawn<X, M, H>(
+        self,
+        name: &str,
+        workers: usize,
+        extras: Vec<X>,
+        make_worker: M,
+    ) -> Result<&'p mut Pipeline, PipelineError>
+    where
+        X: Send + 'static,
+        M: Fn(usize, &Arc<StageMetrics>, X) -> H + Send + Sync + 'static,
+        H: FnMut(Option<T>) -> bool,
+    {
+        let Flow {
+            pipeline,
+            rx,
+            gauge,
+            capacity,
+            detach_on_cancel,
+        } = self;
+        let metrics = Arc::new(StageMetrics::new(name, workers, capacity, gauge));
+        pipeline.stages.push(metrics.clone());
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(workers)
+            .thread_name({
+                let name = name.to_string();
+                move |i| format!("ferry-{name}-{i}")
+            })
+            .build()
+            .map_err(|e| PipelineError::Spawn {
+                stage: name.to_string(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        let kits: Vec<Kit<T, X>> = extras
+            .into_iter()
+            .map(|extra| Kit {
+                rx: rx.clone(),
+                extra,
+                exit: pipeline.exit_tx.clone(),
+            })
+            .collect();
+        drop(rx);
+        let kits = Mutex::new(kits);
+        let cancel = detach_on_cancel.then(|| pipeline.cancel.clone());
+        let observer = pipeline.observer.clone();
+        let stage = name.to_string();
+        pool.spawn_broadcast(move |ctx| {
+            let Some(kit) = kits.lock().unwrap_or_else(|e| e.into_inner()).pop() else {
+                return;
+            };
+            let i = ctx.index();
+            notify(&observer, || EngineEvent::WorkerStarted {
+                stage: stage.clone(),
+                worker: i,
+            });
+            let Kit { rx, extra, exit } = kit;
+            let mut handler = make_worker(i, &metrics, extra);
+            let (items, panic) = worker_loop(&rx, &metrics, cancel.as_ref(), &mut handler);
+            drop(rx);
+            handler(None);
+            drop(handler);
+            if let Some(message) = &panic {
+                notify(&observer, || EngineEvent::Panic {
+                    stage: stage.clone(),
+                    message: message.clone(),
+                });
+            }
+            notify(&observer, || EngineEvent::WorkerStopped {
+                stage: stage.clone(),
+                worker: i,
+                items,
+            });
+            if metrics.finished_workers.fetch_add(1, Relaxed) + 1 == metrics.workers {
+                notify(&observer, || EngineEvent::ChannelClosed {
+                    stage: stage.clone(),
+                });
+            }
+            let _ = exit.send(panic.map(|m| (stage.clone(), m)));
+        });
+        pipeline.pools.push(pool);
+        Ok(pipeline)
+    }
+}
+
+/// One worker's loop: receive, handle, measure; until the input closes, the handler says
+/// stop, or (for bridge readers) the run is cancelled and the queue is drained.
+/// Returns the items handled and the first panic message, if any.
+fn worker_loop<T>(
+    rx: &Receiver<T>,
+    metrics: &StageMetrics,
+    cancel: Option<&CancelToken>,
+    handler: &mut impl FnMut(Option<T>) -> bool,
+) -> (u64, Option<String>) {
+    let mut items = 0;
+    let mut panic = None;
+    let mut draining = false;
+    loop {
+        let item = if draining {
+            match rx.try_recv() {
+                Ok(item) => item,
+                Err(_) => break,
+            }
+        } else if let Some(cancel) = cancel {
+            crossbeam_channel::select! {
+                recv(rx) -> r => match r {
+                    Ok(item) => item,
+                    Err(_) => break,
+                },
+                recv(cancel.signal()) -> _ => {
+                    draining = true;
+                    continue;
+                }
+            }
+        } else {
+            match rx.recv() {
+                Ok(item) => item,
+                Err(_) => break,
+            }
+        };
+        metrics.queue_len.store(rx.len(), Relaxed);
+        metrics.busy.fetch_add(1, Relaxed);
+        let started = Instant::now();
+        let result = catch_unwind(AssertUnwindSafe(|| handler(Some(item))));
+        let took = started.elapsed();
+        metrics.busy.fetch_sub(1, Relaxed);
+        metrics.busy_ns.fetch_add(took.as_nanos() as u64, Relaxed);
+        metrics.latency.record(took);
+        metrics.items.fetch_add(1, Relaxed);
+        items += 1;
+        match result {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(p) => {
+                metrics.panics.fetch_add(1, Relaxed);
+                panic.get_or_insert_with(|| panic_message(&p));
+            }
+        }
+    }
+    (items, panic)
+}
+
+#[cfg(test)]
+mod tests;
