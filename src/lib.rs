@@ -1,3 +1,4 @@
 //! ferry library (work in progress)
 pub mod metrics;
 pub mod pipeline;
+pub mod gzip;
