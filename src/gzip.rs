@@ -207,7 +207,11 @@ mod tests {
         d.read_to_end(&mut out).unwrap();
         // GzDecoder stops after one member: nothing may follow it.
         let rest = d.into_inner();
-        assert!(rest.is_empty(), "{} bytes after the first member", rest.len());
+        assert!(
+            rest.is_empty(),
+            "{} bytes after the first member",
+            rest.len()
+        );
         let mut multi = Vec::new();
         MultiGzDecoder::new(gz).read_to_end(&mut multi).unwrap();
         assert_eq!(multi, out);
@@ -225,7 +229,11 @@ mod tests {
                     let start = i * seg;
                     let s = &data[start..(start + seg).min(data.len())];
                     let dict = (i > 0).then(|| &data[start.saturating_sub(DICT_SIZE)..start]);
-                    (c.compress(s, dict, i + 1 == n).unwrap(), crc32(s), s.len() as u64)
+                    (
+                        c.compress(s, dict, i + 1 == n).unwrap(),
+                        crc32(s),
+                        s.len() as u64,
+                    )
                 },
             )
             .collect();

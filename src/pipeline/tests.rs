@@ -99,8 +99,16 @@ fn zero_workers_or_capacity_is_rejected() {
     ));
     let mut p = Pipeline::new(CancelToken::new());
     let flow = p.source("s", 1, counting_producers(1, 1)).unwrap();
-    let r = flow.stage(StageSpec::new("none", 0), |_| |_n: u64, _o: &Emitter<u64>| {});
-    assert!(matches!(r, Err(PipelineError::InvalidSpec { what: "workers", .. })));
+    let r = flow.stage(StageSpec::new("none", 0), |_| {
+        |_n: u64, _o: &Emitter<u64>| {}
+    });
+    assert!(matches!(
+        r,
+        Err(PipelineError::InvalidSpec {
+            what: "workers",
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -238,16 +246,19 @@ fn stress_tiny_tasks_capacity_one_random_delays_and_cancellation() {
             let collected = p
                 .source("src", 1, producers)
                 .unwrap()
-                .stage(StageSpec::new("a", 1 + (round as usize % 3)).queue(1), move |_| {
-                    let c2 = c2.clone();
-                    move |t: Tracked, out: &Emitter<Tracked>| {
-                        delay(t.id);
-                        if t.id == cancel_at {
-                            c2.cancel(CancelReason::Requested);
+                .stage(
+                    StageSpec::new("a", 1 + (round as usize % 3)).queue(1),
+                    move |_| {
+                        let c2 = c2.clone();
+                        move |t: Tracked, out: &Emitter<Tracked>| {
+                            delay(t.id);
+                            if t.id == cancel_at {
+                                c2.cancel(CancelReason::Requested);
+                            }
+                            let _ = out.emit(t);
                         }
-                        let _ = out.emit(t);
-                    }
-                })
+                    },
+                )
                 .unwrap()
                 .stage(StageSpec::new("b", 2).queue(1), move |_| {
                     move |t: Tracked, out: &Emitter<Tracked>| {

@@ -1,0 +1,202 @@
+//! The validated, typed configuration of a run, built from the CLI or directly by a
+//! library caller.
+
+use crate::cli::{Cli, ProgressArg};
+use crate::error::FerryError;
+use crate::report::{Level, ProgressMode};
+use crate::sink::SinkSpec;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything a run needs to know, already checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Files and directories to take.
+    pub inputs: Vec<PathBuf>,
+    /// A file list to read as well (`-` = stdin).
+    pub files_from: Option<PathBuf>,
+    /// The file list is NUL-separated.
+    pub null_separated: bool,
+    /// Where objects go.
+    pub sink: SinkSpec,
+    /// Gzip level 0–9.
+    pub level: u32,
+    /// Compress workers.
+    pub jobs: usize,
+    /// Load workers.
+    pub load_workers: usize,
+    /// Upload workers.
+    pub upload_workers: usize,
+    /// Channel capacity between stages.
+    pub queue: usize,
+    /// Segment size in bytes.
+    pub segment_size: u64,
+    /// Memory budget for bytes in flight.
+    pub memory: u64,
+    /// Follow symbolic links.
+    pub follow: bool,
+    /// `--include` globs.
+    pub include: Vec<String>,
+    /// `--exclude` globs.
+    pub exclude: Vec<String>,
+    /// Rewrite unchanged files.
+    pub force: bool,
+    /// fsync each output.
+    pub fsync: bool,
+    /// Progress bars.
+    pub progress: ProgressMode,
+    /// Log level.
+    pub log_level: Level,
+    /// Whole-run deadline.
+    pub timeout: Option<Duration>,
+    /// Where to write the JSON report (`-` = stdout).
+    pub report: Option<PathBuf>,
+}
+
+/// Available cores, at least 1.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl Config {
+    /// Defaults for `inputs` delivered to `sink`, as the CLI would have them.
+    pub fn new(inputs: Vec<PathBuf>, sink: SinkSpec) -> Self {
+        Config {
+            inputs,
+            files_from: None,
+            null_separated: false,
+            sink,
+            level: 6,
+            jobs: cores(),
+            load_workers: 2,
+            upload_workers: 2,
+            queue: 64,
+            segment_size: 1 << 20,
+            memory: 256 << 20,
+            follow: false,
+            include: Vec::new(),
+            exclude: Vec::new(),
+            force: false,
+            fsync: false,
+            progress: ProgressMode::Never,
+            log_level: Level::Warn,
+            timeout: None,
+            report: None,
+        }
+    }
+
+    /// Validates the parsed command line.
+    ///
+    /// # Errors
+    /// [`FerryError::Usage`] naming the flag and what is wrong with its value.
+    pub fn from_cli(cli: Cli) -> Result<Self, FerryError> {
+        let usage = |m: String| FerryError::Usage(m);
+        let size = |flag: &str, v: &str| -> Result<u64, FerryError> {
+            let n = parse_size::parse_size(v)
+                .map_err(|e| usage(format!("--{flag} '{v}': {e} (try 1MiB, 64KiB, 512K)")))?;
+            if n == 0 {
+                return Err(usage(format!("--{flag} must be more than 0")));
+            }
+            Ok(n)
+        };
+        let positive = |flag: &str, n: usize| -> Result<usize, FerryError> {
+            if n == 0 {
+                Err(usage(format!("--{flag} must be at least 1")))
+            } else {
+                Ok(n)
+            }
+        };
+        let segment_size = size("segment-size", &cli.segment_size)?;
+        let memory = size("memory", &cli.memory)?;
+        if memory < segment_size {
+            return Err(usage(format!(
+                "--memory ({}) must be at least --segment-size ({})",
+                cli.memory, cli.segment_size
+            )));
+        }
+        let timeout = match &cli.timeout {
+            None => None,
+            Some(t) => {
+                let d = humantime::parse_duration(t)
+                    .map_err(|e| usage(format!("--timeout '{t}': {e} (try 90s, 5m, 1h)")))?;
+                if d.is_zero() {
+                    return Err(usage("--timeout must be more than 0".into()));
+                }
+                Some(d)
+            }
+        };
+        let sink = SinkSpec::parse(&cli.to).map_err(|e| usage(format!("--to: {e}")))?;
+        Ok(Config {
+            inputs: cli.inputs,
+            files_from: cli.files_from,
+            null_separated: cli.null,
+            sink,
+            level: cli.level,
+            jobs: positive("jobs", cli.jobs.unwrap_or_else(cores))?,
+            load_workers: positive("load-workers", cli.load_workers)?,
+            upload_workers: positive("upload-workers", cli.upload_workers)?,
+            queue: positive("queue", cli.queue)?,
+            segment_size,
+            memory,
+            follow: cli.follow,
+            include: cli.include,
+            exclude: cli.exclude,
+            force: cli.force,
+            fsync: cli.fsync,
+            progress: match cli.progress {
+                ProgressArg::Auto => ProgressMode::Auto,
+                ProgressArg::Always => ProgressMode::Always,
+                ProgressArg::Never => ProgressMode::Never,
+            },
+            log_level: match (cli.quiet, cli.verbose) {
+                (true, _) => Level::Error,
+                (false, 0) => Level::Warn,
+                (false, 1) => Level::Info,
+                _ => Level::Debug,
+            },
+            timeout,
+            report: cli.report,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Result<Config, FerryError> {
+        let mut all = vec!["ferry"];
+        all.extend_from_slice(args);
+        Config::from_cli(Cli::try_parse_from(all).unwrap())
+    }
+
+    #[test]
+    fn sizes_durations_and_counts_are_checked() {
+        let c = parse(&[
+            "x",
+            "--segment-size",
+            "64KiB",
+            "--memory",
+            "1MiB",
+            "--timeout",
+            "90s",
+        ])
+        .unwrap();
+        assert_eq!(c.segment_size, 65536);
+        assert_eq!(c.memory, 1 << 20);
+        assert_eq!(c.timeout, Some(Duration::from_secs(90)));
+        for (args, flag) in [
+            (vec!["x", "--segment-size", "lots"], "--segment-size"),
+            (vec!["x", "--memory", "0"], "--memory"),
+            (vec!["x", "--memory", "1KiB"], "--memory"),
+            (vec!["x", "--timeout", "soon"], "--timeout"),
+            (vec!["x", "--jobs", "0"], "--jobs"),
+            (vec!["x", "--queue", "0"], "--queue"),
+            (vec!["x", "--to", "nope://x"], "--to"),
+        ] {
+            let e = parse(&args).unwrap_err().to_string();
+            assert!(e.contains(flag), "{args:?}: {e}");
+        }
+    }
+}

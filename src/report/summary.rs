@@ -1,0 +1,225 @@
+//! The end-of-run summary: the same numbers as text for people and JSON for programs.
+
+use super::human_bytes;
+use crate::error::ExitCode;
+use crate::metrics::StageMetrics;
+use crate::pipeline::CancelReason;
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// File and byte counts. `succeeded + skipped + failed + cancelled == discovered`.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Totals {
+    /// Files and special entries found.
+    pub discovered: u64,
+    /// Delivered.
+    pub succeeded: u64,
+    /// Not delivered on purpose (special files, links not followed, unchanged).
+    pub skipped: u64,
+    /// Not delivered because of an error (listed in `failures`).
+    pub failed: u64,
+    /// Not delivered because the run was cancelled.
+    pub cancelled: u64,
+    /// Source bytes of delivered files.
+    pub bytes_in: u64,
+    /// Compressed bytes delivered.
+    pub bytes_out: u64,
+}
+
+/// One stage's work over the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageSummary {
+    /// Stage name.
+    pub name: String,
+    /// Worker threads.
+    pub workers: usize,
+    /// Items handled (for the producers: items produced).
+    pub items: u64,
+    /// Total time workers were busy, in seconds.
+    pub busy_s: f64,
+    /// Median time per item, in milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile time per item, in milliseconds.
+    pub p99_ms: f64,
+}
+
+impl StageSummary {
+    /// Reads a stage's final metrics.
+    pub fn from_metrics(m: &StageMetrics) -> Self {
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        StageSummary {
+            name: m.name.clone(),
+            workers: m.workers,
+            items: m.items.load(Relaxed).max(m.emitted.load(Relaxed)),
+            busy_s: m.busy_time().as_secs_f64(),
+            p50_ms: ms(m.latency.quantile(0.5)),
+            p99_ms: ms(m.latency.quantile(0.99)),
+        }
+    }
+}
+
+/// A file that was not delivered because of an error.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Failure {
+    /// The path, as text (non-UTF-8 bytes shown as U+FFFD).
+    pub path: String,
+    /// The exact path bytes, present only when the path is not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_bytes: Option<Vec<u8>>,
+    /// The stage where it failed.
+    pub stage: String,
+    /// The cause.
+    pub error: String,
+}
+
+impl Failure {
+    /// A failure of `path` in `stage`.
+    pub fn new(path: &Path, stage: &str, error: &str) -> Self {
+        Failure {
+            path: path.to_string_lossy().into_owned(),
+            path_bytes: path
+                .to_str()
+                .is_none()
+                .then(|| path.as_os_str().as_bytes().to_vec()),
+            stage: stage.to_string(),
+            error: error.to_string(),
+        }
+    }
+}
+
+/// What a run did, for the end summary and `--report`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Counts.
+    pub totals: Totals,
+    /// Wall time in seconds.
+    pub duration_s: f64,
+    /// Source MiB per second of wall time (bytes read, delivered or not).
+    pub mib_per_s: f64,
+    /// Files finished per second of wall time.
+    pub files_per_s: f64,
+    /// Where objects went.
+    pub sink: String,
+    /// Per stage, source first.
+    pub stages: Vec<StageSummary>,
+    /// Every failed file with its cause.
+    pub failures: Vec<Failure>,
+    /// Why the run stopped early (`interrupted`, `deadline reached`), if it did.
+    pub cancelled: Option<String>,
+    #[serde(skip)]
+    pub(crate) cancel_reason: Option<CancelReason>,
+    /// Problems that are not about one file (e.g. the manifest could not be saved).
+    pub warnings: Vec<String>,
+}
+
+impl Summary {
+    /// The process exit code this outcome calls for (design promise 6).
+    pub fn exit_code(&self) -> ExitCode {
+        match self.cancel_reason {
+            Some(CancelReason::Interrupted) => ExitCode::Interrupted,
+            Some(_) => ExitCode::Failures,
+            None if self.totals.failed > 0 => ExitCode::Failures,
+            None => ExitCode::Success,
+        }
+    }
+
+    /// The summary as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// The summary as lines for a person.
+    pub fn render_text(&self) -> String {
+        let t = &self.totals;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "ferry: {} discovered: {} succeeded, {} skipped, {} failed, {} cancelled",
+            t.discovered, t.succeeded, t.skipped, t.failed, t.cancelled
+        );
+        let ratio = if t.bytes_in > 0 {
+            format!(" ({:.1}%)", t.bytes_out as f64 * 100.0 / t.bytes_in as f64)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            s,
+            "       {} → {}{ratio} into {} in {:.2} s · {:.1} MiB/s · {:.0} files/s",
+            human_bytes(t.bytes_in),
+            human_bytes(t.bytes_out),
+            self.sink,
+            self.duration_s,
+            self.mib_per_s,
+            self.files_per_s
+        );
+        let _ = writeln!(
+            s,
+            "       {:<10} {:>7} {:>9} {:>9} {:>9} {:>9}",
+            "stage", "workers", "items", "busy s", "p50 ms", "p99 ms"
+        );
+        for st in &self.stages {
+            let _ = writeln!(
+                s,
+                "       {:<10} {:>7} {:>9} {:>9.2} {:>9.2} {:>9.2}",
+                st.name, st.workers, st.items, st.busy_s, st.p50_ms, st.p99_ms
+            );
+        }
+        if let Some(why) = &self.cancelled {
+            let _ = writeln!(
+                s,
+                "ferry: {why}: {} files not delivered (cancelled)",
+                t.cancelled
+            );
+        }
+        for w in &self.warnings {
+            let _ = writeln!(s, "ferry: warning: {w}");
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_has_the_documented_shape() {
+        let s = Summary {
+            totals: Totals {
+                discovered: 3,
+                succeeded: 1,
+                skipped: 1,
+                failed: 1,
+                ..Default::default()
+            },
+            duration_s: 1.0,
+            mib_per_s: 0.0,
+            files_per_s: 3.0,
+            sink: "dir:x".into(),
+            stages: vec![],
+            failures: vec![Failure::new(Path::new("a"), "load", "permission denied")],
+            cancelled: None,
+            cancel_reason: None,
+            warnings: vec![],
+        };
+        let v: serde_json::Value = serde_json::from_str(&s.to_json()).unwrap();
+        for k in [
+            "discovered",
+            "succeeded",
+            "skipped",
+            "failed",
+            "cancelled",
+            "bytes_in",
+            "bytes_out",
+        ] {
+            assert!(v["totals"][k].is_u64(), "{k}");
+        }
+        assert_eq!(v["failures"][0]["error"], "permission denied");
+        assert!(v["failures"][0].get("path_bytes").is_none());
+        assert_eq!(s.exit_code(), ExitCode::Failures);
+        assert!(s.render_text().contains("1 failed"));
+    }
+}

@@ -1,0 +1,247 @@
+//! `dir:PATH` — objects as files in a local directory, made visible atomically.
+
+use super::{ObjectMeta, Sink, SinkError, SinkOptions, Upload};
+use crate::error::io_words;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Temp files start with this, so they are recognisable and never mistaken for output.
+pub const TEMP_PREFIX: &str = ".ferry-tmp-";
+
+/// A local directory sink: each object is written to a temp file in its final
+/// directory, then renamed into place, so a reader never sees half an object.
+pub struct DirSink {
+    root: PathBuf,
+    opts: SinkOptions,
+    seq: AtomicU64,
+    pid: u32,
+}
+
+impl DirSink {
+    /// Creates `root` if needed, checks it is writable, and removes temp files left by
+    /// earlier runs that crashed (those whose process is gone).
+    ///
+    /// # Errors
+    /// [`SinkError::Setup`] if the directory cannot be created or written.
+    pub fn open(root: &Path, opts: SinkOptions) -> Result<Self, SinkError> {
+        let setup = |cause: String| SinkError::Setup {
+            target: format!("dir:{}", root.display()),
+            cause,
+        };
+        fs::create_dir_all(root).map_err(|e| setup(io_words(&e)))?;
+        let sink = DirSink {
+            root: root.to_path_buf(),
+            opts,
+            seq: AtomicU64::new(0),
+            pid: std::process::id(),
+        };
+        let probe = sink.temp_path(root);
+        File::create(&probe).map_err(|e| setup(io_words(&e)))?;
+        let _ = fs::remove_file(&probe);
+        remove_stale_temps(root);
+        Ok(sink)
+    }
+
+    fn temp_path(&self, dir: &Path) -> PathBuf {
+        let n = self.seq.fetch_add(1, Relaxed);
+        dir.join(format!("{TEMP_PREFIX}{}-{n}", self.pid))
+    }
+}
+
+/// Removes `.ferry-tmp-<pid>-<n>` files under `root` whose process no longer runs.
+fn remove_stale_temps(root: &Path) {
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(rd) = fs::read_dir(&dir) else { continue };
+        for entry in rd.flatten() {
+            let Ok(ft) = entry.file_type() else { continue };
+            if ft.is_dir() {
+                dirs.push(entry.path());
+                continue;
+            }
+            let name = entry.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
+                continue;
+            };
+            let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+            let alive = pid.is_some_and(|p| {
+                p != std::process::id() && Path::new(&format!("/proc/{p}")).exists()
+            });
+            if !alive {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+impl Sink for DirSink {
+    fn describe(&self) -> String {
+        format!("dir:{}", self.root.display())
+    }
+
+    fn begin(&self, key: &Path, meta: &ObjectMeta) -> Result<Box<dyn Upload>, SinkError> {
+        let target = self.root.join(key);
+        let dir = target.parent().unwrap_or(&self.root);
+        fs::create_dir_all(dir).map_err(|e| {
+            SinkError::Upload(format!("cannot create {}: {}", dir.display(), io_words(&e)))
+        })?;
+        let temp = self.temp_path(dir);
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(|e| SinkError::Upload(format!("cannot create output: {}", io_words(&e))))?;
+        Ok(Box::new(DirUpload {
+            file: Some(file),
+            temp,
+            target,
+            mtime: meta.mtime,
+            fsync: self.opts.fsync,
+        }))
+    }
+
+    fn has(&self, key: &Path, len: u64) -> bool {
+        fs::symlink_metadata(self.root.join(key)).is_ok_and(|m| m.is_file() && m.len() == len)
+    }
+
+    fn read_meta(&self, name: &str) -> Result<Option<Vec<u8>>, SinkError> {
+        match fs::read(self.root.join(name)) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(SinkError::Setup {
+                target: self.describe(),
+                cause: format!("cannot read {name}: {}", io_words(&e)),
+            }),
+        }
+    }
+
+    fn write_meta(&self, name: &str, bytes: &[u8]) -> Result<(), SinkError> {
+        let mut up = self.begin(
+            Path::new(name),
+            &ObjectMeta {
+                mtime: None,
+                source_size: bytes.len() as u64,
+            },
+        )?;
+        up.write(bytes)?;
+        up.commit()
+    }
+
+    fn local_root(&self) -> Option<&Path> {
+        Some(&self.root)
+    }
+}
+
+/// One file being written under a temp name.
+struct DirUpload {
+    /// `None` once committed or aborted.
+    file: Option<File>,
+    temp: PathBuf,
+    target: PathBuf,
+    /// Stamped on the output, as gzip does.
+    mtime: Option<std::time::SystemTime>,
+    fsync: bool,
+}
+
+impl Upload for DirUpload {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| SinkError::Upload("write after commit".into()))?;
+        file.write_all(bytes)
+            .map_err(|e| SinkError::Upload(format!("write failed: {}", io_words(&e))))
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<(), SinkError> {
+        let Some(file) = self.file.take() else {
+            return Err(SinkError::Upload("committed twice".into()));
+        };
+        let finish = || -> std::io::Result<()> {
+            if let Some(t) = self.mtime {
+                file.set_modified(t)?;
+            }
+            if self.fsync {
+                file.sync_all()?;
+            }
+            drop(file);
+            fs::rename(&self.temp, &self.target)
+        };
+        finish().map_err(|e| {
+            let _ = fs::remove_file(&self.temp);
+            SinkError::Upload(format!("cannot finish output: {}", io_words(&e)))
+        })
+    }
+
+    fn abort(mut self: Box<Self>) {
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
+impl Drop for DirUpload {
+    fn drop(&mut self) {
+        // Neither committed nor aborted (a panic on the way): leave nothing behind.
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_appear_only_on_commit_and_abort_leaves_nothing() {
+        let t = tempfile::tempdir().unwrap();
+        let sink = DirSink::open(t.path(), SinkOptions::default()).unwrap();
+        let meta = ObjectMeta {
+            mtime: None,
+            source_size: 0,
+        };
+        let mut up = sink.begin(Path::new("a/b.gz"), &meta).unwrap();
+        up.write(b"hello").unwrap();
+        assert!(!t.path().join("a/b.gz").exists());
+        up.commit().unwrap();
+        assert_eq!(fs::read(t.path().join("a/b.gz")).unwrap(), b"hello");
+        assert!(sink.has(Path::new("a/b.gz"), 5));
+        assert!(!sink.has(Path::new("a/b.gz"), 6));
+
+        let mut up = sink.begin(Path::new("a/c.gz"), &meta).unwrap();
+        up.write(b"partial").unwrap();
+        up.abort();
+        let names: Vec<_> = fs::read_dir(t.path().join("a"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["b.gz"]);
+    }
+
+    #[test]
+    fn stale_temps_of_dead_processes_are_removed_at_open() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir_all(t.path().join("x")).unwrap();
+        // pid 0 is never a user process: a crashed run's leftover.
+        let stale = t.path().join("x").join(format!("{TEMP_PREFIX}0-7"));
+        fs::write(&stale, b"junk").unwrap();
+        fs::write(t.path().join("x/keep.gz"), b"ok").unwrap();
+        DirSink::open(t.path(), SinkOptions::default()).unwrap();
+        assert!(!stale.exists());
+        assert!(t.path().join("x/keep.gz").exists());
+    }
+
+    #[test]
+    fn an_unwritable_root_is_a_setup_error() {
+        let t = tempfile::tempdir().unwrap();
+        let file = t.path().join("plain");
+        fs::write(&file, b"").unwrap();
+        let err = DirSink::open(&file.join("sub"), SinkOptions::default())
+            .err()
+            .unwrap();
+        assert!(matches!(err, SinkError::Setup { .. }), "{err}");
+    }
+}

@@ -1,0 +1,159 @@
+//! Where compressed objects go. A sink opens an [`Upload`] per object, which is written
+//! part by part and then committed (made visible whole) or aborted (leaves nothing).
+
+mod dir;
+
+pub use dir::DirSink;
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// A sink failure: setup problems are fatal to the run, upload problems to one file.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The `--to` value could not be understood.
+    #[error("bad sink '{spec}': {why}")]
+    BadSpec {
+        /// What the user typed.
+        spec: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The sink cannot be used at all (unwritable directory, …).
+    #[error("cannot use output {target}: {cause}")]
+    Setup {
+        /// The sink's location.
+        target: String,
+        /// Why not.
+        cause: String,
+    },
+    /// Writing one object failed.
+    #[error("{0}")]
+    Upload(String),
+}
+
+/// Which sink to use, parsed from `--to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkSpec {
+    /// `dir:PATH` (or a bare path): a local directory.
+    Dir(PathBuf),
+}
+
+impl SinkSpec {
+    /// Parses `dir:PATH` or a bare path.
+    ///
+    /// # Errors
+    /// [`SinkError::BadSpec`] for an empty path or a scheme this build does not have.
+    pub fn parse(spec: &str) -> Result<Self, SinkError> {
+        let bad = |why: &str| SinkError::BadSpec {
+            spec: spec.to_string(),
+            why: why.to_string(),
+        };
+        if let Some(path) = spec.strip_prefix("dir:") {
+            if path.is_empty() {
+                return Err(bad("the directory path is empty"));
+            }
+            return Ok(SinkSpec::Dir(PathBuf::from(path)));
+        }
+        if let Some((scheme, _)) = spec.split_once(':') {
+            if !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric()) {
+                return Err(bad(&format!(
+                    "unknown sink type '{scheme}' (this build has: dir:PATH)"
+                )));
+            }
+        }
+        if spec.is_empty() {
+            return Err(bad("empty"));
+        }
+        Ok(SinkSpec::Dir(PathBuf::from(spec)))
+    }
+}
+
+/// What a sink learns about the object it stores.
+#[derive(Debug, Clone)]
+pub struct ObjectMeta {
+    /// The source file's modification time, to stamp on the object where possible.
+    pub mtime: Option<SystemTime>,
+    /// The source file's size.
+    pub source_size: u64,
+}
+
+/// A destination for objects.
+pub trait Sink: Send + Sync {
+    /// A short description for logs and the summary (`dir:out`).
+    fn describe(&self) -> String;
+    /// Starts writing the object `key`; nothing is visible under `key` until commit.
+    ///
+    /// # Errors
+    /// [`SinkError::Upload`] if the object cannot be started.
+    fn begin(&self, key: &Path, meta: &ObjectMeta) -> Result<Box<dyn Upload>, SinkError>;
+    /// Whether object `key` exists with `len` bytes (a rerun's skip check).
+    fn has(&self, key: &Path, len: u64) -> bool;
+    /// Reads the named metadata object (the manifest) at the sink root, if present.
+    ///
+    /// # Errors
+    /// [`SinkError::Setup`] if it exists but cannot be read.
+    fn read_meta(&self, name: &str) -> Result<Option<Vec<u8>>, SinkError>;
+    /// Replaces the named metadata object atomically.
+    ///
+    /// # Errors
+    /// [`SinkError::Upload`] if it cannot be written.
+    fn write_meta(&self, name: &str, bytes: &[u8]) -> Result<(), SinkError>;
+    /// The local directory behind the sink, so the walk can leave it out of the inputs.
+    fn local_root(&self) -> Option<&Path> {
+        None
+    }
+}
+
+/// One object being written.
+pub trait Upload: Send {
+    /// Appends bytes.
+    ///
+    /// # Errors
+    /// [`SinkError::Upload`] on a write failure; the caller then aborts.
+    fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError>;
+    /// Makes the object visible, whole.
+    ///
+    /// # Errors
+    /// [`SinkError::Upload`]; nothing is left visible then.
+    fn commit(self: Box<Self>) -> Result<(), SinkError>;
+    /// Drops the object; nothing is left behind.
+    fn abort(self: Box<Self>);
+}
+
+/// Options that shape how sinks deliver.
+#[derive(Debug, Clone, Default)]
+pub struct SinkOptions {
+    /// fsync each object before it becomes visible (durable against power loss, slower).
+    pub fsync: bool,
+}
+
+/// Opens the sink named by `spec`, ready to take objects.
+///
+/// # Errors
+/// [`SinkError::Setup`] if it cannot be used.
+pub fn open(spec: &SinkSpec, opts: &SinkOptions) -> Result<std::sync::Arc<dyn Sink>, SinkError> {
+    match spec {
+        SinkSpec::Dir(p) => Ok(std::sync::Arc::new(DirSink::open(p, opts.clone())?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_specs() {
+        assert_eq!(
+            SinkSpec::parse("dir:out").unwrap(),
+            SinkSpec::Dir("out".into())
+        );
+        assert_eq!(
+            SinkSpec::parse("out/x").unwrap(),
+            SinkSpec::Dir("out/x".into())
+        );
+        assert!(SinkSpec::parse("dir:").is_err());
+        let e = SinkSpec::parse("ftp://x").unwrap_err().to_string();
+        assert!(e.contains("unknown sink type 'ftp'"), "{e}");
+    }
+}
