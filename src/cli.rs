@@ -107,7 +107,7 @@ pub enum ProgressArg {
     Never,
 }
 
-/// Rewrites gzip-style `-1` … `-9` into `--level=N` before clap sees them (clap would take
+/// Rewrites gzip-style `-1` … `-9` (not `-0`, which is `--null`) into `--level=N` before clap sees them (clap would take
 /// them for negative numbers or unknown flags). Stops at `--`.
 pub fn rewrite_level_shorthand(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
     let mut out = Vec::new();
@@ -118,7 +118,8 @@ pub fn rewrite_level_shorthand(args: impl IntoIterator<Item = OsString>) -> Vec<
                 done = true;
             } else if let Some(s) = a.to_str() {
                 let b = s.as_bytes();
-                if b.len() == 2 && b[0] == b'-' && b[1].is_ascii_digit() {
+                // `-0` is --null (as in xargs), not a level: gzip has no -0 either.
+                if b.len() == 2 && b[0] == b'-' && (b'1'..=b'9').contains(&b[1]) {
                     out.push(OsString::from(format!("--level={}", b[1] as char)));
                     continue;
                 }
@@ -135,7 +136,7 @@ mod tests {
 
     #[test]
     fn digit_flags_become_levels() {
-        let args = ["ferry", "-9", "x", "--", "-1"].map(OsString::from);
+        let args = ["ferry", "-9", "-0", "x", "--", "-1"].map(OsString::from);
         let out = rewrite_level_shorthand(args);
         assert_eq!(
             out,

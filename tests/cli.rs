@@ -1,0 +1,496 @@
+//! CLI tests: what a user sees, on real files in temp dirs.
+
+mod common;
+
+use common::*;
+use predicates::prelude::*;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::path::Path;
+
+#[test]
+fn a_directory_is_delivered_under_its_own_name_and_round_trips() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("logs");
+    let files = [
+        ("a/b.log", text(50_000, 1)),
+        ("c.txt", text(10, 2)),
+        (".hidden", b"secret".to_vec()),
+        ("empty", Vec::new()),
+    ];
+    for (rel, data) in &files {
+        write(&src, rel, data);
+    }
+    let out = t.path().join("out");
+    ferry()
+        .arg(&src)
+        .arg("--to")
+        .arg(format!("dir:{}", out.display()))
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("4 discovered: 4 succeeded"));
+    for (rel, data) in &files {
+        assert_eq!(
+            &gunzip(&out.join("logs").join(format!("{rel}.gz"))),
+            data,
+            "{rel}"
+        );
+    }
+    // Nothing but outputs and the manifest: no temp files.
+    let got = files_under(&out);
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert!(out.join(".ferry-manifest.json").exists());
+}
+
+#[test]
+fn a_single_file_input_and_the_default_sink() {
+    let t = tempfile::tempdir().unwrap();
+    write(t.path(), "x.csv", b"a,b\n1,2\n");
+    ferry()
+        .current_dir(t.path())
+        .arg("x.csv")
+        .assert()
+        .success();
+    assert_eq!(gunzip(&t.path().join("ferry-out/x.csv.gz")), b"a,b\n1,2\n");
+}
+
+#[test]
+fn inputs_whose_keys_collide_are_a_usage_error_before_any_work() {
+    let t = tempfile::tempdir().unwrap();
+    write(t.path(), "a/logs/1", b"1");
+    write(t.path(), "b/logs/2", b"2");
+    let out = t.path().join("out");
+    ferry()
+        .arg(t.path().join("a/logs"))
+        .arg(t.path().join("b/logs"))
+        .arg("--to")
+        .arg(&out)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "would both be delivered under 'logs'",
+        ));
+    assert!(!out.exists());
+}
+
+#[test]
+fn header_keeps_name_and_mtime_and_levels_are_accepted() {
+    let t = tempfile::tempdir().unwrap();
+    let f = write(t.path(), "in/data.bin", &text(100_000, 3));
+    filetime::set_file_mtime(&f, filetime::FileTime::from_unix_time(1_600_000_000, 0)).unwrap();
+    let mut sizes = Vec::new();
+    for level in ["-1", "-9", "--level=0", "-l6"] {
+        let out = t.path().join(format!("out{level}"));
+        ferry()
+            .arg(t.path().join("in"))
+            .arg(level)
+            .arg("--to")
+            .arg(&out)
+            .assert()
+            .success();
+        let gz = out.join("in/data.bin.gz");
+        assert_eq!(gunzip(&gz), text(100_000, 3));
+        let bytes = std::fs::read(&gz).unwrap();
+        let d = flate2::read::GzDecoder::new(&bytes[..]);
+        let h = d.header().unwrap();
+        assert_eq!(h.filename(), Some(&b"data.bin"[..]));
+        assert_eq!(h.mtime(), 1_600_000_000);
+        sizes.push(bytes.len());
+    }
+    assert!(sizes[2] > sizes[0] && sizes[0] > sizes[1], "{sizes:?}");
+    ferry()
+        .arg(t.path().join("in"))
+        .arg("-l")
+        .arg("10")
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn big_files_are_segmented_and_output_is_identical_for_any_worker_counts() {
+    let t = tempfile::tempdir().unwrap();
+    let data = text(700_000, 4);
+    write(t.path(), "in/big.log", &data);
+    write(t.path(), "in/exact.log", &text(65536, 5));
+    write(t.path(), "in/plus1.log", &text(65537, 6));
+    let runs: [&[&str]; 3] = [
+        &[
+            "-j",
+            "1",
+            "--load-workers",
+            "1",
+            "--upload-workers",
+            "1",
+            "--queue",
+            "1",
+        ],
+        &[
+            "-j",
+            "4",
+            "--load-workers",
+            "3",
+            "--upload-workers",
+            "5",
+            "--queue",
+            "2",
+        ],
+        &["-j", "3", "--queue", "1", "--memory", "128KiB"],
+    ];
+    let mut outputs = Vec::new();
+    for (i, args) in runs.iter().enumerate() {
+        let out = t.path().join(format!("out{i}"));
+        ferry()
+            .arg(t.path().join("in"))
+            .args(["--segment-size", "64KiB"])
+            .args(*args)
+            .arg("--to")
+            .arg(&out)
+            .assert()
+            .success();
+        assert_eq!(gunzip(&out.join("in/big.log.gz")), data);
+        assert_eq!(gunzip(&out.join("in/plus1.log.gz")), text(65537, 6));
+        let names = ["big.log.gz", "exact.log.gz", "plus1.log.gz"];
+        outputs.push(names.map(|n| std::fs::read(out.join("in").join(n)).unwrap()));
+    }
+    assert!(
+        outputs.windows(2).all(|w| w[0] == w[1]),
+        "bytes depend on worker counts"
+    );
+}
+
+#[test]
+fn symlinks_are_skipped_unless_followed_and_loops_end() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    write(&src, "real/f.txt", b"content");
+    std::os::unix::fs::symlink(src.join("real/f.txt"), src.join("link.txt")).unwrap();
+    std::os::unix::fs::symlink("nowhere", src.join("dangling")).unwrap();
+    std::os::unix::fs::symlink(&src, src.join("real/loop")).unwrap();
+
+    let out = t.path().join("o1");
+    let r = ferry()
+        .arg(&src)
+        .args(["--report", "-", "-v"])
+        .arg("--to")
+        .arg(&out)
+        .assert()
+        .success();
+    let v = report(&r.get_output().stdout);
+    assert_eq!(v["totals"]["succeeded"], 1);
+    assert_eq!(v["totals"]["skipped"], 3);
+    assert!(!out.join("src/link.txt.gz").exists());
+    let err = String::from_utf8_lossy(&r.get_output().stderr).into_owned();
+    assert!(
+        err.contains("link.txt: symbolic link (not followed)"),
+        "{err}"
+    );
+
+    let out = t.path().join("o2");
+    let r = ferry()
+        .arg(&src)
+        .args(["-L", "--report", "-"])
+        .arg("--to")
+        .arg(&out)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("dangling"));
+    let v = report(&r.get_output().stdout);
+    assert_eq!(gunzip(&out.join("src/link.txt.gz")), b"content");
+    assert_eq!(v["totals"]["failed"], 1, "the dangling link");
+    assert_eq!(v["totals"]["skipped"], 1, "the loop");
+    assert_eq!(v["failures"][0]["stage"], "walk");
+}
+
+#[test]
+fn fifos_and_sockets_are_never_opened() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    write(&src, "ok.txt", b"fine");
+    let fifo = src.join("pipe");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let _sock = std::os::unix::net::UnixListener::bind(src.join("sock")).unwrap();
+    let out = t.path().join("out");
+    let r = ferry()
+        .arg(&src)
+        .args(["--report", "-", "-v"])
+        .arg("--to")
+        .arg(&out)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("named pipe (FIFO)"))
+        .stderr(predicate::str::contains("socket"));
+    let v = report(&r.get_output().stdout);
+    assert_eq!(v["totals"]["skipped"], 2);
+    assert_eq!(files_under(&out.join("src")), [Path::new("ok.txt.gz")]);
+}
+
+#[test]
+fn an_output_directory_inside_the_input_is_never_read() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("d");
+    write(&src, "a.txt", b"aaa");
+    for _ in 0..2 {
+        ferry()
+            .arg(&src)
+            .arg("--force")
+            .arg("--to")
+            .arg(src.join("out"))
+            .assert()
+            .success()
+            .stderr(predicate::str::contains("1 discovered"));
+    }
+    assert_eq!(
+        files_under(&src.join("out")),
+        [Path::new(".ferry-manifest.json"), Path::new("d/a.txt.gz")]
+    );
+}
+
+#[test]
+fn include_and_exclude_globs() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    for rel in ["a.log", "b.txt", "tmp/c.log", "deep/x/d.log"] {
+        write(&src, rel, rel.as_bytes());
+    }
+    let out = t.path().join("out");
+    ferry()
+        .arg(&src)
+        .args(["--include", "*.log", "--exclude", "tmp/"])
+        .arg("--to")
+        .arg(&out)
+        .assert()
+        .success();
+    assert_eq!(
+        files_under(&out.join("s")),
+        [Path::new("a.log.gz"), Path::new("deep/x/d.log.gz")]
+    );
+}
+
+#[test]
+fn reruns_skip_unchanged_files_and_force_rewrites() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    write(&src, "a", b"one");
+    let b = write(&src, "b", b"two");
+    let out = t.path().join("out");
+    let run = |extra: &[&str]| {
+        let r = ferry()
+            .arg(&src)
+            .args(["--report", "-"])
+            .args(extra)
+            .arg("--to")
+            .arg(&out)
+            .assert()
+            .success();
+        report(&r.get_output().stdout)
+    };
+    assert_eq!(run(&[])["totals"]["succeeded"], 2);
+    let v = run(&[]);
+    assert_eq!(
+        (
+            v["totals"]["skipped"].as_u64(),
+            v["totals"]["succeeded"].as_u64()
+        ),
+        (Some(2), Some(0))
+    );
+    std::fs::write(&b, b"changed").unwrap();
+    filetime::set_file_mtime(&b, filetime::FileTime::from_unix_time(1_000_000, 0)).unwrap();
+    let v = run(&[]);
+    assert_eq!(
+        (
+            v["totals"]["skipped"].as_u64(),
+            v["totals"]["succeeded"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    assert_eq!(gunzip(&out.join("s/b.gz")), b"changed");
+    // An output deleted by hand is delivered again.
+    std::fs::remove_file(out.join("s/a.gz")).unwrap();
+    assert_eq!(run(&[])["totals"]["succeeded"], 1);
+    assert_eq!(run(&["--force"])["totals"]["succeeded"], 2);
+}
+
+#[test]
+fn stale_temp_files_are_removed_at_start() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    write(&src, "a", b"x");
+    let out = t.path().join("out");
+    // A temp file of a crashed run (pid 0 never runs ferry).
+    let stale = write(&out, "s/.ferry-tmp-0-12", b"half");
+    ferry().arg(&src).arg("--to").arg(&out).assert().success();
+    assert!(!stale.exists());
+    assert_eq!(files_under(&out.join("s")), [Path::new("a.gz")]);
+}
+
+#[test]
+fn files_from_with_a_missing_entry_fails_it_and_delivers_the_rest() {
+    let t = tempfile::tempdir().unwrap();
+    write(t.path(), "d/one.txt", b"1");
+    write(t.path(), "d/two.txt", b"22");
+    std::fs::write(
+        t.path().join("list"),
+        "d/one.txt\nd/missing.txt\n\nd/two.txt\n",
+    )
+    .unwrap();
+    let r = ferry()
+        .current_dir(t.path())
+        .args(["--files-from", "list", "--to", "dir:out", "--report", "-"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "ferry: d/missing.txt: no such file or directory",
+        ));
+    let v = report(&r.get_output().stdout);
+    assert_eq!(v["totals"]["succeeded"], 2);
+    assert_eq!(v["failures"][0]["path"], "d/missing.txt");
+    assert_eq!(gunzip(&t.path().join("out/d/two.txt.gz")), b"22");
+
+    // NUL-separated on stdin, names with newlines and spaces.
+    write(t.path(), "d/new\nline name", b"nl");
+    ferry()
+        .current_dir(t.path())
+        .args(["--files-from", "-", "-0", "--to", "dir:out0"])
+        .write_stdin(&b"d/one.txt\0d/new\nline name\0"[..])
+        .assert()
+        .success();
+    assert_eq!(gunzip(&t.path().join("out0/d/new\nline name.gz")), b"nl");
+}
+
+#[test]
+fn usage_and_setup_errors_exit_2_before_any_work() {
+    let t = tempfile::tempdir().unwrap();
+    write(t.path(), "s/a", b"a");
+    write(t.path(), "plain", b"");
+    let src = t.path().join("s");
+    let cases: Vec<(Vec<OsString>, &str)> = vec![
+        (vec!["--bogus".into()], "--bogus"),
+        (
+            vec![t.path().join("nope").into()],
+            "no such file or directory",
+        ),
+        (
+            vec![src.clone().into(), "--to".into(), "ftp://h/x".into()],
+            "unknown sink type",
+        ),
+        (
+            vec![
+                src.clone().into(),
+                "--to".into(),
+                t.path().join("plain/sub").into(),
+            ],
+            "cannot use output",
+        ),
+        (
+            vec![src.clone().into(), "--segment-size".into(), "big".into()],
+            "--segment-size",
+        ),
+        (
+            vec![
+                src.clone().into(),
+                "--files-from".into(),
+                "/nonexistent/list".into(),
+            ],
+            "--files-from",
+        ),
+        (vec![], "INPUT"),
+    ];
+    for (args, msg) in cases {
+        ferry()
+            .current_dir(t.path())
+            .args(&args)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(msg));
+    }
+    assert!(!t.path().join("ferry-out").exists());
+}
+
+#[test]
+fn non_utf8_names_work_end_to_end() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    std::fs::create_dir_all(&src).unwrap();
+    let name = OsString::from_vec(b"caf\xe9 \xff.txt".to_vec());
+    std::fs::write(src.join(&name), b"bytes").unwrap();
+    let out = t.path().join("out");
+    ferry().arg(&src).arg("--to").arg(&out).assert().success();
+    let mut gz = name.clone();
+    gz.push(".gz");
+    assert_eq!(gunzip(&out.join("s").join(gz)), b"bytes");
+    // The manifest keeps the exact bytes, so the rerun recognises the file.
+    let r = ferry()
+        .arg(&src)
+        .args(["--report", "-"])
+        .arg("--to")
+        .arg(&out)
+        .assert()
+        .success();
+    assert_eq!(report(&r.get_output().stdout)["totals"]["skipped"], 1);
+}
+
+#[test]
+fn quiet_is_silent_and_verbose_names_each_file() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    write(&src, "a.log", &text(5000, 9));
+    ferry()
+        .arg(&src)
+        .args(["-q", "--to"])
+        .arg(t.path().join("o1"))
+        .assert()
+        .success()
+        .stderr(predicate::str::is_empty());
+    ferry()
+        .arg(&src)
+        .args(["-v", "--to"])
+        .arg(t.path().join("o2"))
+        .assert()
+        .success()
+        .stderr(predicate::str::is_match(r"\[done\] .*a\.log 4\.9 KiB → [\d.]+ (B|KiB)").unwrap());
+    ferry()
+        .arg(&src)
+        .args(["-vv", "--to"])
+        .arg(t.path().join("o3"))
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("[debug] compress worker"))
+        .stderr(predicate::str::contains("output channel is closed"));
+}
+
+#[test]
+fn report_has_the_documented_fields() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    for i in 0..20 {
+        write(&src, &format!("f{i}"), &text(1000 * i, i as u64));
+    }
+    let rep = t.path().join("r.json");
+    ferry()
+        .arg(&src)
+        .arg("--report")
+        .arg(&rep)
+        .arg("--to")
+        .arg(t.path().join("o"))
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("p99 ms"));
+    let v = report(&std::fs::read(&rep).unwrap());
+    assert_eq!(v["totals"]["succeeded"], 20);
+    assert!(v["totals"]["bytes_in"].as_u64().unwrap() > v["totals"]["bytes_out"].as_u64().unwrap());
+    assert!(v["duration_s"].as_f64().unwrap() > 0.0);
+    let names: Vec<&str> = v["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["walk", "load", "compress", "upload", "record"]);
+    for s in v["stages"].as_array().unwrap() {
+        for k in ["workers", "items", "busy_s", "p50_ms", "p99_ms"] {
+            assert!(s[k].is_number(), "{k}");
+        }
+    }
+    assert!(v["failures"].as_array().unwrap().is_empty());
+}
