@@ -216,7 +216,7 @@ impl Walker {
             };
             let rel = path.strip_prefix(&root.path).unwrap_or(&path);
             let key = Path::new(&root.name).join(rel);
-            if !self.send(out, path, key, kind, 0.max(size)) {
+            if !self.send(out, path, key, kind, size) {
                 return;
             }
         }
