@@ -8,7 +8,13 @@ use std::time::Duration;
 /// Log-like text: timestamps, levels, modules and a few numbers, like real server logs.
 fn log_like(n: usize) -> Vec<u8> {
     let levels = ["INFO", "WARN", "ERROR", "DEBUG"];
-    let modules = ["http.server", "db.pool", "auth.session", "cache.lru", "queue.worker"];
+    let modules = [
+        "http.server",
+        "db.pool",
+        "auth.session",
+        "cache.lru",
+        "queue.worker",
+    ];
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
     let mut out = Vec::with_capacity(n + 200);
     let mut ts = 1_700_000_000_000u64;
