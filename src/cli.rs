@@ -140,7 +140,7 @@ mod tests {
         let out = rewrite_level_shorthand(args);
         assert_eq!(
             out,
-            ["ferry", "--level=9", "x", "--", "-1"].map(OsString::from)
+            ["ferry", "--level=9", "-0", "x", "--", "-1"].map(OsString::from)
         );
         let cli = Cli::try_parse_from(rewrite_level_shorthand(
             ["ferry", "-3", "d"].map(OsString::from),
