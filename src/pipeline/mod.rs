@@ -2,7 +2,7 @@
 //!
 //! It knows nothing of files, gzip or sinks. A stage is a name, a worker count and a
 //! factory that makes one worker function per thread: `FnMut(In, &Emitter<Out>)`, which may
-//! emit zero, one or many outputs per input. Each stage runs on a rayon [`ThreadPool`] of
+//! emit zero, one or many outputs per input. Each stage runs on a rayon [`ThreadPool`](rayon::ThreadPool) of
 //! its own; every thread of the pool runs one worker loop that blocks in `recv` on the
 //! stage's input channel (parked, never spinning). Channels are bounded and created here
 //! only; each is owned by exactly one upstream stage and closed by drop when that stage's
