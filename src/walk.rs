@@ -192,7 +192,9 @@ impl Walker {
                     let Some(ft) = entry.file_type() else {
                         continue;
                     };
-                    if ft.is_dir() {
+                    // The root itself (possibly a link to a directory named on the command
+                    // line, which is followed like `find -H`) is not an entry.
+                    if ft.is_dir() || entry.depth() == 0 {
                         continue;
                     }
                     let (kind, size) = if ft.is_file() {

@@ -494,3 +494,21 @@ fn report_has_the_documented_fields() {
     }
     assert!(v["failures"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn a_symlink_named_as_input_is_followed_like_find_h() {
+    let t = tempfile::tempdir().unwrap();
+    write(t.path(), "real/a", b"hi");
+    std::os::unix::fs::symlink(t.path().join("real"), t.path().join("link")).unwrap();
+    let out = t.path().join("out");
+    let r = ferry()
+        .arg(t.path().join("link"))
+        .args(["--report", "-", "--to"])
+        .arg(&out)
+        .assert()
+        .success();
+    let v = report(&r.get_output().stdout);
+    let n = |k: &str| v["totals"][k].as_u64().unwrap();
+    assert_eq!((n("discovered"), n("succeeded")), (1, 1));
+    assert_eq!(gunzip(&out.join("link/a.gz")), b"hi");
+}
