@@ -43,9 +43,10 @@ pub struct Cli {
     #[arg(long, value_name = "SIZE", default_value = "1MiB")]
     pub segment_size: String,
 
-    /// Most bytes in flight between reading and delivery.
-    #[arg(long, value_name = "SIZE", default_value = "256MiB")]
-    pub memory: String,
+    /// Most bytes in flight between reading and delivery
+    /// [default: the larger of 16MiB and 4 × jobs × segment size].
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
 
     /// Also read paths from FILE (`-` for stdin), one per line.
     #[arg(long, value_name = "FILE")]

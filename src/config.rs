@@ -53,6 +53,12 @@ pub struct Config {
     pub report: Option<PathBuf>,
 }
 
+/// The default memory budget: enough segments in flight to keep every compress worker
+/// busy (4 per worker), and at least 16 MiB. More only raises peak RSS, not speed.
+pub fn default_memory(jobs: usize, segment_size: u64) -> u64 {
+    (4 * jobs as u64 * segment_size).max(16 << 20)
+}
+
 /// Available cores, at least 1.
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -72,7 +78,7 @@ impl Config {
             upload_workers: 2,
             queue: 64,
             segment_size: 1 << 20,
-            memory: 256 << 20,
+            memory: default_memory(cores(), 1 << 20),
             follow: false,
             include: Vec::new(),
             exclude: Vec::new(),
@@ -107,13 +113,20 @@ impl Config {
             }
         };
         let segment_size = size("segment-size", &cli.segment_size)?;
-        let memory = size("memory", &cli.memory)?;
-        if memory < segment_size {
-            return Err(usage(format!(
-                "--memory ({}) must be at least --segment-size ({})",
-                cli.memory, cli.segment_size
-            )));
-        }
+        let jobs = positive("jobs", cli.jobs.unwrap_or_else(cores))?;
+        let memory = match &cli.memory {
+            None => default_memory(jobs, segment_size),
+            Some(m) => {
+                let memory = size("memory", m)?;
+                if memory < segment_size {
+                    return Err(usage(format!(
+                        "--memory ({m}) must be at least --segment-size ({})",
+                        cli.segment_size
+                    )));
+                }
+                memory
+            }
+        };
         let timeout = match &cli.timeout {
             None => None,
             Some(t) => {
@@ -132,7 +145,7 @@ impl Config {
             null_separated: cli.null,
             sink,
             level: cli.level,
-            jobs: positive("jobs", cli.jobs.unwrap_or_else(cores))?,
+            jobs,
             load_workers: positive("load-workers", cli.load_workers)?,
             upload_workers: positive("upload-workers", cli.upload_workers)?,
             queue: positive("queue", cli.queue)?,

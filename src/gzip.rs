@@ -22,7 +22,17 @@ pub struct GzipError(String);
 pub struct SegmentCompressor {
     level: u32,
     deflate: Compress,
+    /// With the `libdeflate` feature: the engine for whole files in one segment.
+    #[cfg(feature = "libdeflate")]
+    whole: libdeflater::Compressor,
 }
+
+/// The deflate engines in this build, for reports.
+pub const ENGINE: &str = if cfg!(feature = "libdeflate") {
+    "zlib-rs (segments) + libdeflate (whole small files)"
+} else {
+    "zlib-rs"
+};
 
 impl SegmentCompressor {
     /// A compressor at gzip `level` (0–9).
@@ -30,6 +40,10 @@ impl SegmentCompressor {
         SegmentCompressor {
             level,
             deflate: Compress::new(Compression::new(level), false),
+            #[cfg(feature = "libdeflate")]
+            whole: libdeflater::Compressor::new(
+                libdeflater::CompressionLvl::new(level as i32).unwrap_or_default(),
+            ),
         }
     }
 
@@ -51,6 +65,17 @@ impl SegmentCompressor {
         dict: Option<&[u8]>,
         last: bool,
     ) -> Result<Vec<u8>, GzipError> {
+        #[cfg(feature = "libdeflate")]
+        if last && dict.is_none() {
+            // A whole file in one piece: libdeflate's complete stream is exactly that.
+            let mut out = vec![0u8; self.whole.deflate_compress_bound(data.len())];
+            let n = self
+                .whole
+                .deflate_compress(data, &mut out)
+                .map_err(|e| GzipError(format!("{e:?}")))?;
+            out.truncate(n);
+            return Ok(out);
+        }
         match dict {
             // zlib-rs: set_dictionary on a *reset* stream can give other (valid) bytes
             // than on a fresh one, which would make output depend on which segments a

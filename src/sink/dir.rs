@@ -2,10 +2,12 @@
 
 use super::{ObjectMeta, Sink, SinkError, SinkOptions, Upload};
 use crate::error::io_words;
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
 
 /// Temp files start with this, so they are recognisable and never mistaken for output.
 pub const TEMP_PREFIX: &str = ".ferry-tmp-";
@@ -14,6 +16,8 @@ pub const TEMP_PREFIX: &str = ".ferry-tmp-";
 /// directory, then renamed into place, so a reader never sees half an object.
 pub struct DirSink {
     root: PathBuf,
+    /// Directories known to exist, so each is created once, not once per file.
+    made: Mutex<HashSet<PathBuf>>,
     opts: SinkOptions,
     seq: AtomicU64,
     pid: u32,
@@ -33,6 +37,7 @@ impl DirSink {
         fs::create_dir_all(root).map_err(|e| setup(io_words(&e)))?;
         let sink = DirSink {
             root: root.to_path_buf(),
+            made: Mutex::new(HashSet::new()),
             opts,
             seq: AtomicU64::new(0),
             pid: std::process::id(),
@@ -84,15 +89,30 @@ impl Sink for DirSink {
     fn begin(&self, key: &Path, meta: &ObjectMeta) -> Result<Box<dyn Upload>, SinkError> {
         let target = self.root.join(key);
         let dir = target.parent().unwrap_or(&self.root);
-        fs::create_dir_all(dir).map_err(|e| {
-            SinkError::Upload(format!("cannot create {}: {}", dir.display(), io_words(&e)))
-        })?;
+        let known = self
+            .made
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(dir);
+        if !known {
+            fs::create_dir_all(dir).map_err(|e| {
+                SinkError::Upload(format!("cannot create {}: {}", dir.display(), io_words(&e)))
+            })?;
+            self.made
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(dir.to_path_buf());
+        }
         let temp = self.temp_path(dir);
-        let file = File::options()
-            .write(true)
-            .create_new(true)
-            .open(&temp)
-            .map_err(|e| SinkError::Upload(format!("cannot create output: {}", io_words(&e))))?;
+        let create = || File::options().write(true).create_new(true).open(&temp);
+        let file = match create() {
+            // The directory was removed behind our back since we made it: make it again.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::create_dir_all(dir).and_then(|_| create())
+            }
+            r => r,
+        }
+        .map_err(|e| SinkError::Upload(format!("cannot create output: {}", io_words(&e))))?;
         Ok(Box::new(DirUpload {
             file: Some(file),
             temp,
