@@ -95,6 +95,23 @@ pub struct Cli {
     /// Stop the whole run after this long (e.g. `90s`, `5m`); the rest is cancelled.
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
+
+    /// Fail a file that is not delivered within this long of being opened; the run goes on.
+    #[arg(long, value_name = "DURATION")]
+    pub task_timeout: Option<String>,
+
+    /// Retries of a transient sink failure, per operation.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub retries: u32,
+
+    /// First retry delay; it doubles on each retry, with jitter.
+    #[arg(long, value_name = "DURATION", default_value = "200ms")]
+    pub retry_backoff: String,
+
+    /// Take only the files whose key hashes to shard K of N (0 ≤ K < N); N processes with
+    /// K = 0…N-1 deliver every file exactly once.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<String>,
 }
 
 /// `--progress` values.

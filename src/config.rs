@@ -51,12 +51,38 @@ pub struct Config {
     pub timeout: Option<Duration>,
     /// Where to write the JSON report (`-` = stdout).
     pub report: Option<PathBuf>,
+    /// Per-file deadline, from opening to delivery.
+    pub task_timeout: Option<Duration>,
+    /// Retries of a transient sink failure.
+    pub retries: u32,
+    /// First retry delay.
+    pub retry_backoff: Duration,
+    /// `--shard K/N`: this process takes shard K of N.
+    pub shard: Option<(u64, u64)>,
 }
 
 /// The default memory budget: enough segments in flight to keep every compress worker
 /// busy (4 per worker), and at least 16 MiB. More only raises peak RSS, not speed.
 pub fn default_memory(jobs: usize, segment_size: u64) -> u64 {
     (4 * jobs as u64 * segment_size).max(16 << 20)
+}
+
+/// Parses `K/N` with `0 ≤ K < N`.
+fn parse_shard(s: &str) -> Result<(u64, u64), FerryError> {
+    let bad = || {
+        FerryError::Usage(format!(
+            "--shard '{s}': expected K/N with 0 <= K < N, e.g. 0/4"
+        ))
+    };
+    let (k, n) = s.split_once('/').ok_or_else(bad)?;
+    let (k, n): (u64, u64) = (
+        k.trim().parse().map_err(|_| bad())?,
+        n.trim().parse().map_err(|_| bad())?,
+    );
+    if n == 0 || k >= n {
+        return Err(bad());
+    }
+    Ok((k, n))
 }
 
 /// Available cores, at least 1.
@@ -88,6 +114,10 @@ impl Config {
             log_level: Level::Warn,
             timeout: None,
             report: None,
+            task_timeout: None,
+            retries: 3,
+            retry_backoff: Duration::from_millis(200),
+            shard: None,
         }
     }
 
@@ -127,17 +157,26 @@ impl Config {
                 memory
             }
         };
-        let timeout = match &cli.timeout {
-            None => None,
-            Some(t) => {
-                let d = humantime::parse_duration(t)
-                    .map_err(|e| usage(format!("--timeout '{t}': {e} (try 90s, 5m, 1h)")))?;
-                if d.is_zero() {
-                    return Err(usage("--timeout must be more than 0".into()));
-                }
-                Some(d)
+        let duration = |flag: &str, t: &str| -> Result<Duration, FerryError> {
+            let d = humantime::parse_duration(t)
+                .map_err(|e| usage(format!("--{flag} '{t}': {e} (try 90s, 5m, 1h)")))?;
+            if d.is_zero() {
+                return Err(usage(format!("--{flag} must be more than 0")));
             }
+            Ok(d)
         };
+        let timeout = cli
+            .timeout
+            .as_deref()
+            .map(|t| duration("timeout", t))
+            .transpose()?;
+        let task_timeout = cli
+            .task_timeout
+            .as_deref()
+            .map(|t| duration("task-timeout", t))
+            .transpose()?;
+        let retry_backoff = duration("retry-backoff", &cli.retry_backoff)?;
+        let shard = cli.shard.as_deref().map(parse_shard).transpose()?;
         let sink = SinkSpec::parse(&cli.to).map_err(|e| usage(format!("--to: {e}")))?;
         Ok(Config {
             inputs: cli.inputs,
@@ -169,6 +208,10 @@ impl Config {
             },
             timeout,
             report: cli.report,
+            task_timeout,
+            retries: cli.retries,
+            retry_backoff,
+            shard,
         })
     }
 }
@@ -199,6 +242,19 @@ mod tests {
         assert_eq!(c.segment_size, 65536);
         assert_eq!(c.memory, 1 << 20);
         assert_eq!(c.timeout, Some(Duration::from_secs(90)));
+        let c = parse(&[
+            "x",
+            "--shard",
+            "2/5",
+            "--task-timeout",
+            "3s",
+            "--retries",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(c.shard, Some((2, 5)));
+        assert_eq!(c.task_timeout, Some(Duration::from_secs(3)));
+        assert_eq!(c.retries, 0);
         for (args, flag) in [
             (vec!["x", "--segment-size", "lots"], "--segment-size"),
             (vec!["x", "--memory", "0"], "--memory"),
@@ -207,6 +263,11 @@ mod tests {
             (vec!["x", "--jobs", "0"], "--jobs"),
             (vec!["x", "--queue", "0"], "--queue"),
             (vec!["x", "--to", "nope://x"], "--to"),
+            (vec!["x", "--to", "sim:fail=3"], "--to"),
+            (vec!["x", "--task-timeout", "0s"], "--task-timeout"),
+            (vec!["x", "--retry-backoff", "x"], "--retry-backoff"),
+            (vec!["x", "--shard", "4/4"], "--shard"),
+            (vec!["x", "--shard", "1"], "--shard"),
         ] {
             let e = parse(&args).unwrap_err().to_string();
             assert!(e.contains(flag), "{args:?}: {e}");

@@ -102,6 +102,8 @@ pub struct Loader {
     pub budget: Arc<Budget>,
     /// Run counters.
     pub metrics: Arc<RunMetrics>,
+    /// `--task-timeout`: each file must be delivered within this long of being opened.
+    pub task_timeout: Option<Duration>,
 }
 
 fn io_cause(e: &io::Error) -> String {
@@ -114,7 +116,7 @@ impl Loader {
     pub fn load(&self, task: FileTask, out: &Emitter<Segment>) {
         let stop = |task: FileTask, v: Verdict| {
             let _ = out.emit(Segment {
-                file: FileCtx::new(task, 0, (0, 0)),
+                file: FileCtx::new(task, 0, (0, 0), None),
                 index: 0,
                 body: SegmentBody::Stop(v),
             });
@@ -184,8 +186,17 @@ impl Loader {
                 }
             }
         }
-        let ctx = FileCtx::new(task, size, mtime);
+        let deadline = self.task_timeout.map(|t| std::time::Instant::now() + t);
+        let ctx = FileCtx::new(task, size, mtime, deadline);
         self.read_segments(ctx, file, out);
+    }
+
+    fn timed_out_words(&self) -> String {
+        let t = self.task_timeout.unwrap_or_default();
+        format!(
+            "timed out after {} (--task-timeout)",
+            humantime::format_duration(t)
+        )
     }
 
     fn read_segments(&self, ctx: Arc<FileCtx>, mut file: File, out: &Emitter<Segment>) {
@@ -206,6 +217,9 @@ impl Loader {
         for i in 0..n {
             if out.is_cancelled() {
                 return emit_stop(i, Verdict::Cancelled);
+            }
+            if ctx.timed_out() {
+                return emit_stop(i, failed(self.timed_out_words()));
             }
             let len = seg.min(ctx.size - i * seg);
             let Some(permit) = self.budget.acquire(len, out.cancel_token()) else {

@@ -124,6 +124,8 @@ pub struct StageMetrics {
     pub finished_workers: AtomicUsize,
     /// Panics caught in this stage's workers.
     pub panics: AtomicU64,
+    /// Operations the stage's work retried (e.g. transient upload failures).
+    pub retries: AtomicU64,
 }
 
 impl StageMetrics {
@@ -146,6 +148,7 @@ impl StageMetrics {
             latency: Histogram::new(),
             finished_workers: AtomicUsize::new(0),
             panics: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
         }
     }
 

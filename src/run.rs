@@ -63,6 +63,10 @@ fn compress_segment(c: &mut SegmentCompressor, s: Segment, out: &Emitter<Packed>
     let body = match s.body {
         SegmentBody::Stop(v) => PackedBody::Stop(v),
         SegmentBody::Data { .. } if out.is_cancelled() => PackedBody::Stop(Verdict::Cancelled),
+        SegmentBody::Data { .. } if s.file.timed_out() => PackedBody::Stop(Verdict::Failed {
+            stage: "compress",
+            error: "timed out (--task-timeout)".into(),
+        }),
         SegmentBody::Data {
             data,
             dict,
@@ -136,6 +140,7 @@ pub fn run(config: &Config, cancel: CancelToken) -> Result<Summary, FerryError> 
         &config.sink,
         &SinkOptions {
             fsync: config.fsync,
+            cancel: cancel.clone(),
         },
     )?;
     let manifest = match sink.read_meta(MANIFEST_NAME)? {
@@ -162,6 +167,7 @@ pub fn run(config: &Config, cancel: CancelToken) -> Result<Summary, FerryError> 
         metrics: metrics.clone(),
         log: log.clone(),
         next_id: AtomicU64::new(0),
+        shard: config.shard,
     });
     let mut producers: Vec<Producer<FileTask>> = Vec::new();
     let built = (|| -> Result<(), FerryError> {
@@ -206,11 +212,15 @@ pub fn run(config: &Config, cancel: CancelToken) -> Result<Summary, FerryError> 
         sink: sink.clone(),
         budget: Budget::new(config.memory, metrics.clone()),
         metrics: metrics.clone(),
+        task_timeout: config.task_timeout,
     });
     let uploader = Arc::new(Uploader {
         sink: sink.clone(),
         level: config.level,
         log: log.clone(),
+        retries: config.retries,
+        backoff: config.retry_backoff,
+        task_timeout: config.task_timeout,
     });
     let level = config.level;
     let mut pipeline = Pipeline::new(cancel.clone());

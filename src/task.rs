@@ -8,6 +8,7 @@ use crate::load::Permit;
 use crate::upload::Assembly;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// What a producer found at a path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,19 +52,32 @@ pub struct FileCtx {
     pub size: u64,
     /// Modification time (seconds, nanoseconds) when opened.
     pub mtime: (i64, u32),
+    /// When this file's `--task-timeout` runs out, counted from when it was opened.
+    pub deadline: Option<Instant>,
     /// Upload-side state; only the upload stage touches it.
     pub assembly: Mutex<Assembly>,
 }
 
 impl FileCtx {
     /// A context for `task` with what was learnt when opening it.
-    pub fn new(task: FileTask, size: u64, mtime: (i64, u32)) -> Arc<Self> {
+    pub fn new(
+        task: FileTask,
+        size: u64,
+        mtime: (i64, u32),
+        deadline: Option<Instant>,
+    ) -> Arc<Self> {
         Arc::new(FileCtx {
             task,
             size,
             mtime,
+            deadline,
             assembly: Mutex::new(Assembly::default()),
         })
+    }
+
+    /// Whether the file's deadline has passed.
+    pub fn timed_out(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 }
 

@@ -193,6 +193,11 @@ impl<U> Emitter<U> {
         self.cancel.is_cancelled()
     }
 
+    /// The metrics of the stage this emitter belongs to (for counters such as retries).
+    pub fn stage_metrics(&self) -> &StageMetrics {
+        &self.metrics
+    }
+
     /// Whether an `emit` has failed because downstream is gone.
     pub fn is_closed(&self) -> bool {
         self.closed.get()

@@ -44,6 +44,8 @@ pub struct StageSummary {
     pub p50_ms: f64,
     /// 99th percentile time per item, in milliseconds.
     pub p99_ms: f64,
+    /// Operations retried after a transient failure.
+    pub retries: u64,
 }
 
 impl StageSummary {
@@ -57,6 +59,7 @@ impl StageSummary {
             busy_s: m.busy_time().as_secs_f64(),
             p50_ms: ms(m.latency.quantile(0.5)),
             p99_ms: ms(m.latency.quantile(0.99)),
+            retries: m.retries.load(Relaxed),
         }
     }
 }
@@ -157,14 +160,14 @@ impl Summary {
         );
         let _ = writeln!(
             s,
-            "       {:<10} {:>7} {:>9} {:>9} {:>9} {:>9}",
-            "stage", "workers", "items", "busy s", "p50 ms", "p99 ms"
+            "       {:<10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>8}",
+            "stage", "workers", "items", "busy s", "p50 ms", "p99 ms", "retries"
         );
         for st in &self.stages {
             let _ = writeln!(
                 s,
-                "       {:<10} {:>7} {:>9} {:>9.2} {:>9.2} {:>9.2}",
-                st.name, st.workers, st.items, st.busy_s, st.p50_ms, st.p99_ms
+                "       {:<10} {:>7} {:>9} {:>9.2} {:>9.2} {:>9.2} {:>8}",
+                st.name, st.workers, st.items, st.busy_s, st.p50_ms, st.p99_ms, st.retries
             );
         }
         if let Some(why) = &self.cancelled {

@@ -1,6 +1,6 @@
 //! `dir:PATH` — objects as files in a local directory, made visible atomically.
 
-use super::{ObjectMeta, Sink, SinkError, SinkOptions, Upload};
+use super::{ObjectMeta, Receipt, Sink, SinkError, SinkOptions, Upload};
 use crate::error::io_words;
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -115,6 +115,7 @@ impl Sink for DirSink {
         .map_err(|e| SinkError::Upload(format!("cannot create output: {}", io_words(&e))))?;
         Ok(Box::new(DirUpload {
             file: Some(file),
+            written: 0,
             temp,
             target,
             mtime: meta.mtime,
@@ -143,10 +144,11 @@ impl Sink for DirSink {
             &ObjectMeta {
                 mtime: None,
                 source_size: bytes.len() as u64,
+                deadline: None,
             },
         )?;
         up.write(bytes)?;
-        up.commit()
+        up.commit().map(|_| ())
     }
 
     fn local_root(&self) -> Option<&Path> {
@@ -158,6 +160,8 @@ impl Sink for DirSink {
 struct DirUpload {
     /// `None` once committed or aborted.
     file: Option<File>,
+    /// Bytes written so far.
+    written: u64,
     temp: PathBuf,
     target: PathBuf,
     /// Stamped on the output, as gzip does.
@@ -172,10 +176,12 @@ impl Upload for DirUpload {
             .as_mut()
             .ok_or_else(|| SinkError::Upload("write after commit".into()))?;
         file.write_all(bytes)
-            .map_err(|e| SinkError::Upload(format!("write failed: {}", io_words(&e))))
+            .map_err(|e| SinkError::Upload(format!("write failed: {}", io_words(&e))))?;
+        self.written += bytes.len() as u64;
+        Ok(())
     }
 
-    fn commit(mut self: Box<Self>) -> Result<(), SinkError> {
+    fn commit(&mut self) -> Result<Receipt, SinkError> {
         let Some(file) = self.file.take() else {
             return Err(SinkError::Upload("committed twice".into()));
         };
@@ -192,10 +198,14 @@ impl Upload for DirUpload {
         finish().map_err(|e| {
             let _ = fs::remove_file(&self.temp);
             SinkError::Upload(format!("cannot finish output: {}", io_words(&e)))
+        })?;
+        Ok(Receipt {
+            bytes: self.written,
+            crc32: None,
         })
     }
 
-    fn abort(mut self: Box<Self>) {
+    fn abort(&mut self) {
         if self.file.take().is_some() {
             let _ = fs::remove_file(&self.temp);
         }
@@ -222,11 +232,12 @@ mod tests {
         let meta = ObjectMeta {
             mtime: None,
             source_size: 0,
+            deadline: None,
         };
         let mut up = sink.begin(Path::new("a/b.gz"), &meta).unwrap();
         up.write(b"hello").unwrap();
         assert!(!t.path().join("a/b.gz").exists());
-        up.commit().unwrap();
+        assert_eq!(up.commit().unwrap().bytes, 5);
         assert_eq!(fs::read(t.path().join("a/b.gz")).unwrap(), b"hello");
         assert!(sink.has(Path::new("a/b.gz"), 5));
         assert!(!sink.has(Path::new("a/b.gz"), 6));

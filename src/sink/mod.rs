@@ -2,11 +2,14 @@
 //! part by part and then committed (made visible whole) or aborted (leaves nothing).
 
 mod dir;
+mod sim;
 
 pub use dir::DirSink;
+pub use sim::{SimSink, SimSpec};
 
+use crate::pipeline::CancelToken;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 /// A sink failure: setup problems are fatal to the run, upload problems to one file.
 #[derive(Debug, thiserror::Error)]
@@ -27,16 +30,31 @@ pub enum SinkError {
         /// Why not.
         cause: String,
     },
-    /// Writing one object failed.
+    /// Writing one object failed for good (retrying would not help).
     #[error("{0}")]
     Upload(String),
+    /// Writing one object failed in a way that may pass: a retry may succeed.
+    #[error("{0}")]
+    Transient(String),
+    /// The file's `--task-timeout` ran out while waiting on the sink.
+    #[error("timed out (--task-timeout)")]
+    TimedOut,
+}
+
+impl SinkError {
+    /// Whether retrying the same operation may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SinkError::Transient(_))
+    }
 }
 
 /// Which sink to use, parsed from `--to`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SinkSpec {
     /// `dir:PATH` (or a bare path): a local directory.
     Dir(PathBuf),
+    /// `sim:latency=…,bandwidth=…,jitter=…,fail=…,seed=…`: a simulated network upload.
+    Sim(SimSpec),
 }
 
 impl SinkSpec {
@@ -55,10 +73,15 @@ impl SinkSpec {
             }
             return Ok(SinkSpec::Dir(PathBuf::from(path)));
         }
+        if let Some(params) = spec.strip_prefix("sim:").or((spec == "sim").then_some("")) {
+            return SimSpec::parse(params)
+                .map(SinkSpec::Sim)
+                .map_err(|why| bad(&why));
+        }
         if let Some((scheme, _)) = spec.split_once(':') {
             if !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric()) {
                 return Err(bad(&format!(
-                    "unknown sink type '{scheme}' (this build has: dir:PATH)"
+                    "unknown sink type '{scheme}' (this build has: dir:PATH, sim:…)"
                 )));
             }
         }
@@ -76,6 +99,17 @@ pub struct ObjectMeta {
     pub mtime: Option<SystemTime>,
     /// The source file's size.
     pub source_size: u64,
+    /// When the file's `--task-timeout` runs out; waits on the sink must end by then.
+    pub deadline: Option<Instant>,
+}
+
+/// What the sink says it received for one committed object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    /// Bytes stored (or, for `sim:`, accepted).
+    pub bytes: u64,
+    /// CRC-32 of the bytes as the sink received them, when it computes one.
+    pub crc32: Option<u32>,
 }
 
 /// A destination for objects.
@@ -112,13 +146,14 @@ pub trait Upload: Send {
     /// # Errors
     /// [`SinkError::Upload`] on a write failure; the caller then aborts.
     fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError>;
-    /// Makes the object visible, whole.
+    /// Makes the object visible, whole, and says what arrived. After a transient error it
+    /// may be called again.
     ///
     /// # Errors
-    /// [`SinkError::Upload`]; nothing is left visible then.
-    fn commit(self: Box<Self>) -> Result<(), SinkError>;
-    /// Drops the object; nothing is left behind.
-    fn abort(self: Box<Self>);
+    /// [`SinkError`]; nothing is visible then.
+    fn commit(&mut self) -> Result<Receipt, SinkError>;
+    /// Drops the object; nothing is left behind. Safe to call more than once.
+    fn abort(&mut self);
 }
 
 /// Options that shape how sinks deliver.
@@ -126,6 +161,8 @@ pub trait Upload: Send {
 pub struct SinkOptions {
     /// fsync each object before it becomes visible (durable against power loss, slower).
     pub fsync: bool,
+    /// The run's token: waits inside a sink end early when it is cancelled.
+    pub cancel: CancelToken,
 }
 
 /// Opens the sink named by `spec`, ready to take objects.
@@ -135,6 +172,10 @@ pub struct SinkOptions {
 pub fn open(spec: &SinkSpec, opts: &SinkOptions) -> Result<std::sync::Arc<dyn Sink>, SinkError> {
     match spec {
         SinkSpec::Dir(p) => Ok(std::sync::Arc::new(DirSink::open(p, opts.clone())?)),
+        SinkSpec::Sim(s) => Ok(std::sync::Arc::new(SimSink::new(
+            s.clone(),
+            opts.cancel.clone(),
+        ))),
     }
 }
 
@@ -155,5 +196,10 @@ mod tests {
         assert!(SinkSpec::parse("dir:").is_err());
         let e = SinkSpec::parse("ftp://x").unwrap_err().to_string();
         assert!(e.contains("unknown sink type 'ftp'"), "{e}");
+        assert!(matches!(SinkSpec::parse("sim:").unwrap(), SinkSpec::Sim(_)));
+        assert!(matches!(
+            SinkSpec::parse("sim:fail=2").unwrap_err(),
+            SinkError::BadSpec { .. }
+        ));
     }
 }

@@ -1,0 +1,411 @@
+//! `sim:` — a simulated network upload: real waits, injected failures, nothing stored.
+//!
+//! Each part written waits `latency ± jitter` plus its transmission time on one link of
+//! `bandwidth` shared by all uploads (like a single uplink), then fails with probability
+//! `fail`. Failures and jitter are drawn from a hash of (seed, object key, part, attempt),
+//! so a run with the same seed and files sees the same faults whatever the thread timing.
+//! The sink checksums what it accepts, so the run can prove that what arrived is what was
+//! sent.
+
+use super::{ObjectMeta, Receipt, Sink, SinkError, Upload};
+use crate::pipeline::CancelToken;
+use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Settings of the simulated network, parsed from `sim:key=value,…`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimSpec {
+    /// One-way delay per request.
+    pub latency: Duration,
+    /// Uniform random spread around `latency` (±).
+    pub jitter: Duration,
+    /// Bytes per second of the shared link; `None` = unlimited.
+    pub bandwidth: Option<u64>,
+    /// Probability that a request fails (transiently), 0.0–1.0.
+    pub fail: f64,
+    /// Seed of the fault and jitter sequence.
+    pub seed: u64,
+}
+
+impl Default for SimSpec {
+    fn default() -> Self {
+        SimSpec {
+            latency: Duration::from_millis(20),
+            jitter: Duration::ZERO,
+            bandwidth: None,
+            fail: 0.0,
+            seed: 0,
+        }
+    }
+}
+
+impl SimSpec {
+    /// Parses `latency=20ms,bandwidth=40MiB/s,jitter=5ms,fail=0.05,seed=7`; every key is
+    /// optional.
+    ///
+    /// # Errors
+    /// A message naming the bad key or value.
+    pub fn parse(params: &str) -> Result<Self, String> {
+        let mut spec = SimSpec::default();
+        for kv in params.split(',').filter(|s| !s.trim().is_empty()) {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("'{kv}' is not key=value"))?;
+            let (k, v) = (k.trim(), v.trim());
+            let dur = |v: &str| {
+                humantime::parse_duration(v).map_err(|e| format!("{k}={v}: {e} (try 20ms)"))
+            };
+            match k {
+                "latency" => spec.latency = dur(v)?,
+                "jitter" => spec.jitter = dur(v)?,
+                "bandwidth" => {
+                    let per_s = v.strip_suffix("/s").unwrap_or(v);
+                    if per_s == "inf" || per_s == "unlimited" {
+                        spec.bandwidth = None;
+                    } else {
+                        let n = parse_size::parse_size(per_s)
+                            .map_err(|e| format!("bandwidth={v}: {e} (try 40MiB/s)"))?;
+                        if n == 0 {
+                            return Err("bandwidth must be more than 0".into());
+                        }
+                        spec.bandwidth = Some(n);
+                    }
+                }
+                "fail" => {
+                    let p: f64 = v
+                        .parse()
+                        .map_err(|_| format!("fail={v}: not a number (try 0.05)"))?;
+                    if !(0.0..=1.0).contains(&p) {
+                        return Err(format!("fail={v}: must be between 0 and 1"));
+                    }
+                    spec.fail = p;
+                }
+                "seed" => {
+                    spec.seed = v
+                        .parse()
+                        .map_err(|_| format!("seed={v}: not a whole number"))?
+                }
+                other => {
+                    return Err(format!(
+                        "unknown key '{other}' (keys: latency, bandwidth, jitter, fail, seed)"
+                    ))
+                }
+            }
+        }
+        if spec.jitter > spec.latency {
+            return Err("jitter must not exceed latency".into());
+        }
+        Ok(spec)
+    }
+}
+
+/// SplitMix64 over a few words: a deterministic, well-mixed draw.
+fn mix(words: &[u64]) -> u64 {
+    let mut h = 0x9e37_79b9_7f4a_7c15u64;
+    for &w in words {
+        h ^= w;
+        h = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        h ^= h >> 31;
+    }
+    h
+}
+
+fn key_hash(key: &Path) -> u64 {
+    key.as_os_str()
+        .as_bytes()
+        .chunks(8)
+        .fold(0xcbf2_9ce4_8422_2325, |h, c| {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            mix(&[h, u64::from_le_bytes(w)])
+        })
+}
+
+struct Inner {
+    spec: SimSpec,
+    cancel: CancelToken,
+    /// When the shared link is next free.
+    link_free: Mutex<Instant>,
+    /// Objects accepted: CRC-32 and length of what arrived.
+    accepted: Mutex<HashMap<PathBuf, (u32, u64)>>,
+    meta: Mutex<HashMap<String, Vec<u8>>>,
+}
+
+/// The simulated network sink.
+#[derive(Clone)]
+pub struct SimSink {
+    inner: Arc<Inner>,
+}
+
+impl SimSink {
+    /// A simulated link with `spec`; waits end early when `cancel` fires.
+    pub fn new(spec: SimSpec, cancel: CancelToken) -> Self {
+        SimSink {
+            inner: Arc::new(Inner {
+                spec,
+                cancel,
+                link_free: Mutex::new(Instant::now()),
+                accepted: Mutex::new(HashMap::new()),
+                meta: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// What the sink accepted for `key`: (CRC-32, length).
+    pub fn accepted(&self, key: &Path) -> Option<(u32, u64)> {
+        self.inner
+            .accepted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .copied()
+    }
+}
+
+impl Inner {
+    /// One request of `bytes`: transmission on the shared link, then the latency; then a
+    /// draw decides whether it failed.
+    fn request(&self, bytes: u64, draw: u64, deadline: Option<Instant>) -> Result<(), SinkError> {
+        let now = Instant::now();
+        let sent = match self.spec.bandwidth {
+            None => now,
+            Some(bw) => {
+                let t = Duration::from_secs_f64(bytes as f64 / bw as f64);
+                let mut free = self.link_free.lock().unwrap_or_else(|e| e.into_inner());
+                let start = (*free).max(now);
+                *free = start + t;
+                *free
+            }
+        };
+        let jitter = self.spec.jitter.as_nanos() as u64;
+        let spread = if jitter == 0 {
+            0i64
+        } else {
+            (mix(&[draw, 1]) % (2 * jitter + 1)) as i64 - jitter as i64
+        };
+        let latency =
+            Duration::from_nanos((self.spec.latency.as_nanos() as i64 + spread).max(0) as u64);
+        let until = sent + latency;
+        let stop_at = deadline.map_or(until, |d| d.min(until));
+        let wait = stop_at.saturating_duration_since(Instant::now());
+        if self.cancel.wait_timeout(wait) {
+            return Err(SinkError::Upload("cancelled".into()));
+        }
+        if let Some(d) = deadline {
+            if d < until {
+                return Err(SinkError::TimedOut);
+            }
+        }
+        let p = (mix(&[draw, 2]) >> 11) as f64 / (1u64 << 53) as f64;
+        if p < self.spec.fail {
+            return Err(SinkError::Transient("simulated network failure".into()));
+        }
+        Ok(())
+    }
+}
+
+impl Sink for SimSink {
+    fn describe(&self) -> String {
+        let s = &self.inner.spec;
+        format!(
+            "sim:latency={:?},jitter={:?},bandwidth={},fail={},seed={}",
+            s.latency,
+            s.jitter,
+            s.bandwidth.map_or("unlimited".into(), |b| format!(
+                "{}/s",
+                crate::report::human_bytes(b)
+            )),
+            s.fail,
+            s.seed
+        )
+    }
+
+    fn begin(&self, key: &Path, meta: &ObjectMeta) -> Result<Box<dyn Upload>, SinkError> {
+        Ok(Box::new(SimUpload {
+            sink: self.inner.clone(),
+            key: key.to_path_buf(),
+            key_hash: key_hash(key),
+            crc: crc32fast::Hasher::new(),
+            len: 0,
+            part: 0,
+            attempt: 0,
+            deadline: meta.deadline,
+        }))
+    }
+
+    fn has(&self, _key: &Path, _len: u64) -> bool {
+        false
+    }
+
+    fn read_meta(&self, name: &str) -> Result<Option<Vec<u8>>, SinkError> {
+        Ok(self
+            .inner
+            .meta
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned())
+    }
+
+    fn write_meta(&self, name: &str, bytes: &[u8]) -> Result<(), SinkError> {
+        self.inner
+            .meta
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), bytes.to_vec());
+        Ok(())
+    }
+}
+
+/// One simulated object upload.
+struct SimUpload {
+    sink: Arc<Inner>,
+    key: PathBuf,
+    key_hash: u64,
+    crc: crc32fast::Hasher,
+    len: u64,
+    /// Index of the next part; the commit is the request after the last part.
+    part: u64,
+    /// Attempts at the current part, so a retry gets a fresh draw.
+    attempt: u64,
+    deadline: Option<Instant>,
+}
+
+impl SimUpload {
+    fn request(&mut self, bytes: u64) -> Result<(), SinkError> {
+        let draw = mix(&[self.sink.spec.seed, self.key_hash, self.part, self.attempt]);
+        self.attempt += 1;
+        self.sink.request(bytes, draw, self.deadline)?;
+        self.part += 1;
+        self.attempt = 0;
+        Ok(())
+    }
+}
+
+impl Upload for SimUpload {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
+        self.request(bytes.len() as u64)?;
+        self.crc.update(bytes);
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<Receipt, SinkError> {
+        self.request(0)?;
+        let crc = self.crc.clone().finalize();
+        self.sink
+            .accepted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(self.key.clone(), (crc, self.len));
+        Ok(Receipt {
+            bytes: self.len,
+            crc32: Some(crc),
+        })
+    }
+
+    fn abort(&mut self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_key_and_rejects_bad_ones() {
+        let s =
+            SimSpec::parse("latency=20ms,bandwidth=40MiB/s,jitter=5ms,fail=0.05,seed=7").unwrap();
+        assert_eq!(s.latency, Duration::from_millis(20));
+        assert_eq!(s.jitter, Duration::from_millis(5));
+        assert_eq!(s.bandwidth, Some(40 << 20));
+        assert_eq!((s.fail, s.seed), (0.05, 7));
+        assert_eq!(SimSpec::parse("").unwrap(), SimSpec::default());
+        for bad in [
+            "fail=2",
+            "latency=soon",
+            "colour=red",
+            "bandwidth=0",
+            "seed=x",
+            "latency",
+            "latency=1ms,jitter=2ms",
+        ] {
+            assert!(SimSpec::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn meta() -> ObjectMeta {
+        ObjectMeta {
+            mtime: None,
+            source_size: 0,
+            deadline: None,
+        }
+    }
+
+    #[test]
+    fn accepts_and_checksums_what_arrives() {
+        let sink = SimSink::new(SimSpec::parse("latency=0ms").unwrap(), CancelToken::new());
+        let mut up = sink.begin(Path::new("k"), &meta()).unwrap();
+        up.write(b"hello ").unwrap();
+        up.write(b"world").unwrap();
+        let r = up.commit().unwrap();
+        assert_eq!(
+            r,
+            Receipt {
+                bytes: 11,
+                crc32: Some(crc32fast::hash(b"hello world"))
+            }
+        );
+        assert_eq!(sink.accepted(Path::new("k")), Some((r.crc32.unwrap(), 11)));
+    }
+
+    #[test]
+    fn failures_follow_the_seed_and_retries_get_fresh_draws() {
+        let outcome = |seed: u64| {
+            let sink = SimSink::new(
+                SimSpec::parse(&format!("latency=0ms,fail=0.5,seed={seed}")).unwrap(),
+                CancelToken::new(),
+            );
+            (0..64)
+                .map(|i| {
+                    let mut up = sink.begin(Path::new(&format!("k{i}")), &meta()).unwrap();
+                    let first = up.write(b"x").is_ok();
+                    // Retrying the same part draws again: 20 tries all failing is 1e-6.
+                    let eventually = first || (0..20).any(|_| up.write(b"x").is_ok());
+                    (first, eventually)
+                })
+                .collect::<Vec<_>>()
+        };
+        let a = outcome(7);
+        assert_eq!(a, outcome(7));
+        assert_ne!(a, outcome(8));
+        let fails = a.iter().filter(|(f, _)| !f).count();
+        assert!((16..=48).contains(&fails), "{fails} of 64 failed at p=0.5");
+        assert!(a.iter().all(|(_, e)| *e));
+        let sink = SimSink::new(
+            SimSpec::parse("latency=0ms,fail=1").unwrap(),
+            CancelToken::new(),
+        );
+        let mut up = sink.begin(Path::new("k"), &meta()).unwrap();
+        assert!(up.write(b"x").unwrap_err().is_transient());
+    }
+
+    #[test]
+    fn waits_end_at_the_deadline_or_on_cancel() {
+        let cancel = CancelToken::new();
+        let sink = SimSink::new(SimSpec::parse("latency=1h").unwrap(), cancel.clone());
+        let m = ObjectMeta {
+            deadline: Some(Instant::now()),
+            ..meta()
+        };
+        let mut up = sink.begin(Path::new("k"), &m).unwrap();
+        assert!(matches!(up.write(b"x"), Err(SinkError::TimedOut)));
+        cancel.cancel(crate::pipeline::CancelReason::Requested);
+        let mut up = sink.begin(Path::new("k"), &meta()).unwrap();
+        assert!(up.write(b"x").is_err());
+    }
+}
