@@ -10,6 +10,15 @@ use std::path::{Path, PathBuf};
 /// The manifest's object name at the sink root.
 pub const MANIFEST_NAME: &str = ".ferry-manifest.json";
 
+/// The manifest name for a run: one per shard, so N shard processes writing into one sink
+/// never overwrite each other's records.
+pub fn manifest_name(shard: Option<(u64, u64)>) -> String {
+    match shard {
+        None => MANIFEST_NAME.to_string(),
+        Some((k, n)) => format!(".ferry-manifest.shard-{k}-of-{n}.json"),
+    }
+}
+
 /// A path in JSON, lossless: a string when it is UTF-8, else its raw bytes as an array.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]

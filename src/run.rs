@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::error::FerryError;
 use crate::gzip::{self, SegmentCompressor};
 use crate::load::{Budget, Loader};
-use crate::manifest::{Entry, Manifest, MANIFEST_NAME};
+use crate::manifest::{manifest_name, Entry, Manifest};
 use crate::metrics::RunMetrics;
 use crate::pipeline::{
     CancelReason, CancelToken, Emitter, EngineEvent, Pipeline, PipelineError, Producer, StageSpec,
@@ -143,7 +143,7 @@ pub fn run(config: &Config, cancel: CancelToken) -> Result<Summary, FerryError> 
             cancel: cancel.clone(),
         },
     )?;
-    let manifest = match sink.read_meta(MANIFEST_NAME)? {
+    let manifest = match sink.read_meta(&manifest_name(config.shard))? {
         Some(bytes) => match Manifest::from_bytes(&bytes) {
             Ok(m) => m,
             Err(_) if config.force => Manifest::default(),
@@ -305,7 +305,7 @@ pub fn run(config: &Config, cancel: CancelToken) -> Result<Summary, FerryError> 
         for r in records {
             m.insert(r);
         }
-        if let Err(e) = sink.write_meta(MANIFEST_NAME, &m.to_bytes()) {
+        if let Err(e) = sink.write_meta(&manifest_name(config.shard), &m.to_bytes()) {
             warnings.push(format!(
                 "could not save the manifest ({e}); the next run will redo these files"
             ));

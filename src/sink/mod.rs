@@ -2,9 +2,13 @@
 //! part by part and then committed (made visible whole) or aborted (leaves nothing).
 
 mod dir;
+#[cfg(feature = "s3")]
+mod s3;
 mod sim;
 
 pub use dir::DirSink;
+#[cfg(feature = "s3")]
+pub use s3::{S3Sink, S3Spec};
 pub use sim::{SimSink, SimSpec};
 
 use crate::pipeline::CancelToken;
@@ -55,6 +59,9 @@ pub enum SinkSpec {
     Dir(PathBuf),
     /// `sim:latency=…,bandwidth=…,jitter=…,fail=…,seed=…`: a simulated network upload.
     Sim(SimSpec),
+    /// `s3://bucket/prefix`: an S3-compatible object store.
+    #[cfg(feature = "s3")]
+    S3(S3Spec),
 }
 
 impl SinkSpec {
@@ -73,6 +80,14 @@ impl SinkSpec {
             }
             return Ok(SinkSpec::Dir(PathBuf::from(path)));
         }
+        if spec.starts_with("s3://") {
+            #[cfg(feature = "s3")]
+            return S3Spec::parse(spec)
+                .map(SinkSpec::S3)
+                .map_err(|why| bad(&why));
+            #[cfg(not(feature = "s3"))]
+            return Err(bad("this build has no s3 support (cargo feature 's3')"));
+        }
         if let Some(params) = spec.strip_prefix("sim:").or((spec == "sim").then_some("")) {
             return SimSpec::parse(params)
                 .map(SinkSpec::Sim)
@@ -81,7 +96,7 @@ impl SinkSpec {
         if let Some((scheme, _)) = spec.split_once(':') {
             if !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric()) {
                 return Err(bad(&format!(
-                    "unknown sink type '{scheme}' (this build has: dir:PATH, sim:…)"
+                    "unknown sink type '{scheme}' (known: dir:PATH, sim:…, s3://bucket/prefix)"
                 )));
             }
         }
@@ -176,6 +191,8 @@ pub fn open(spec: &SinkSpec, opts: &SinkOptions) -> Result<std::sync::Arc<dyn Si
             s.clone(),
             opts.cancel.clone(),
         ))),
+        #[cfg(feature = "s3")]
+        SinkSpec::S3(s) => Ok(std::sync::Arc::new(S3Sink::open(s)?)),
     }
 }
 

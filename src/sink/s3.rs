@@ -1,0 +1,335 @@
+//! `s3://bucket/prefix` — a real S3-compatible object store, through the `object_store`
+//! crate (Apache Arrow's), on a small tokio runtime owned by the sink.
+//!
+//! Configuration comes from the usual AWS environment: `AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION` (default `us-east-1`) and
+//! `AWS_ENDPOINT_URL` for S3-compatible servers (then path-style requests, http allowed).
+//! An object smaller than one part is one PUT; a larger one is a multipart upload of
+//! 8 MiB parts (S3 wants ≥ 5 MiB), completed on commit and aborted on any failure, so
+//! nothing half-made is ever visible. `object_store` already retries failed requests
+//! with backoff, so its errors reach ferry as permanent.
+
+use super::{ObjectMeta, Receipt, Sink, SinkError, Upload};
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as ObjPath;
+use object_store::{
+    Attribute, AttributeValue, Attributes, MultipartUpload, ObjectStore, PutMultipartOptions,
+    PutOptions, PutPayload,
+};
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Compressed bytes gathered before a multipart part is sent.
+const PART_SIZE: usize = 8 << 20;
+
+/// Where objects go: bucket and key prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Spec {
+    /// The bucket.
+    pub bucket: String,
+    /// The key prefix (no leading or trailing `/`), possibly empty.
+    pub prefix: String,
+}
+
+impl S3Spec {
+    /// Parses `s3://bucket/prefix` (the prefix may be empty).
+    ///
+    /// # Errors
+    /// A message when the bucket is missing.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let rest = spec
+            .strip_prefix("s3://")
+            .ok_or_else(|| "expected s3://bucket/prefix".to_string())?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err("the bucket name is empty (s3://bucket/prefix)".into());
+        }
+        Ok(S3Spec {
+            bucket: bucket.to_string(),
+            prefix: prefix.trim_matches('/').to_string(),
+        })
+    }
+}
+
+/// The S3 sink.
+pub struct S3Sink {
+    store: Arc<AmazonS3>,
+    runtime: tokio::runtime::Runtime,
+    spec: S3Spec,
+}
+
+fn words(e: &object_store::Error) -> String {
+    match e {
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => {
+            format!("access denied ({e}); check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+        }
+        other => other.to_string(),
+    }
+}
+
+impl S3Sink {
+    /// Connects and checks, with one listing request, that the bucket exists and the
+    /// credentials work — before any file is read.
+    ///
+    /// # Errors
+    /// [`SinkError::Setup`] saying which: no such bucket, access denied, unreachable.
+    pub fn open(spec: &S3Spec) -> Result<Self, SinkError> {
+        let target = format!("s3://{}/{}", spec.bucket, spec.prefix);
+        let setup = |cause: String| SinkError::Setup {
+            target: target.clone(),
+            cause,
+        };
+        let mut b = AmazonS3Builder::from_env().with_bucket_name(&spec.bucket);
+        if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
+            b = b
+                .with_endpoint(endpoint)
+                .with_allow_http(true)
+                .with_virtual_hosted_style_request(false);
+        }
+        if std::env::var_os("AWS_REGION").is_none()
+            && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+        {
+            b = b.with_region("us-east-1");
+        }
+        let store = Arc::new(b.build().map_err(|e| setup(e.to_string()))?);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("ferry-s3")
+            .enable_all()
+            .build()
+            .map_err(|e| setup(e.to_string()))?;
+        let prefix = ObjPath::from(spec.prefix.as_str());
+        runtime
+            .block_on(store.list_with_delimiter(Some(&prefix)))
+            .map_err(|e| {
+                let text = e.to_string();
+                if matches!(e, object_store::Error::NotFound { .. }) || text.contains("NoSuchBucket") {
+                    setup(format!("bucket '{}' does not exist", spec.bucket))
+                } else if ["InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403 Forbidden"]
+                    .iter()
+                    .any(|c| text.contains(c))
+                {
+                    setup(format!(
+                        "access denied to bucket '{}'; check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+                        spec.bucket
+                    ))
+                } else {
+                    setup(words(&e))
+                }
+            })?;
+        Ok(S3Sink {
+            store,
+            runtime,
+            spec: spec.clone(),
+        })
+    }
+
+    fn path(&self, key: &Path) -> ObjPath {
+        let key = key.to_string_lossy();
+        if self.spec.prefix.is_empty() {
+            ObjPath::from(key.as_ref())
+        } else {
+            ObjPath::from(format!("{}/{key}", self.spec.prefix))
+        }
+    }
+}
+
+/// Runs `fut` on the sink's runtime, bounded by the file's deadline.
+fn run<T>(
+    handle: &tokio::runtime::Handle,
+    deadline: Option<Instant>,
+    fut: impl Future<Output = object_store::Result<T>>,
+) -> Result<T, SinkError> {
+    let result = match deadline {
+        None => handle.block_on(fut),
+        Some(d) => {
+            let left = d.saturating_duration_since(Instant::now());
+            handle
+                .block_on(async { tokio::time::timeout(left, fut).await })
+                .map_err(|_| SinkError::TimedOut)?
+        }
+    };
+    result.map_err(|e| SinkError::Upload(words(&e)))
+}
+
+impl Sink for S3Sink {
+    fn describe(&self) -> String {
+        format!("s3://{}/{}", self.spec.bucket, self.spec.prefix)
+    }
+
+    fn begin(&self, key: &Path, meta: &ObjectMeta) -> Result<Box<dyn Upload>, SinkError> {
+        let mut attributes = Attributes::new();
+        attributes.insert(
+            Attribute::ContentType,
+            AttributeValue::from("application/gzip"),
+        );
+        attributes.insert(Attribute::ContentEncoding, AttributeValue::from("gzip"));
+        attributes.insert(
+            Attribute::Metadata("ferry-source-size".into()),
+            AttributeValue::from(meta.source_size.to_string()),
+        );
+        if let Some(t) = meta
+            .mtime
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        {
+            attributes.insert(
+                Attribute::Metadata("ferry-source-mtime".into()),
+                AttributeValue::from(format!("{}.{:09}", t.as_secs(), t.subsec_nanos())),
+            );
+        }
+        Ok(Box::new(S3Upload {
+            store: self.store.clone(),
+            handle: self.runtime.handle().clone(),
+            path: self.path(key),
+            attributes,
+            buf: Vec::new(),
+            multipart: None,
+            bytes: 0,
+            deadline: meta.deadline,
+            done: false,
+        }))
+    }
+
+    fn has(&self, key: &Path, len: u64) -> bool {
+        let handle = self.runtime.handle();
+        run(handle, None, self.store.head(&self.path(key))).is_ok_and(|m| m.size == len)
+    }
+
+    fn read_meta(&self, name: &str) -> Result<Option<Vec<u8>>, SinkError> {
+        let path = self.path(Path::new(name));
+        let got = self.runtime.block_on(async {
+            match self.store.get(&path).await {
+                Ok(r) => r.bytes().await.map(Some),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        });
+        got.map(|b| b.map(|b| b.to_vec()))
+            .map_err(|e| SinkError::Setup {
+                target: self.describe(),
+                cause: format!("cannot read {name}: {}", words(&e)),
+            })
+    }
+
+    fn write_meta(&self, name: &str, bytes: &[u8]) -> Result<(), SinkError> {
+        let path = self.path(Path::new(name));
+        run(
+            self.runtime.handle(),
+            None,
+            self.store.put(&path, PutPayload::from(bytes.to_vec())),
+        )
+        .map(|_| ())
+    }
+}
+
+/// One object: a single PUT, or a multipart upload once it outgrows one part.
+struct S3Upload {
+    store: Arc<AmazonS3>,
+    handle: tokio::runtime::Handle,
+    path: ObjPath,
+    attributes: Attributes,
+    buf: Vec<u8>,
+    multipart: Option<Box<dyn MultipartUpload>>,
+    bytes: u64,
+    deadline: Option<Instant>,
+    /// Committed or aborted: nothing left to clean up.
+    done: bool,
+}
+
+impl S3Upload {
+    fn send_part(&mut self) -> Result<(), SinkError> {
+        if self.multipart.is_none() {
+            let opts = PutMultipartOptions {
+                attributes: self.attributes.clone(),
+                ..Default::default()
+            };
+            let mp = run(
+                &self.handle,
+                self.deadline,
+                self.store.put_multipart_opts(&self.path, opts),
+            )?;
+            self.multipart = Some(mp);
+        }
+        let data = PutPayload::from(std::mem::take(&mut self.buf));
+        let part = self.multipart.as_mut().map(|mp| mp.put_part(data));
+        match part {
+            Some(p) => run(&self.handle, self.deadline, p),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Upload for S3Upload {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
+        self.buf.extend_from_slice(bytes);
+        self.bytes += bytes.len() as u64;
+        if self.buf.len() >= PART_SIZE {
+            self.send_part()?;
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<Receipt, SinkError> {
+        if self.multipart.is_none() {
+            let opts = PutOptions {
+                attributes: self.attributes.clone(),
+                ..Default::default()
+            };
+            let payload = PutPayload::from(std::mem::take(&mut self.buf));
+            run(
+                &self.handle,
+                self.deadline,
+                self.store.put_opts(&self.path, payload, opts),
+            )?;
+        } else {
+            if !self.buf.is_empty() {
+                self.send_part()?;
+            }
+            if let Some(mp) = self.multipart.as_mut() {
+                run(&self.handle, self.deadline, mp.complete())?;
+            }
+        }
+        self.done = true;
+        Ok(Receipt {
+            bytes: self.bytes,
+            crc32: None,
+        })
+    }
+
+    fn abort(&mut self) {
+        if !self.done {
+            self.done = true;
+            if let Some(mp) = self.multipart.as_mut() {
+                let _ = run(&self.handle, None, mp.abort());
+            }
+        }
+    }
+}
+
+impl Drop for S3Upload {
+    fn drop(&mut self) {
+        // Neither committed nor aborted (a panic on the way): leave no parts behind.
+        self.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_bucket_and_prefix() {
+        assert_eq!(
+            S3Spec::parse("s3://b/a/b/").unwrap(),
+            S3Spec {
+                bucket: "b".into(),
+                prefix: "a/b".into()
+            }
+        );
+        assert_eq!(S3Spec::parse("s3://b").unwrap().prefix, "");
+        assert!(S3Spec::parse("s3:///x").is_err());
+    }
+}
