@@ -234,6 +234,7 @@ impl Uploader {
         if !last {
             return (State::Open { upload, crc, sent }, None);
         }
+        upload.source_crc32(crc.crc());
         let receipt = match self.retry(file, out, || upload.commit()) {
             Ok(r) => r,
             Err(e) => {

@@ -152,6 +152,12 @@ fn uploads_round_trip_through_an_independent_client_and_reruns_skip() {
     assert_eq!(h["ContentEncoding"], "gzip");
     assert_eq!(h["ContentType"], "application/gzip");
     assert_eq!(h["Metadata"]["ferry-source-size"], "5");
+    let mut c = flate2::Crc::new();
+    c.update(b"small");
+    assert_eq!(
+        h["Metadata"]["ferry-source-crc32"],
+        format!("{:08x}", c.sum())
+    );
 
     let r = s3
         .ferry()

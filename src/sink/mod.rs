@@ -161,6 +161,9 @@ pub trait Upload: Send {
     /// # Errors
     /// [`SinkError::Upload`] on a write failure; the caller then aborts.
     fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError>;
+    /// Tells the upload the source's CRC-32, known only once every piece is written;
+    /// called just before `commit`, for sinks that store it as metadata.
+    fn source_crc32(&mut self, _crc: u32) {}
     /// Makes the object visible, whole, and says what arrived. After a transient error it
     /// may be called again.
     ///

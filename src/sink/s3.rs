@@ -6,7 +6,9 @@
 //! `AWS_ENDPOINT_URL` for S3-compatible servers (then path-style requests, http allowed).
 //! An object smaller than one part is one PUT; a larger one is a multipart upload of
 //! 8 MiB parts (S3 wants ≥ 5 MiB), completed on commit and aborted on any failure, so
-//! nothing half-made is ever visible. `object_store` already retries failed requests
+//! nothing half-made is ever visible. Metadata: source size and mtime on every object, and
+//! the source CRC-32 on single-PUT objects (a multipart upload fixes its metadata when it
+//! starts, before the CRC is known). `object_store` already retries failed requests
 //! with backoff, so its errors reach ferry as permanent.
 
 use super::{ObjectMeta, Receipt, Sink, SinkError, Upload};
@@ -263,6 +265,16 @@ impl S3Upload {
 }
 
 impl Upload for S3Upload {
+    fn source_crc32(&mut self, crc: u32) {
+        // Only a single PUT can still take metadata; a multipart upload set it at creation.
+        if self.multipart.is_none() {
+            self.attributes.insert(
+                Attribute::Metadata("ferry-source-crc32".into()),
+                AttributeValue::from(format!("{crc:08x}")),
+            );
+        }
+    }
+
     fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
         self.buf.extend_from_slice(bytes);
         self.bytes += bytes.len() as u64;
