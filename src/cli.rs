@@ -173,3 +173,19 @@ mod tests {
         Cli::command().debug_assert();
     }
 }
+
+/// `ferry verify`: re-read what was delivered and check it against the manifest.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ferry verify",
+    about = "Check every delivered object against the manifest: one gzip member that decodes to the recorded length and CRC-32"
+)]
+pub struct VerifyCli {
+    /// The sink to check, as given to `ferry --to`.
+    #[arg(long, value_name = "SINK", default_value = "dir:ferry-out")]
+    pub to: String,
+
+    /// Check the manifest of shard K of N (as written by `ferry --shard K/N`).
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<String>,
+}

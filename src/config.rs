@@ -67,8 +67,11 @@ pub fn default_memory(jobs: usize, segment_size: u64) -> u64 {
     (4 * jobs as u64 * segment_size).max(16 << 20)
 }
 
-/// Parses `K/N` with `0 ≤ K < N`.
-fn parse_shard(s: &str) -> Result<(u64, u64), FerryError> {
+/// Parses `--shard K/N` with `0 ≤ K < N`.
+///
+/// # Errors
+/// [`FerryError::Usage`] naming the flag.
+pub fn parse_shard(s: &str) -> Result<(u64, u64), FerryError> {
     let bad = || {
         FerryError::Usage(format!(
             "--shard '{s}': expected K/N with 0 <= K < N, e.g. 0/4"

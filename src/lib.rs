@@ -21,6 +21,7 @@
 //! - [`upload`] — in-order assembly of each file's pieces into one gzip member at the sink.
 //! - [`sink`] — the [`sink::Sink`] / [`sink::Upload`] traits and the `dir:` sink.
 //! - [`manifest`] — what was delivered, so reruns skip unchanged files.
+//! - [`verify`] — `ferry verify`: every delivered object checked against the manifest.
 //! - [`report`] — log levels, progress bars, the end summary and JSON report.
 //! - [`metrics`] — atomic counters, gauges and latency histograms.
 //! - [`task`] — the data that flows between stages.
@@ -46,6 +47,7 @@ mod run;
 pub mod sink;
 pub mod task;
 pub mod upload;
+pub mod verify;
 pub mod walk;
 
 pub use config::Config;

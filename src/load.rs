@@ -104,6 +104,8 @@ pub struct Loader {
     pub metrics: Arc<RunMetrics>,
     /// `--task-timeout`: each file must be delivered within this long of being opened.
     pub task_timeout: Option<Duration>,
+    /// Segment events at `-vv`.
+    pub log: crate::report::Log,
 }
 
 fn io_cause(e: &io::Error) -> String {
@@ -235,6 +237,8 @@ impl Loader {
                 return emit_stop(i, failed(why));
             }
             self.metrics.bytes_read.fetch_add(len, Relaxed);
+            self.log
+                .debug(|| format!("[load] {} segment {}/{n}", ctx.task.path.display(), i + 1));
             let last = i + 1 == n;
             if last {
                 if let Some(why) = changed_since_open(&mut file, &ctx) {

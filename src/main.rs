@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use ferry::cli::{rewrite_level_shorthand, Cli};
+use ferry::cli::{rewrite_level_shorthand, Cli, VerifyCli};
 use ferry::pipeline::{CancelReason, CancelToken};
 use ferry::{Config, ExitCode};
 use std::io::Write;
@@ -14,6 +14,9 @@ fn main() {
 }
 
 fn real_main() -> i32 {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "verify") {
+        return verify_main();
+    }
     let cli = match Cli::try_parse_from(rewrite_level_shorthand(std::env::args_os())) {
         Ok(c) => c,
         Err(e) => {
@@ -78,5 +81,53 @@ fn write_report(target: &std::path::Path, json: &str) -> anyhow::Result<()> {
     } else {
         std::fs::write(target, format!("{json}\n"))
             .with_context(|| format!("cannot write the report to {}", target.display()))
+    }
+}
+
+/// `ferry verify --to SINK`: exit 0 when every object checks out, 1 listing those that do
+/// not, 2 when there is nothing to check against.
+fn verify_main() -> i32 {
+    let cli = match VerifyCli::try_parse_from(std::env::args_os().skip(1)) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::Usage.code()
+            } else {
+                0
+            };
+        }
+    };
+    let setup = || -> Result<_, ferry::FerryError> {
+        let spec = ferry::sink::SinkSpec::parse(&cli.to)
+            .map_err(|e| ferry::FerryError::Usage(format!("--to: {e}")))?;
+        let shard = cli
+            .shard
+            .as_deref()
+            .map(ferry::config::parse_shard)
+            .transpose()?;
+        ferry::verify::verify(&spec, shard)
+    };
+    match setup() {
+        Ok(report) => {
+            for m in &report.mismatches {
+                eprintln!("ferry: verify: {}: {}", m.key.display(), m.problem);
+            }
+            let bad = report.mismatches.len();
+            eprintln!(
+                "ferry: verified {} objects: {} ok, {bad} bad",
+                report.checked,
+                report.checked - bad
+            );
+            if bad == 0 {
+                0
+            } else {
+                ExitCode::Failures.code()
+            }
+        }
+        Err(e) => {
+            eprintln!("ferry: {e}");
+            e.exit_code().code()
+        }
     }
 }

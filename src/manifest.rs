@@ -120,6 +120,11 @@ impl Manifest {
         self.entries.insert(PathBuf::from(&e.key), e);
     }
 
+    /// Every entry, in no particular order.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values()
+    }
+
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -213,6 +213,7 @@ pub fn run(config: &Config, cancel: CancelToken) -> Result<Summary, FerryError> 
         budget: Budget::new(config.memory, metrics.clone()),
         metrics: metrics.clone(),
         task_timeout: config.task_timeout,
+        log: log.clone(),
     });
     let uploader = Arc::new(Uploader {
         sink: sink.clone(),

@@ -355,8 +355,15 @@ fn classify_walk_error(err: &ignore::Error) -> (Option<PathBuf>, EntryKind) {
             ignore::Error::Io(io) => {
                 let words = if io.kind() == std::io::ErrorKind::NotFound {
                     "no such file or directory (dangling symbolic link?)".to_string()
+                } else if io.kind() == std::io::ErrorKind::PermissionDenied {
+                    "permission denied".to_string()
                 } else {
-                    io_words(io)
+                    // walkdir wraps the OS error in "IO error for operation on PATH: cause".
+                    let text = io_words(io);
+                    match text.rsplit_once(": ") {
+                        Some((_, cause)) => io_words(&std::io::Error::other(cause.to_string())),
+                        None => text,
+                    }
                 };
                 return (path, EntryKind::Fail(words));
             }

@@ -118,8 +118,14 @@ fn uploads_round_trip_through_an_independent_client_and_reruns_skip() {
     write(&src, "c.txt", b"small");
     write(&src, "empty", b"");
     // Bigger than one 8 MiB part even compressed: a multipart upload.
-    let big: Vec<u8> = (0..12u64 << 20)
-        .map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8)
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let big: Vec<u8> = (0..12 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
         .collect();
     write(&src, "big.bin", &big);
     let prefix = unique("rt");

@@ -154,6 +154,10 @@ impl Sink for DirSink {
     fn local_root(&self) -> Option<&Path> {
         Some(&self.root)
     }
+
+    fn read_object(&self, key: &Path) -> Result<Vec<u8>, SinkError> {
+        fs::read(self.root.join(key)).map_err(|e| SinkError::Upload(io_words(&e)))
+    }
 }
 
 /// One file being written under a temp name.

@@ -152,6 +152,17 @@ pub trait Sink: Send + Sync {
     fn local_root(&self) -> Option<&Path> {
         None
     }
+    /// Reads a stored object back whole (for `ferry verify`).
+    ///
+    /// # Errors
+    /// [`SinkError::Upload`] if it is missing or unreadable, or the sink stores nothing.
+    fn read_object(&self, key: &Path) -> Result<Vec<u8>, SinkError> {
+        let _ = key;
+        Err(SinkError::Upload(format!(
+            "{} keeps no objects to read back",
+            self.describe()
+        )))
+    }
 }
 
 /// One object being written.

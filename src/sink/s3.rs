@@ -216,6 +216,17 @@ impl Sink for S3Sink {
             })
     }
 
+    fn read_object(&self, key: &Path) -> Result<Vec<u8>, SinkError> {
+        let path = self.path(key);
+        self.runtime
+            .block_on(async { self.store.get(&path).await?.bytes().await })
+            .map(|b| b.to_vec())
+            .map_err(|e| match e {
+                object_store::Error::NotFound { .. } => SinkError::Upload("no such object".into()),
+                other => SinkError::Upload(words(&other)),
+            })
+    }
+
     fn write_meta(&self, name: &str, bytes: &[u8]) -> Result<(), SinkError> {
         let path = self.path(Path::new(name));
         run(

@@ -1,0 +1,417 @@
+//! Faults on purpose: interrupts and kills mid-run, a sink that runs out of room,
+//! unreadable files, awkward entries, overload. Every test ends with the accounting
+//! checked and every output present decoded.
+
+mod common;
+
+use common::*;
+use predicates::prelude::*;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// No temp file anywhere under `out`, and every `.gz` decodes.
+fn outputs_are_whole(out: &Path) -> usize {
+    let mut n = 0;
+    for rel in files_under(out) {
+        let name = rel.to_string_lossy().into_owned();
+        assert!(!name.contains(".ferry-tmp-"), "temp file left: {name}");
+        if name.ends_with(".gz") {
+            gunzip(&out.join(&rel));
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Starts ferry with `args`, waits (on its own stderr lines, not a clock) until `ready`
+/// matches a line, sends `signal`, and returns (exit status, all stderr).
+fn signal_when(
+    args: &[&std::ffi::OsStr],
+    ready: &str,
+    signal: i32,
+) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("ferry"))
+        .args(args)
+        .args(["--progress", "never"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let _ = tx.send(line.unwrap_or_default());
+        }
+    });
+    let mut seen = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("never saw '{ready}'; stderr so far: {seen:?}"));
+        let hit = line.contains(ready);
+        seen.push(line);
+        if hit {
+            break;
+        }
+    }
+    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let _ = done_tx.send(child.wait().unwrap());
+    });
+    let status = done_rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("ferry did not exit after the signal");
+    // The reader ends when the pipe closes.
+    for line in rx.iter() {
+        seen.push(line);
+    }
+    (status, seen.join("\n"))
+}
+
+#[test]
+fn interrupting_during_a_big_files_segments_leaves_nothing_half_made() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    let big = text(8 << 20, 1);
+    write(&src, "big.log", &big);
+    write(&src, "small.txt", b"small");
+    let out = t.path().join("out");
+    let args: Vec<&std::ffi::OsStr> = vec![
+        src.as_os_str(),
+        "--to".as_ref(),
+        out.as_os_str(),
+        "-vv".as_ref(),
+        "-j".as_ref(),
+        "1".as_ref(),
+        "--queue".as_ref(),
+        "1".as_ref(),
+        "--segment-size".as_ref(),
+        "16KiB".as_ref(),
+    ];
+    let (status, err) = signal_when(&args, "big.log segment 20/", libc::SIGINT);
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(
+        !out.join("s/big.log.gz").exists(),
+        "a partial big.log.gz is visible"
+    );
+    outputs_are_whole(&out);
+    // The rerun delivers the rest and skips what was done.
+    let r = ferry()
+        .arg(&src)
+        .args(["--report", "-", "--to"])
+        .arg(&out)
+        .assert()
+        .success();
+    let v = report(&r.get_output().stdout);
+    assert_eq!(v["totals"]["discovered"], 2);
+    assert_eq!(gunzip(&out.join("s/big.log.gz")), big);
+    assert_eq!(outputs_are_whole(&out), 2);
+}
+
+#[test]
+fn sigkill_mid_run_then_rerun_delivers_everything_exactly_once() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    for i in 0..400 {
+        write(
+            &src,
+            &format!("d{}/f{i}", i % 9),
+            &text(20_000 + i * 13, i as u64),
+        );
+    }
+    let out = t.path().join("out");
+    let args: Vec<&std::ffi::OsStr> = vec![
+        src.as_os_str(),
+        "--to".as_ref(),
+        out.as_os_str(),
+        "-v".as_ref(),
+        "-j".as_ref(),
+        "1".as_ref(),
+    ];
+    let (status, _) = signal_when(&args, "[done]", libc::SIGKILL);
+    assert_eq!(status.code(), None, "killed by a signal");
+    // Nothing can clean up after SIGKILL, but no partial output is under a final name.
+    for rel in files_under(&out) {
+        if rel.extension().is_some_and(|e| e == "gz") {
+            gunzip(&out.join(rel));
+        }
+    }
+    let r = ferry()
+        .arg(&src)
+        .args(["--report", "-", "--to"])
+        .arg(&out)
+        .assert()
+        .success();
+    let v = report(&r.get_output().stdout);
+    assert_eq!(v["totals"]["discovered"], 400);
+    assert_eq!(outputs_are_whole(&out), 400);
+    // The manifest now lists every file: a third run skips them all.
+    let r = ferry()
+        .arg(&src)
+        .args(["--report", "-", "--to"])
+        .arg(&out)
+        .assert()
+        .success();
+    assert_eq!(report(&r.get_output().stdout)["totals"]["skipped"], 400);
+}
+
+#[test]
+fn a_sink_that_runs_out_of_room_fails_those_files_and_delivers_the_rest() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    // Incompressible, so its output is as big as it is.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let noise: Vec<u8> = (0..2 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    write(&src, "huge.bin", &noise);
+    for i in 0..10 {
+        write(&src, &format!("small{i}.txt"), &text(2000, i));
+    }
+    let out = t.path().join("out");
+    // RLIMIT_FSIZE of 512 KiB: writing past it returns EFBIG (SIGXFSZ is ignored).
+    let script = format!(
+        "trap '' XFSZ; ulimit -f 512; exec '{}' '{}' --progress never --report - --to '{}'",
+        assert_cmd::cargo::cargo_bin("ferry").display(),
+        src.display(),
+        out.display()
+    );
+    let o = Command::new("sh").arg("-c").arg(&script).output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("huge.bin: write failed: file too large"),
+        "{err}"
+    );
+    let v = report(&o.stdout);
+    assert_eq!(v["totals"]["failed"], 1);
+    assert_eq!(v["totals"]["succeeded"], 10);
+    assert!(!out.join("s/huge.bin.gz").exists());
+    assert_eq!(outputs_are_whole(&out), 10);
+}
+
+#[test]
+fn unreadable_files_and_directories_fail_with_permission_denied() {
+    use std::os::unix::fs::PermissionsExt;
+    let is_root = unsafe { libc::geteuid() } == 0;
+    let setpriv = Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !is_root || !setpriv {
+        eprintln!("skipped: needs root and setpriv to run ferry as an unprivileged user");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let src = t.path().join("s");
+    write(&src, "ok.txt", b"fine");
+    let secret = write(&src, "secret.txt", b"no");
+    write(&src, "locked/inside.txt", b"no");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).unwrap();
+    std::fs::set_permissions(src.join("locked"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    let out = t.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(assert_cmd::cargo::cargo_bin("ferry"))
+        .arg(&src)
+        .args(["--progress", "never", "--report", "-", "--to"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("secret.txt: permission denied"), "{err}");
+    assert!(err.contains("locked: permission denied"), "{err}");
+    let v = report(&o.stdout);
+    assert_eq!(v["totals"]["succeeded"], 1);
+    assert_eq!(v["totals"]["failed"], 2);
+    assert_eq!(gunzip(&out.join("s/ok.txt.gz")), b"fine");
+}
+
+#[test]
+fn deep_paths_and_a_sparse_2gib_file_in_bounded_memory() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    let deep: String = (0..45).map(|i| format!("level{i}/")).collect();
+    write(&src, &format!("{deep}leaf.txt"), b"deep");
+    let sparse = src.join("sparse.img");
+    let f = std::fs::File::create(&sparse).unwrap();
+    f.set_len(2 << 30).unwrap();
+    drop(f);
+    let out = t.path().join("out");
+    let before = max_child_rss_kib();
+    let r = ferry()
+        .arg(&src)
+        .args(["-1", "--report", "-", "--to"])
+        .arg(&out)
+        .timeout(Duration::from_secs(600))
+        .assert()
+        .success();
+    assert_eq!(report(&r.get_output().stdout)["totals"]["succeeded"], 2);
+    assert_eq!(gunzip(&out.join(format!("s/{deep}leaf.txt.gz"))), b"deep");
+    // Decode the 2 GiB without holding it: count bytes and check they are all zero.
+    let gz = std::fs::File::open(out.join("s/sparse.img.gz")).unwrap();
+    let mut d = flate2::read::GzDecoder::new(std::io::BufReader::new(gz));
+    let (mut n, mut buf) = (0u64, vec![0u8; 1 << 20]);
+    loop {
+        let k = std::io::Read::read(&mut d, &mut buf).unwrap();
+        if k == 0 {
+            break;
+        }
+        assert!(buf[..k].iter().all(|&b| b == 0));
+        n += k as u64;
+    }
+    assert_eq!(n, 2 << 30);
+    let rss = max_child_rss_kib();
+    // The largest child so far: ferry's peak RSS, bounded by the budget, not the file.
+    assert!(
+        rss < 256 * 1024 || rss == before,
+        "peak RSS {rss} KiB for a 2 GiB file"
+    );
+}
+
+/// Peak RSS of the largest waited-for child process so far, in KiB.
+fn max_child_rss_kib() -> i64 {
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
+    u.ru_maxrss
+}
+
+#[test]
+fn overload_with_capacity_one_queues_and_with_many_workers() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    for i in 0..10_000 {
+        write(
+            &src,
+            &format!("d{}/f{i}", i % 50),
+            format!("{i}\n").as_bytes(),
+        );
+    }
+    for (k, args) in [
+        vec![
+            "--queue",
+            "1",
+            "-j",
+            "1",
+            "--load-workers",
+            "1",
+            "--upload-workers",
+            "1",
+        ],
+        vec![
+            "--queue",
+            "1",
+            "-j",
+            "8",
+            "--load-workers",
+            "8",
+            "--upload-workers",
+            "32",
+        ],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let out = t.path().join(format!("out{k}"));
+        let r = ferry()
+            .arg(&src)
+            .args(args)
+            .args(["--report", "-", "--to"])
+            .arg(&out)
+            .timeout(Duration::from_secs(600))
+            .assert()
+            .success();
+        assert_eq!(
+            report(&r.get_output().stdout)["totals"]["succeeded"],
+            10_000
+        );
+        assert_eq!(gunzip(&out.join("s/d7/f9957.gz")), b"9957\n");
+    }
+    assert!(max_child_rss_kib() < 256 * 1024, "RSS grew with file count");
+}
+
+#[test]
+fn verify_checks_every_object_against_the_manifest() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    for i in 0..12 {
+        write(&src, &format!("f{i}"), &text(3000 + i * 100, i as u64));
+    }
+    let out = t.path().join("out");
+    let to = format!("dir:{}", out.display());
+    ferry().arg(&src).args(["--to", &to]).assert().success();
+    assert_cmd::Command::cargo_bin("ferry")
+        .unwrap()
+        .args(["verify", "--to", &to])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "verified 12 objects: 12 ok, 0 bad",
+        ));
+    // Flip a byte in one object, delete another.
+    let f3 = out.join("s/f3.gz");
+    let mut bytes = std::fs::read(&f3).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&f3, bytes).unwrap();
+    std::fs::remove_file(out.join("s/f7.gz")).unwrap();
+    assert_cmd::Command::cargo_bin("ferry")
+        .unwrap()
+        .args(["verify", "--to", &to])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("ferry: verify: s/f3.gz:"))
+        .stderr(predicate::str::contains(
+            "ferry: verify: s/f7.gz: no such file or directory",
+        ))
+        .stderr(predicate::str::contains("10 ok, 2 bad"));
+    assert_cmd::Command::cargo_bin("ferry")
+        .unwrap()
+        .args(["verify", "--to"])
+        .arg(t.path().join("empty"))
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no manifest"));
+}
+
+#[test]
+fn non_utf8_failure_paths_are_lossless_in_the_report() {
+    use std::os::unix::ffi::OsStrExt;
+    let t = tempfile::tempdir().unwrap();
+    let name = std::ffi::OsStr::from_bytes(b"gone-\xff.txt");
+    let list = t.path().join("list");
+    std::fs::write(&list, [b"d/".as_slice(), name.as_bytes(), b"\n"].concat()).unwrap();
+    let r = ferry()
+        .current_dir(t.path())
+        .args(["--files-from", "list", "--report", "-", "--to", "dir:out"])
+        .assert()
+        .code(1);
+    let v = report(&r.get_output().stdout);
+    let bytes: Vec<u8> = v["failures"][0]["path_bytes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_u64().unwrap() as u8)
+        .collect();
+    assert_eq!(bytes, [b"d/".as_slice(), name.as_bytes()].concat());
+    assert_eq!(v["failures"][0]["path"], "d/gone-\u{fffd}.txt");
+}
