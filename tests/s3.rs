@@ -247,3 +247,24 @@ fn four_shards_into_one_bucket_deliver_every_file_once() {
     let manifests = s3.keys(&format!("{prefix}/.ferry-manifest"));
     assert_eq!(manifests.len(), 4, "{manifests:?}");
 }
+
+#[test]
+fn bad_credentials_are_a_setup_error_that_says_so() {
+    let Ok(endpoint) = std::env::var("FERRY_TEST_S3_AUTH_ENDPOINT") else {
+        eprintln!("skipped: FERRY_TEST_S3_AUTH_ENDPOINT not set (.ci/run sets it)");
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    write(t.path(), "d/x", b"x");
+    ferry()
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ACCESS_KEY_ID", "AKIANOTAREALKEY00000")
+        .env("AWS_SECRET_ACCESS_KEY", "wrong")
+        .arg(t.path().join("d"))
+        .args(["--to", "s3://any-bucket/x"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "access denied to bucket 'any-bucket'",
+        ));
+}
