@@ -411,3 +411,76 @@ fn non_utf8_failure_paths_are_lossless_in_the_report() {
     assert_eq!(bytes, [b"d/".as_slice(), name.as_bytes()].concat());
     assert_eq!(v["failures"][0]["path"], "d/gone-\u{fffd}.txt");
 }
+
+/// Starts ferry on one 64-segment file into a slow simulated link with a two-segment
+/// memory budget, so reading is held back by uploading; when the second segment has been
+/// read, `change` alters the file under it.
+fn change_while_reading(change: impl FnOnce(&Path)) -> (std::process::ExitStatus, String) {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    let f = write(&src, "moving.log", &text(64 * 16 * 1024, 3));
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("ferry"))
+        .arg(&src)
+        .args([
+            "--to",
+            "sim:latency=100ms",
+            "--segment-size",
+            "16KiB",
+            "--memory",
+            "32KiB",
+        ])
+        .args(["-vv", "--progress", "never", "--retries", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap_or_default();
+        let hit = line.contains("moving.log segment 2/64");
+        seen.push(line);
+        if hit {
+            break;
+        }
+    }
+    assert!(
+        seen.last().is_some_and(|l| l.contains("segment 2/64")),
+        "{seen:?}"
+    );
+    change(&f);
+    for line in lines {
+        seen.push(line.unwrap_or_default());
+    }
+    (child.wait().unwrap(), seen.join("\n"))
+}
+
+#[test]
+fn a_file_truncated_while_being_read_is_failed_not_delivered_torn() {
+    let (status, err) = change_while_reading(|f| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(f)
+            .unwrap()
+            .set_len(1000)
+            .unwrap();
+    });
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("moving.log: changed while reading (file shrank)"),
+        "{err}"
+    );
+    assert!(err.contains("1 failed"), "{err}");
+}
+
+#[test]
+fn a_file_that_grows_while_being_read_is_failed_not_delivered_torn() {
+    let (status, err) = change_while_reading(|f| {
+        use std::io::Write;
+        let mut h = std::fs::OpenOptions::new().append(true).open(f).unwrap();
+        h.write_all(b"one more line\n").unwrap();
+    });
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("moving.log: changed while reading"), "{err}");
+    assert!(err.contains("1 failed"), "{err}");
+}
