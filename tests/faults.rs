@@ -423,7 +423,7 @@ fn change_while_reading(change: impl FnOnce(&Path)) -> (std::process::ExitStatus
         .arg(&src)
         .args([
             "--to",
-            "sim:latency=100ms",
+            "sim:latency=30ms",
             "--segment-size",
             "16KiB",
             "--memory",
