@@ -484,3 +484,42 @@ fn a_file_that_grows_while_being_read_is_failed_not_delivered_torn() {
     assert!(err.contains("moving.log: changed while reading"), "{err}");
     assert!(err.contains("1 failed"), "{err}");
 }
+
+#[test]
+fn interrupts_early_and_midway_through_thousands_of_files_then_rerun() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    for i in 0..2000 {
+        write(
+            &src,
+            &format!("d{}/f{i:04}", i % 20),
+            &text(3000 + i, i as u64),
+        );
+    }
+    // Early: as soon as the producers start. Midway: once file 1000 is delivered.
+    for (k, ready) in ["walk worker 0 started", "/f1000 "].iter().enumerate() {
+        let out = t.path().join(format!("out{k}"));
+        let args: Vec<&std::ffi::OsStr> = vec![
+            src.as_os_str(),
+            "--to".as_ref(),
+            out.as_os_str(),
+            "-vv".as_ref(),
+            "-j".as_ref(),
+            "1".as_ref(),
+        ];
+        let (status, err) = signal_when(&args, ready, libc::SIGINT);
+        assert_eq!(status.code(), Some(130), "{err}");
+        assert!(err.contains("interrupted: "), "the summary says why: {err}");
+        let delivered = outputs_are_whole(&out);
+        let r = ferry()
+            .arg(&src)
+            .args(["--report", "-", "--to"])
+            .arg(&out)
+            .assert()
+            .success();
+        let v = report(&r.get_output().stdout);
+        assert_eq!(v["totals"]["discovered"], 2000);
+        assert_eq!(v["totals"]["skipped"].as_u64(), Some(delivered as u64));
+        assert_eq!(outputs_are_whole(&out), 2000);
+    }
+}
