@@ -354,7 +354,8 @@ fn classify_walk_error(err: &ignore::Error) -> (Option<PathBuf>, EntryKind) {
             }
             ignore::Error::Io(io) => {
                 let words = if io.kind() == std::io::ErrorKind::NotFound {
-                    "no such file or directory (dangling symbolic link?)".to_string()
+                    // Gone between listing and opening: removed, or a link to nowhere.
+                    "no such file or directory".to_string()
                 } else if io.kind() == std::io::ErrorKind::PermissionDenied {
                     "permission denied".to_string()
                 } else {

@@ -523,3 +523,60 @@ fn interrupts_early_and_midway_through_thousands_of_files_then_rerun() {
         assert_eq!(outputs_are_whole(&out), 2000);
     }
 }
+
+#[test]
+fn a_directory_removed_during_the_walk_is_reported_and_the_rest_goes_on() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    for i in 0..10 {
+        write(&src, &format!("a/f{i}"), &text(16 * 1024, i));
+        write(&src, &format!("z/g{i}"), &text(100, i));
+    }
+    // A two-file budget and a slow link hold the walker back inside a/ while z/ is removed.
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("ferry"))
+        .arg(&src)
+        .args([
+            "--to",
+            "sim:latency=30ms",
+            "--memory",
+            "32KiB",
+            "--segment-size",
+            "16KiB",
+        ])
+        .args([
+            "--queue",
+            "1",
+            "--load-workers",
+            "1",
+            "-vv",
+            "--progress",
+            "never",
+            "--report",
+            "-",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap_or_default();
+        let hit = line.contains("a/f0 segment 1/1");
+        seen.push(line);
+        if hit {
+            break;
+        }
+    }
+    std::fs::remove_dir_all(src.join("z")).unwrap();
+    for line in lines {
+        seen.push(line.unwrap_or_default());
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = seen.join("\n");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("/s/z: no such file or directory"), "{err}");
+    let v = report(&out.stdout);
+    assert_eq!(v["totals"]["succeeded"], 10);
+    assert_eq!(v["totals"]["failed"], 1);
+}
