@@ -136,6 +136,18 @@ pub fn run(config: &Config, cancel: CancelToken) -> Result<Summary, FerryError> 
             ))
         })?;
     }
+    // Every check that can fail on the user's input runs before the sink is touched.
+    let root_overrides = roots
+        .iter()
+        .map(|r| match r.is_dir {
+            true => walk::overrides(&r.path, &config.include, &config.exclude),
+            false => Ok(None),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let list_overrides = match config.files_from {
+        Some(_) => walk::overrides(Path::new(""), &config.include, &config.exclude)?,
+        None => None,
+    };
     let sink = sink::open(
         &config.sink,
         &SinkOptions {
@@ -161,8 +173,6 @@ pub fn run(config: &Config, cancel: CancelToken) -> Result<Summary, FerryError> 
     let (reporter, log) = Reporter::start(config.progress, config.log_level, metrics.clone());
     let walker = Arc::new(Walker {
         follow: config.follow,
-        include: config.include.clone(),
-        exclude: config.exclude.clone(),
         skip_dir,
         metrics: metrics.clone(),
         log: log.clone(),
@@ -170,24 +180,11 @@ pub fn run(config: &Config, cancel: CancelToken) -> Result<Summary, FerryError> 
         shard: config.shard,
     });
     let mut producers: Vec<Producer<FileTask>> = Vec::new();
-    let built = (|| -> Result<(), FerryError> {
-        for root in roots {
-            let ov = if root.is_dir {
-                walker.overrides(&root.path)?
-            } else {
-                None
-            };
-            producers.push(walker.root_producer(root, ov));
-        }
-        if let Some(list) = &config.files_from {
-            let ov = walker.overrides(Path::new(""))?;
-            producers.push(walker.list_producer(list.clone(), config.null_separated, ov));
-        }
-        Ok(())
-    })();
-    if let Err(e) = built {
-        reporter.finish();
-        return Err(e);
+    for (root, ov) in roots.into_iter().zip(root_overrides) {
+        producers.push(walker.root_producer(root, ov));
+    }
+    if let Some(list) = &config.files_from {
+        producers.push(walker.list_producer(list.clone(), config.null_separated, list_overrides));
     }
     // Discovery is complete (an ETA becomes meaningful) once the last producer returns.
     let remaining = Arc::new(AtomicUsize::new(producers.len()));

@@ -60,14 +60,37 @@ pub fn plan_roots(inputs: &[PathBuf]) -> Result<Vec<Root>, FerryError> {
     Ok(roots)
 }
 
+/// Builds the `--include` / `--exclude` matcher for paths under `base` (gitignore
+/// syntax; the last matching glob wins). `None` when there are no globs.
+///
+/// # Errors
+/// [`FerryError::Usage`] naming the flag of a glob that does not parse.
+pub fn overrides(
+    base: &Path,
+    include: &[String],
+    exclude: &[String],
+) -> Result<Option<Override>, FerryError> {
+    if include.is_empty() && exclude.is_empty() {
+        return Ok(None);
+    }
+    let mut b = OverrideBuilder::new(base);
+    let bad =
+        |flag: &str, g: &str, e: ignore::Error| FerryError::Usage(format!("--{flag} '{g}': {e}"));
+    for g in include {
+        b.add(g).map_err(|e| bad("include", g, e))?;
+    }
+    for g in exclude {
+        b.add(&format!("!{g}")).map_err(|e| bad("exclude", g, e))?;
+    }
+    b.build()
+        .map(Some)
+        .map_err(|e| FerryError::Usage(e.to_string()))
+}
+
 /// What every producer shares.
 pub struct Walker {
     /// Follow symbolic links (with loop detection).
     pub follow: bool,
-    /// `--include` globs (gitignore syntax).
-    pub include: Vec<String>,
-    /// `--exclude` globs (gitignore syntax).
-    pub exclude: Vec<String>,
     /// (device, inode) of the output directory, never read as input.
     pub skip_dir: Option<(u64, u64)>,
     /// Run counters (discovered).
@@ -110,29 +133,6 @@ fn special_kind(ft: &FileType) -> &'static str {
 }
 
 impl Walker {
-    /// Builds the include/exclude matcher for paths under `base`.
-    ///
-    /// # Errors
-    /// [`FerryError::Usage`] for a glob that does not parse.
-    pub fn overrides(&self, base: &Path) -> Result<Option<Override>, FerryError> {
-        if self.include.is_empty() && self.exclude.is_empty() {
-            return Ok(None);
-        }
-        let mut b = OverrideBuilder::new(base);
-        let bad = |flag: &str, g: &str, e: ignore::Error| {
-            FerryError::Usage(format!("--{flag} '{g}': {e}"))
-        };
-        for g in &self.include {
-            b.add(g).map_err(|e| bad("include", g, e))?;
-        }
-        for g in &self.exclude {
-            b.add(&format!("!{g}")).map_err(|e| bad("exclude", g, e))?;
-        }
-        b.build()
-            .map(Some)
-            .map_err(|e| FerryError::Usage(e.to_string()))
-    }
-
     fn send(
         &self,
         out: &Emitter<FileTask>,

@@ -123,7 +123,9 @@ fn a_deadline_cancels_the_rest_and_names_the_cause() {
         .stderr(predicates::str::contains("deadline reached"));
     let v = report(&r.get_output().stdout);
     assert_eq!(v["cancelled"], "deadline reached");
-    assert!(v["totals"]["cancelled"].as_u64().unwrap() > 0, "{v}");
+    // The deadline may even fire before anything is discovered: then nothing is counted,
+    // which is right (producers stop). Either way the run did not finish.
+    assert!(v["totals"]["succeeded"].as_u64().unwrap() < 300, "{v}");
     outputs_are_whole(&out);
     // A rerun delivers the rest and skips what was done.
     let r = ferry()

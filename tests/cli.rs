@@ -512,3 +512,46 @@ fn a_symlink_named_as_input_is_followed_like_find_h() {
     assert_eq!((n("discovered"), n("succeeded")), (1, 1));
     assert_eq!(gunzip(&out.join("link/a.gz")), b"hi");
 }
+
+#[test]
+fn every_flag_with_a_bad_value_exits_2_naming_the_flag_and_writes_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    write(t.path(), "s/a", b"a");
+    let cases: &[(&[&str], &str)] = &[
+        (&["--level", "10"], "--level"),
+        (&["--level=-3"], "--level"),
+        (&["--jobs", "0"], "--jobs"),
+        (&["--jobs", "many"], "--jobs"),
+        (&["--load-workers", "0"], "--load-workers"),
+        (&["--upload-workers", "0"], "--upload-workers"),
+        (&["--queue", "0"], "--queue"),
+        (&["--queue=-1"], "--queue"),
+        (&["--segment-size", "0"], "--segment-size"),
+        (&["--segment-size", "1 parsec"], "--segment-size"),
+        (&["--memory=-5MiB"], "--memory"),
+        (&["--timeout", "0s"], "--timeout"),
+        (&["--timeout", "later"], "--timeout"),
+        (&["--task-timeout", "x"], "--task-timeout"),
+        (&["--retries=-1"], "--retries"),
+        (&["--retry-backoff", "0ms"], "--retry-backoff"),
+        (&["--shard", "3/3"], "--shard"),
+        (&["--progress", "sometimes"], "--progress"),
+        (&["--to", "gopher://x"], "--to"),
+        (&["--to", "sim:latency=-1ms"], "--to"),
+        (&["--include", "a/**/[z-a]"], "--include"),
+        (&["--files-from", "/no/such/list"], "--files-from"),
+    ];
+    for (args, flag) in cases {
+        ferry()
+            .current_dir(t.path())
+            .arg("s")
+            .args(*args)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(*flag));
+    }
+    assert!(
+        !t.path().join("ferry-out").exists(),
+        "a usage error wrote output"
+    );
+}

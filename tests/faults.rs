@@ -586,3 +586,93 @@ fn a_directory_removed_during_the_walk_is_reported_and_the_rest_goes_on() {
     assert_eq!(v["totals"]["succeeded"], 10);
     assert_eq!(v["totals"]["failed"], 1);
 }
+
+#[test]
+fn a_file_deleted_between_walk_and_load_fails_alone() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    for i in 0..10 {
+        write(&src, &format!("a/f{i}"), &text(16 * 1024, i));
+    }
+    // The walker has listed a/ when a/f0 is read; reading is held back by the budget and a
+    // slow link, so a/f8 is deleted after it was discovered and before it is opened.
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("ferry"))
+        .arg(&src)
+        .args([
+            "--to",
+            "sim:latency=30ms",
+            "--memory",
+            "32KiB",
+            "--segment-size",
+            "16KiB",
+        ])
+        .args([
+            "--queue",
+            "1",
+            "--load-workers",
+            "1",
+            "-vv",
+            "--progress",
+            "never",
+            "--report",
+            "-",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap_or_default();
+        let hit = line.contains("a/f0 segment 1/1");
+        seen.push(line);
+        if hit {
+            break;
+        }
+    }
+    std::fs::remove_file(src.join("a/f8")).unwrap();
+    for line in lines {
+        seen.push(line.unwrap_or_default());
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = seen.join("\n");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("a/f8: no such file or directory"), "{err}");
+    let v = report(&out.stdout);
+    assert_eq!(v["totals"]["discovered"], 10);
+    assert_eq!(v["totals"]["succeeded"], 9);
+}
+
+#[test]
+fn device_nodes_are_never_opened() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: making a device node needs root");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    write(&src, "ok", b"ok");
+    // A character device like /dev/zero (1, 5): reading it would never end.
+    let dev = std::ffi::CString::new(src.join("zero").as_os_str().as_encoded_bytes()).unwrap();
+    let rc = unsafe { libc::mknod(dev.as_ptr(), libc::S_IFCHR | 0o644, libc::makedev(1, 5)) };
+    if rc != 0 {
+        eprintln!("skipped: mknod is not permitted here");
+        return;
+    }
+    let r = ferry()
+        .arg(&src)
+        .args(["-v", "--report", "-", "--to"])
+        .arg(t.path().join("out"))
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("zero: character device"));
+    let v = report(&r.get_output().stdout);
+    assert_eq!(
+        (
+            v["totals"]["succeeded"].as_u64(),
+            v["totals"]["skipped"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+}
