@@ -178,6 +178,7 @@ mod tests {
 #[derive(Debug, Parser)]
 #[command(
     name = "ferry verify",
+    bin_name = "ferry verify",
     about = "Check every delivered object against the manifest: one gzip member that decodes to the recorded length and CRC-32"
 )]
 pub struct VerifyCli {

@@ -17,16 +17,9 @@ fn real_main() -> i32 {
     if std::env::args_os().nth(1).is_some_and(|a| a == "verify") {
         return verify_main();
     }
-    let cli = match Cli::try_parse_from(rewrite_level_shorthand(std::env::args_os())) {
+    let cli = match parse::<Cli>(rewrite_level_shorthand(std::env::args_os())) {
         Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::Usage.code()
-            } else {
-                0
-            };
-        }
+        Err(code) => return code,
     };
     let quiet = cli.quiet;
     let config = match Config::from_cli(cli) {
@@ -70,6 +63,19 @@ fn real_main() -> i32 {
     code.code()
 }
 
+/// Parses flags; on failure prints clap's message and gives the exit code (2 for a usage
+/// error, 0 for `--help` / `--version`).
+fn parse<P: Parser>(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<P, i32> {
+    P::try_parse_from(args).map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() {
+            ExitCode::Usage.code()
+        } else {
+            0
+        }
+    })
+}
+
 fn write_report(target: &std::path::Path, json: &str) -> anyhow::Result<()> {
     if target.as_os_str() == "-" {
         let mut out = std::io::stdout().lock();
@@ -87,16 +93,9 @@ fn write_report(target: &std::path::Path, json: &str) -> anyhow::Result<()> {
 /// `ferry verify --to SINK`: exit 0 when every object checks out, 1 listing those that do
 /// not, 2 when there is nothing to check against.
 fn verify_main() -> i32 {
-    let cli = match VerifyCli::try_parse_from(std::env::args_os().skip(1)) {
+    let cli = match parse::<VerifyCli>(std::env::args_os().skip(1)) {
         Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::Usage.code()
-            } else {
-                0
-            };
-        }
+        Err(code) => return code,
     };
     let setup = || -> Result<_, ferry::FerryError> {
         let spec = ferry::sink::SinkSpec::parse(&cli.to)

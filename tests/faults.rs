@@ -418,25 +418,28 @@ fn non_utf8_failure_paths_are_lossless_in_the_report() {
     assert_eq!(v["failures"][0]["path"], "d/gone-\u{fffd}.txt");
 }
 
-/// Starts ferry on one 64-segment file into a slow simulated link with a two-segment
-/// memory budget, so reading is held back by uploading; when the second segment has been
-/// read, `change` alters the file under it.
-fn change_while_reading(change: impl FnOnce(&Path)) -> (std::process::ExitStatus, String) {
-    let t = tempfile::tempdir().unwrap();
-    let src = t.path().join("s");
-    let f = write(&src, "moving.log", &text(64 * 16 * 1024, 3));
+/// Runs ferry on `src` into a slow simulated link (30 ms a request) with a two-segment
+/// memory budget and one-item queues, so reading and walking are held back by uploading.
+/// When a stderr line contains `ready`, `act` changes the tree under the running ferry.
+/// Returns the exit status, all of stderr, and the `--report -` JSON bytes.
+fn held_back(
+    src: &Path,
+    ready: &str,
+    act: impl FnOnce(),
+) -> (std::process::ExitStatus, String, Vec<u8>) {
     let mut child = Command::new(assert_cmd::cargo::cargo_bin("ferry"))
-        .arg(&src)
+        .arg(src)
         .args([
             "--to",
             "sim:latency=30ms",
-            "--segment-size",
-            "16KiB",
             "--memory",
             "32KiB",
+            "--segment-size",
+            "16KiB",
         ])
-        .args(["-vv", "--progress", "never", "--retries", "0"])
-        .stdout(Stdio::null())
+        .args(["--queue", "1", "--load-workers", "1", "--retries", "0"])
+        .args(["-vv", "--progress", "never", "--report", "-"])
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -444,21 +447,31 @@ fn change_while_reading(change: impl FnOnce(&Path)) -> (std::process::ExitStatus
     let mut seen = Vec::new();
     for line in lines.by_ref() {
         let line = line.unwrap_or_default();
-        let hit = line.contains("moving.log segment 2/64");
+        let hit = line.contains(ready);
         seen.push(line);
         if hit {
             break;
         }
     }
     assert!(
-        seen.last().is_some_and(|l| l.contains("segment 2/64")),
-        "{seen:?}"
+        seen.last().is_some_and(|l| l.contains(ready)),
+        "never saw '{ready}': {seen:?}"
     );
-    change(&f);
+    act();
     for line in lines {
         seen.push(line.unwrap_or_default());
     }
-    (child.wait().unwrap(), seen.join("\n"))
+    let out = child.wait_with_output().unwrap();
+    (out.status, seen.join("\n"), out.stdout)
+}
+
+/// One 64-segment file; `change` alters it once its second segment has been read.
+fn change_while_reading(change: impl FnOnce(&Path)) -> (std::process::ExitStatus, String) {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    let f = write(&src, "moving.log", &text(64 * 16 * 1024, 3));
+    let (status, err, _) = held_back(&src, "moving.log segment 2/64", || change(&f));
+    (status, err)
 }
 
 #[test]
@@ -538,51 +551,13 @@ fn a_directory_removed_during_the_walk_is_reported_and_the_rest_goes_on() {
         write(&src, &format!("a/f{i}"), &text(16 * 1024, i));
         write(&src, &format!("z/g{i}"), &text(100, i));
     }
-    // A two-file budget and a slow link hold the walker back inside a/ while z/ is removed.
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("ferry"))
-        .arg(&src)
-        .args([
-            "--to",
-            "sim:latency=30ms",
-            "--memory",
-            "32KiB",
-            "--segment-size",
-            "16KiB",
-        ])
-        .args([
-            "--queue",
-            "1",
-            "--load-workers",
-            "1",
-            "-vv",
-            "--progress",
-            "never",
-            "--report",
-            "-",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap_or_default();
-        let hit = line.contains("a/f0 segment 1/1");
-        seen.push(line);
-        if hit {
-            break;
-        }
-    }
-    std::fs::remove_dir_all(src.join("z")).unwrap();
-    for line in lines {
-        seen.push(line.unwrap_or_default());
-    }
-    let out = child.wait_with_output().unwrap();
-    let err = seen.join("\n");
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    // The budget and the slow link hold the walker back inside a/ while z/ is removed.
+    let (status, err, stdout) = held_back(&src, "a/f0 segment 1/1", || {
+        std::fs::remove_dir_all(src.join("z")).unwrap()
+    });
+    assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("/s/z: no such file or directory"), "{err}");
-    let v = report(&out.stdout);
+    let v = report(&stdout);
     assert_eq!(v["totals"]["succeeded"], 10);
     assert_eq!(v["totals"]["failed"], 1);
 }
@@ -594,52 +569,14 @@ fn a_file_deleted_between_walk_and_load_fails_alone() {
     for i in 0..10 {
         write(&src, &format!("a/f{i}"), &text(16 * 1024, i));
     }
-    // The walker has listed a/ when a/f0 is read; reading is held back by the budget and a
-    // slow link, so a/f8 is deleted after it was discovered and before it is opened.
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("ferry"))
-        .arg(&src)
-        .args([
-            "--to",
-            "sim:latency=30ms",
-            "--memory",
-            "32KiB",
-            "--segment-size",
-            "16KiB",
-        ])
-        .args([
-            "--queue",
-            "1",
-            "--load-workers",
-            "1",
-            "-vv",
-            "--progress",
-            "never",
-            "--report",
-            "-",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap_or_default();
-        let hit = line.contains("a/f0 segment 1/1");
-        seen.push(line);
-        if hit {
-            break;
-        }
-    }
-    std::fs::remove_file(src.join("a/f8")).unwrap();
-    for line in lines {
-        seen.push(line.unwrap_or_default());
-    }
-    let out = child.wait_with_output().unwrap();
-    let err = seen.join("\n");
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    // The walker has listed a/ when a/f0 is read; reading is held back, so a/f8 is
+    // deleted after it was discovered and before it is opened.
+    let (status, err, stdout) = held_back(&src, "a/f0 segment 1/1", || {
+        std::fs::remove_file(src.join("a/f8")).unwrap()
+    });
+    assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("a/f8: no such file or directory"), "{err}");
-    let v = report(&out.stdout);
+    let v = report(&stdout);
     assert_eq!(v["totals"]["discovered"], 10);
     assert_eq!(v["totals"]["succeeded"], 9);
 }
