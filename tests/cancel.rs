@@ -7,17 +7,6 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// Everything present under `out` decodes, and no temp file is left.
-fn outputs_are_whole(out: &std::path::Path) {
-    for rel in files_under(out) {
-        let name = rel.to_string_lossy().into_owned();
-        assert!(!name.contains(".ferry-tmp-"), "temp file left: {name}");
-        if name.ends_with(".gz") {
-            gunzip(&out.join(&rel));
-        }
-    }
-}
-
 fn interrupt_mid_run(signal: i32) {
     let t = tempfile::tempdir().unwrap();
     write(t.path(), "d/first.txt", &text(1000, 1));

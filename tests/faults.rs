@@ -11,20 +11,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// No temp file anywhere under `out`, and every `.gz` decodes.
-fn outputs_are_whole(out: &Path) -> usize {
-    let mut n = 0;
-    for rel in files_under(out) {
-        let name = rel.to_string_lossy().into_owned();
-        assert!(!name.contains(".ferry-tmp-"), "temp file left: {name}");
-        if name.ends_with(".gz") {
-            gunzip(&out.join(&rel));
-            n += 1;
-        }
-    }
-    n
-}
-
 /// Starts ferry with `args`, waits (on its own stderr lines, not a clock) until `ready`
 /// matches a line, sends `signal`, and returns (exit status, all stderr).
 fn signal_when(
@@ -165,15 +151,7 @@ fn a_sink_that_runs_out_of_room_fails_those_files_and_delivers_the_rest() {
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("s");
     // Incompressible, so its output is as big as it is.
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let noise: Vec<u8> = (0..2 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect();
+    let noise = noise(2 << 20);
     write(&src, "huge.bin", &noise);
     for i in 0..10 {
         write(&src, &format!("small{i}.txt"), &text(2000, i));

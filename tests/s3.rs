@@ -118,15 +118,7 @@ fn uploads_round_trip_through_an_independent_client_and_reruns_skip() {
     write(&src, "c.txt", b"small");
     write(&src, "empty", b"");
     // Bigger than one 8 MiB part even compressed: a multipart upload.
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let big: Vec<u8> = (0..12 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect();
+    let big = noise(12 << 20);
     write(&src, "big.bin", &big);
     let prefix = unique("rt");
     let r = s3

@@ -115,3 +115,30 @@ pub fn report(stdout: &[u8]) -> serde_json::Value {
     );
     v
 }
+
+/// No temp file anywhere under `out`, and every `.gz` decodes; returns how many there are.
+pub fn outputs_are_whole(out: &Path) -> usize {
+    let mut n = 0;
+    for rel in files_under(out) {
+        let name = rel.to_string_lossy().into_owned();
+        assert!(!name.contains(".ferry-tmp-"), "temp file left: {name}");
+        if name.ends_with(".gz") {
+            gunzip(&out.join(&rel));
+            n += 1;
+        }
+    }
+    n
+}
+
+/// `n` incompressible bytes (xorshift), the same every time.
+pub fn noise(n: usize) -> Vec<u8> {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
