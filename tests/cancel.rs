@@ -117,13 +117,7 @@ fn a_deadline_cancels_the_rest_and_names_the_cause() {
     assert!(v["totals"]["succeeded"].as_u64().unwrap() < 300, "{v}");
     outputs_are_whole(&out);
     // A rerun delivers the rest and skips what was done.
-    let r = ferry()
-        .arg(&src)
-        .args(["--report", "-", "--to"])
-        .arg(&out)
-        .assert()
-        .success();
-    let v2 = report(&r.get_output().stdout);
+    let v2 = deliver(&src, &out);
     assert_eq!(v2["totals"]["discovered"], 300);
     assert_eq!(
         v2["totals"]["skipped"].as_u64(),

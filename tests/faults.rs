@@ -87,13 +87,7 @@ fn interrupting_during_a_big_files_segments_leaves_nothing_half_made() {
     );
     outputs_are_whole(&out);
     // The rerun delivers the rest and skips what was done.
-    let r = ferry()
-        .arg(&src)
-        .args(["--report", "-", "--to"])
-        .arg(&out)
-        .assert()
-        .success();
-    let v = report(&r.get_output().stdout);
+    let v = deliver(&src, &out);
     assert_eq!(v["totals"]["discovered"], 2);
     assert_eq!(gunzip(&out.join("s/big.log.gz")), big);
     assert_eq!(outputs_are_whole(&out), 2);
@@ -127,23 +121,11 @@ fn sigkill_mid_run_then_rerun_delivers_everything_exactly_once() {
             gunzip(&out.join(rel));
         }
     }
-    let r = ferry()
-        .arg(&src)
-        .args(["--report", "-", "--to"])
-        .arg(&out)
-        .assert()
-        .success();
-    let v = report(&r.get_output().stdout);
+    let v = deliver(&src, &out);
     assert_eq!(v["totals"]["discovered"], 400);
     assert_eq!(outputs_are_whole(&out), 400);
     // The manifest now lists every file: a third run skips them all.
-    let r = ferry()
-        .arg(&src)
-        .args(["--report", "-", "--to"])
-        .arg(&out)
-        .assert()
-        .success();
-    assert_eq!(report(&r.get_output().stdout)["totals"]["skipped"], 400);
+    assert_eq!(deliver(&src, &out)["totals"]["skipped"], 400);
 }
 
 #[test]
@@ -508,13 +490,7 @@ fn interrupts_early_and_midway_through_thousands_of_files_then_rerun() {
         assert_eq!(status.code(), Some(130), "{err}");
         assert!(err.contains("interrupted: "), "the summary says why: {err}");
         let delivered = outputs_are_whole(&out);
-        let r = ferry()
-            .arg(&src)
-            .args(["--report", "-", "--to"])
-            .arg(&out)
-            .assert()
-            .success();
-        let v = report(&r.get_output().stdout);
+        let v = deliver(&src, &out);
         assert_eq!(v["totals"]["discovered"], 2000);
         assert_eq!(v["totals"]["skipped"].as_u64(), Some(delivered as u64));
         assert_eq!(outputs_are_whole(&out), 2000);

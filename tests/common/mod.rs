@@ -142,3 +142,14 @@ pub fn noise(n: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Runs `ferry SRC --report - --to OUT`, expects success, and returns the checked report.
+pub fn deliver(src: &Path, out: &Path) -> serde_json::Value {
+    let r = ferry()
+        .arg(src)
+        .args(["--report", "-", "--to"])
+        .arg(out)
+        .assert()
+        .success();
+    report(&r.get_output().stdout)
+}
