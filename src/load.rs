@@ -1,7 +1,7 @@
 //! The load stage: opens each file safely, checks whether it changed since the last run,
 //! and reads it as segments within the memory budget.
 
-use crate::gzip::DICT_SIZE;
+use crate::gzip::{DICT_SIZE, PRIMES_SEGMENTS};
 use crate::manifest::Manifest;
 use crate::metrics::RunMetrics;
 use crate::pipeline::{CancelToken, Emitter};
@@ -245,7 +245,8 @@ impl Loader {
                     return emit_stop(i, failed(why));
                 }
             }
-            let next_dict = (!last).then(|| data[data.len().saturating_sub(DICT_SIZE)..].to_vec());
+            let next_dict = (PRIMES_SEGMENTS && !last)
+                .then(|| data[data.len().saturating_sub(DICT_SIZE)..].to_vec());
             let body = SegmentBody::Data {
                 data,
                 dict: std::mem::replace(&mut dict, next_dict),

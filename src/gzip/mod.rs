@@ -6,11 +6,21 @@
 //! in order between a gzip header and a trailer whose CRC-32 is combined from the pieces'
 //! CRCs, they form ONE single-member gzip stream that any gzip decoder reads. The bytes
 //! depend only on input, level and segment size, never on which thread did what.
+//!
+//! With the `libdeflate` feature every segment is deflated by libdeflate instead: faster,
+//! but with no dictionary and no sync flush, so segments are independent and each middle
+//! piece's final block is rewritten into a sync-flush ending ([`blocks::make_non_final`]).
+
+pub mod blocks;
 
 use flate2::{Compress, Compression, FlushCompress, Status};
 
 /// How much of the previous segment primes the next one: deflate's whole window.
 pub const DICT_SIZE: usize = 32 * 1024;
+
+/// Whether the engine in this build primes segments with a dictionary (libdeflate cannot),
+/// so the loader keeps the previous segment's tail only when it is used.
+pub const PRIMES_SEGMENTS: bool = !cfg!(feature = "libdeflate");
 
 /// A deflate failure (only possible through a bug or an allocation failure in the backend).
 #[derive(Debug, thiserror::Error)]
@@ -22,14 +32,14 @@ pub struct GzipError(String);
 pub struct SegmentCompressor {
     level: u32,
     deflate: Compress,
-    /// With the `libdeflate` feature: the engine for whole files in one segment.
+    /// With the `libdeflate` feature: the engine for every segment.
     #[cfg(feature = "libdeflate")]
-    whole: libdeflater::Compressor,
+    libdeflate: libdeflater::Compressor,
 }
 
 /// The deflate engines in this build, for reports.
 pub const ENGINE: &str = if cfg!(feature = "libdeflate") {
-    "zlib-rs (segments) + libdeflate (whole small files)"
+    "libdeflate"
 } else {
     "zlib-rs"
 };
@@ -41,7 +51,7 @@ impl SegmentCompressor {
             level,
             deflate: Compress::new(Compression::new(level), false),
             #[cfg(feature = "libdeflate")]
-            whole: libdeflater::Compressor::new(
+            libdeflate: libdeflater::Compressor::new(
                 libdeflater::CompressionLvl::new(level as i32).unwrap_or_default(),
             ),
         }
@@ -66,16 +76,23 @@ impl SegmentCompressor {
         last: bool,
     ) -> Result<Vec<u8>, GzipError> {
         #[cfg(feature = "libdeflate")]
-        if last && dict.is_none() {
-            // A whole file in one piece: libdeflate's complete stream is exactly that.
-            let mut out = vec![0u8; self.whole.deflate_compress_bound(data.len())];
+        {
+            // libdeflate has no dictionary: segments are independent (a segment of 1 MiB
+            // loses well under 0.1% of ratio to that). Its stream always ends with a final
+            // block, which a middle piece turns into a sync-flush ending.
+            let _ = dict;
+            let mut out = vec![0u8; self.libdeflate.deflate_compress_bound(data.len()) + 5];
             let n = self
-                .whole
+                .libdeflate
                 .deflate_compress(data, &mut out)
                 .map_err(|e| GzipError(format!("{e:?}")))?;
             out.truncate(n);
+            if !last {
+                blocks::make_non_final(&mut out).map_err(|e| GzipError(e.to_string()))?;
+            }
             return Ok(out);
         }
+        #[cfg_attr(feature = "libdeflate", allow(unreachable_code))]
         match dict {
             // zlib-rs: set_dictionary on a *reset* stream can give other (valid) bytes
             // than on a fresh one, which would make output depend on which segments a
@@ -293,6 +310,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(feature = "libdeflate"))]
     fn dictionary_priming_helps_repetitive_data() {
         let data: Vec<u8> = b"the quick brown fox jumps over the lazy dog\n"
             .iter()
