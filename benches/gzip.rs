@@ -53,23 +53,5 @@ fn gzip_levels(c: &mut Criterion) {
     g.finish();
 }
 
-/// The block walk that lets libdeflate's complete streams serve as middle pieces: its cost
-/// per byte of *input* sits beside the compression rates above.
-fn block_scan(c: &mut Criterion) {
-    let data = log_like(1 << 20);
-    let mut g = c.benchmark_group("deflate_scan");
-    g.throughput(Throughput::Bytes(data.len() as u64));
-    g.sample_size(20);
-    for level in [1u32, 6, 9] {
-        let gz = compress_segmented(&data, level, data.len(), b"", 0).unwrap();
-        // The raw deflate stream sits between the 10-byte header and the 8-byte trailer.
-        let stream = gz[10..gz.len() - 8].to_vec();
-        g.bench_with_input(BenchmarkId::new("level", level), &stream, |b, s| {
-            b.iter(|| ferry::gzip::blocks::scan(s).unwrap())
-        });
-    }
-    g.finish();
-}
-
-criterion_group!(benches, gzip_levels, block_scan);
+criterion_group!(benches, gzip_levels);
 criterion_main!(benches);

@@ -9,9 +9,11 @@
 //!
 //! With the `libdeflate` feature every segment is deflated by libdeflate instead: faster,
 //! but with no dictionary and no sync flush, so segments are independent and each middle
-//! piece's final block is rewritten into a sync-flush ending ([`blocks::make_non_final`]).
+//! piece ends like a sync flush, through a small patch to the vendored libdeflate
+//! (`vendor/libdeflate/ferry.patch`).
 
-pub mod blocks;
+#[cfg(feature = "libdeflate")]
+mod libdeflate;
 
 use flate2::{Compress, Compression, FlushCompress, Status};
 
@@ -34,7 +36,7 @@ pub struct SegmentCompressor {
     deflate: Compress,
     /// With the `libdeflate` feature: the engine for every segment.
     #[cfg(feature = "libdeflate")]
-    libdeflate: libdeflater::Compressor,
+    libdeflate: libdeflate::Libdeflate,
 }
 
 /// The deflate engines in this build, for reports.
@@ -51,9 +53,7 @@ impl SegmentCompressor {
             level,
             deflate: Compress::new(Compression::new(level), false),
             #[cfg(feature = "libdeflate")]
-            libdeflate: libdeflater::Compressor::new(
-                libdeflater::CompressionLvl::new(level as i32).unwrap_or_default(),
-            ),
+            libdeflate: libdeflate::Libdeflate::new(level).expect("libdeflate compressor"),
         }
     }
 
@@ -78,19 +78,9 @@ impl SegmentCompressor {
         #[cfg(feature = "libdeflate")]
         {
             // libdeflate has no dictionary: segments are independent (a segment of 1 MiB
-            // loses well under 0.1% of ratio to that). Its stream always ends with a final
-            // block, which a middle piece turns into a sync-flush ending.
+            // loses well under 0.1% of ratio to that).
             let _ = dict;
-            let mut out = vec![0u8; self.libdeflate.deflate_compress_bound(data.len()) + 5];
-            let n = self
-                .libdeflate
-                .deflate_compress(data, &mut out)
-                .map_err(|e| GzipError(format!("{e:?}")))?;
-            out.truncate(n);
-            if !last {
-                blocks::make_non_final(&mut out).map_err(|e| GzipError(e.to_string()))?;
-            }
-            return Ok(out);
+            return self.libdeflate.compress(data, last);
         }
         #[cfg_attr(feature = "libdeflate", allow(unreachable_code))]
         match dict {
