@@ -227,21 +227,20 @@ impl Loader {
             let Some(permit) = self.budget.acquire(len, out.cancel_token()) else {
                 return emit_stop(i, Verdict::Cancelled);
             };
-            let mut data = vec![0u8; len as usize];
-            if let Err(e) = file.read_exact(&mut data) {
-                let why = if e.kind() == io::ErrorKind::UnexpectedEof {
-                    "changed while reading (file shrank)".to_string()
-                } else {
-                    io_cause(&e)
-                };
-                return emit_stop(i, failed(why));
+            // Read into spare capacity: no zeroing, and `take` stops exactly at the
+            // segment's end without an extra read to find EOF.
+            let mut data = Vec::with_capacity(len as usize);
+            match (&mut file).take(len).read_to_end(&mut data) {
+                Ok(n) if n as u64 == len => {}
+                Ok(_) => return emit_stop(i, failed("changed while reading (file shrank)".into())),
+                Err(e) => return emit_stop(i, failed(io_cause(&e))),
             }
             self.metrics.bytes_read.fetch_add(len, Relaxed);
             self.log
                 .debug(|| format!("[load] {} segment {}/{n}", ctx.task.path.display(), i + 1));
             let last = i + 1 == n;
             if last {
-                if let Some(why) = changed_since_open(&mut file, &ctx) {
+                if let Some(why) = changed_since_open(&file, &ctx) {
                     return emit_stop(i, failed(why));
                 }
             }
@@ -267,18 +266,15 @@ impl Loader {
     }
 }
 
-/// After the last segment: a file that grew, or whose size or mtime moved, while it was
-/// read would be delivered torn; report it instead.
-fn changed_since_open(file: &mut File, ctx: &FileCtx) -> Option<String> {
-    let mut probe = [0u8; 1];
-    match file.read(&mut probe) {
-        Ok(0) => {}
-        Ok(_) => return Some("changed while reading (file grew)".into()),
-        Err(e) => return Some(io_cause(&e)),
-    }
+/// After the last segment: a file that grew, shrank or was rewritten while it was read
+/// would be delivered torn; report it instead. `fstat` sees all three (size, mtime), so
+/// no probe read for EOF is needed.
+fn changed_since_open(file: &File, ctx: &FileCtx) -> Option<String> {
     match file.metadata() {
-        Ok(m) if m.len() != ctx.size || (m.mtime(), m.mtime_nsec() as u32) != ctx.mtime => {
-            Some("changed while reading (size or modification time moved)".into())
+        Ok(m) if m.len() > ctx.size => Some("changed while reading (file grew)".into()),
+        Ok(m) if m.len() < ctx.size => Some("changed while reading (file shrank)".into()),
+        Ok(m) if (m.mtime(), m.mtime_nsec() as u32) != ctx.mtime => {
+            Some("changed while reading (modified)".into())
         }
         Ok(_) => None,
         Err(e) => Some(io_cause(&e)),

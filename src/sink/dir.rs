@@ -3,6 +3,7 @@
 use super::{ObjectMeta, Receipt, Sink, SinkError, SinkOptions, Upload};
 use crate::error::io_words;
 use std::collections::HashSet;
+use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,8 +17,9 @@ pub const TEMP_PREFIX: &str = ".ferry-tmp-";
 /// directory, then renamed into place, so a reader never sees half an object.
 pub struct DirSink {
     root: PathBuf,
-    /// Directories known to exist, so each is created once, not once per file.
-    made: Mutex<HashSet<PathBuf>>,
+    /// Directories known to exist, so each is created once, not once per file. Keyed by
+    /// the path's bytes: hashing a `Path` walks its components, which showed in profiles.
+    made: Mutex<HashSet<OsString>>,
     opts: SinkOptions,
     seq: AtomicU64,
     pid: u32,
@@ -93,7 +95,7 @@ impl Sink for DirSink {
             .made
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(dir);
+            .contains(dir.as_os_str());
         if !known {
             fs::create_dir_all(dir).map_err(|e| {
                 SinkError::Upload(format!("cannot create {}: {}", dir.display(), io_words(&e)))
@@ -101,7 +103,7 @@ impl Sink for DirSink {
             self.made
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(dir.to_path_buf());
+                .insert(dir.as_os_str().to_owned());
         }
         let temp = self.temp_path(dir);
         let create = || File::options().write(true).create_new(true).open(&temp);
