@@ -188,6 +188,8 @@ impl Loader {
                 }
             }
         }
+        self.metrics.opened.fetch_add(1, Relaxed);
+        self.metrics.opened_bytes.fetch_add(size, Relaxed);
         let deadline = self.task_timeout.map(|t| std::time::Instant::now() + t);
         let ctx = FileCtx::new(task, size, mtime, deadline);
         self.read_segments(ctx, file, out);

@@ -168,8 +168,11 @@ impl StageMetrics {
 pub struct RunMetrics {
     /// Files (and special entries) found by the producers.
     pub discovered: AtomicU64,
-    /// Source bytes of regular files found so far (known sizes only).
-    pub discovered_bytes: AtomicU64,
+    /// Files opened for reading: their sizes are known (the walker does not stat files,
+    /// which saved a path lookup per file; the loader's `fstat` gives sizes).
+    pub opened: AtomicU64,
+    /// Source bytes of the files opened so far.
+    pub opened_bytes: AtomicU64,
     /// Set once every producer has finished: totals are final, an ETA is meaningful.
     pub discovery_done: AtomicBool,
     /// Files delivered.

@@ -133,21 +133,13 @@ fn special_kind(ft: &FileType) -> &'static str {
 }
 
 impl Walker {
-    fn send(
-        &self,
-        out: &Emitter<FileTask>,
-        path: PathBuf,
-        key: PathBuf,
-        kind: EntryKind,
-        size: u64,
-    ) -> bool {
+    fn send(&self, out: &Emitter<FileTask>, path: PathBuf, key: PathBuf, kind: EntryKind) -> bool {
         if let Some((k, n)) = self.shard {
             if shard_of(&key, n) != k {
                 return true;
             }
         }
         self.metrics.discovered.fetch_add(1, Relaxed);
-        self.metrics.discovered_bytes.fetch_add(size, Relaxed);
         let task = FileTask {
             id: self.next_id.fetch_add(1, Relaxed),
             path,
@@ -169,18 +161,12 @@ impl Walker {
 
     fn walk(&self, root: &Root, overrides: Option<Override>, out: &Emitter<FileTask>) {
         if !root.is_dir {
-            let (kind, size) = match std::fs::metadata(&root.path) {
-                Ok(m) if m.is_file() => (EntryKind::Regular, m.len()),
-                Ok(m) => (EntryKind::Skip(special_kind(&m.file_type()).into()), 0),
-                Err(e) => (EntryKind::Fail(io_words(&e)), 0),
+            let kind = match std::fs::metadata(&root.path) {
+                Ok(m) if m.is_file() => EntryKind::Regular,
+                Ok(m) => EntryKind::Skip(special_kind(&m.file_type()).into()),
+                Err(e) => EntryKind::Fail(io_words(&e)),
             };
-            self.send(
-                out,
-                root.path.clone(),
-                PathBuf::from(&root.name),
-                kind,
-                size,
-            );
+            self.send(out, root.path.clone(), PathBuf::from(&root.name), kind);
             return;
         }
         let mut b = ignore::WalkBuilder::new(&root.path);
@@ -207,7 +193,7 @@ impl Walker {
             if out.is_cancelled() {
                 return;
             }
-            let (path, kind, size) = match result {
+            let (path, kind) = match result {
                 Ok(entry) => {
                     let Some(ft) = entry.file_type() else {
                         continue;
@@ -217,15 +203,13 @@ impl Walker {
                     if ft.is_dir() || entry.depth() == 0 {
                         continue;
                     }
-                    let (kind, size) = if ft.is_file() {
-                        (
-                            EntryKind::Regular,
-                            entry.metadata().map(|m| m.len()).unwrap_or(0),
-                        )
+                    // The type comes from the directory entry itself; no stat here.
+                    let kind = if ft.is_file() {
+                        EntryKind::Regular
                     } else {
-                        (EntryKind::Skip(special_kind(&ft).into()), 0)
+                        EntryKind::Skip(special_kind(&ft).into())
                     };
-                    (entry.into_path(), kind, size)
+                    (entry.into_path(), kind)
                 }
                 Err(err) => {
                     let (path, kind) = classify_walk_error(&err);
@@ -233,12 +217,12 @@ impl Walker {
                         self.log.warn(|| err.to_string());
                         continue;
                     };
-                    (path, kind, 0)
+                    (path, kind)
                 }
             };
             let rel = path.strip_prefix(&root.path).unwrap_or(&path);
             let key = Path::new(&root.name).join(rel);
-            if !self.send(out, path, key, kind, size) {
+            if !self.send(out, path, key, kind) {
                 return;
             }
         }
@@ -300,20 +284,20 @@ impl Walker {
     fn send_listed(&self, out: &Emitter<FileTask>, path: PathBuf) -> bool {
         let Some(key) = list_key(&path) else {
             let kind = EntryKind::Fail("path leaves its directory ('..'); not delivered".into());
-            return self.send(out, path.clone(), path, kind, 0);
+            return self.send(out, path.clone(), path, kind);
         };
         let meta = if self.follow {
             std::fs::metadata(&path)
         } else {
             std::fs::symlink_metadata(&path)
         };
-        let (kind, size) = match meta {
-            Ok(m) if m.is_file() => (EntryKind::Regular, m.len()),
-            Ok(m) if m.is_dir() => (EntryKind::Skip("is a directory".into()), 0),
-            Ok(m) => (EntryKind::Skip(special_kind(&m.file_type()).into()), 0),
-            Err(e) => (EntryKind::Fail(io_words(&e)), 0),
+        let kind = match meta {
+            Ok(m) if m.is_file() => EntryKind::Regular,
+            Ok(m) if m.is_dir() => EntryKind::Skip("is a directory".into()),
+            Ok(m) => EntryKind::Skip(special_kind(&m.file_type()).into()),
+            Err(e) => EntryKind::Fail(io_words(&e)),
         };
-        self.send(out, path, key, kind, size)
+        self.send(out, path, key, kind)
     }
 }
 

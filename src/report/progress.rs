@@ -163,8 +163,18 @@ fn overall_line(m: &RunMetrics, started: Instant) -> String {
         human_bytes(read),
         human_bytes(rate as u64)
     );
-    if m.discovery_done.load(Relaxed) && rate > 0.0 {
-        let left = m.discovered_bytes.load(Relaxed).saturating_sub(read) as f64 / rate;
+    let opened = m.opened.load(Relaxed);
+    if m.discovery_done.load(Relaxed) && rate > 0.0 && opened > 0 {
+        // Sizes are known for files opened so far; the rest are assumed average.
+        let opened_bytes = m.opened_bytes.load(Relaxed);
+        let ended_unread = m.skipped.load(Relaxed) + m.failed.load(Relaxed);
+        let unopened = m
+            .discovered
+            .load(Relaxed)
+            .saturating_sub(opened)
+            .saturating_sub(ended_unread);
+        let total = opened_bytes + unopened * (opened_bytes / opened);
+        let left = total.saturating_sub(read) as f64 / rate;
         s.push_str(&format!(
             " · ETA {}",
             humantime::format_duration(Duration::from_secs(left.ceil() as u64))
@@ -205,7 +215,8 @@ mod tests {
     fn overall_line_shows_eta_only_when_discovery_is_done() {
         let m = RunMetrics::default();
         m.discovered.store(10, Relaxed);
-        m.discovered_bytes.store(1 << 30, Relaxed);
+        m.opened.store(1, Relaxed);
+        m.opened_bytes.store(1 << 30, Relaxed);
         m.bytes_read.store(1 << 20, Relaxed);
         let t = Instant::now() - Duration::from_secs(1);
         let line = overall_line(&m, t);
