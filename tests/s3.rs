@@ -30,6 +30,19 @@ fn server() -> Option<S3> {
 }
 
 impl S3 {
+    /// Runs ferry from `src` to `prefix`, expects success, returns the JSON report.
+    fn deliver(&self, src: &Path, prefix: &str) -> serde_json::Value {
+        let r = self
+            .ferry()
+            .arg(src)
+            .arg("--to")
+            .arg(self.url(prefix))
+            .args(["--report", "-"])
+            .assert()
+            .success();
+        report(&r.get_output().stdout)
+    }
+
     fn ferry(&self) -> assert_cmd::Command {
         let mut c = ferry();
         c.env("AWS_ENDPOINT_URL", &self.endpoint)
@@ -121,15 +134,7 @@ fn uploads_round_trip_through_an_independent_client_and_reruns_skip() {
     let big = noise(12 << 20);
     write(&src, "big.bin", &big);
     let prefix = unique("rt");
-    let r = s3
-        .ferry()
-        .arg(&src)
-        .arg("--to")
-        .arg(s3.url(&prefix))
-        .args(["--report", "-"])
-        .assert()
-        .success();
-    assert_eq!(report(&r.get_output().stdout)["totals"]["succeeded"], 4);
+    assert_eq!(s3.deliver(&src, &prefix)["totals"]["succeeded"], 4);
 
     let down = t.path().join("down");
     s3.download(&prefix, &down);
@@ -157,15 +162,7 @@ fn uploads_round_trip_through_an_independent_client_and_reruns_skip() {
         format!("{:08x}", c.sum())
     );
 
-    let r = s3
-        .ferry()
-        .arg(&src)
-        .arg("--to")
-        .arg(s3.url(&prefix))
-        .args(["--report", "-"])
-        .assert()
-        .success();
-    assert_eq!(report(&r.get_output().stdout)["totals"]["skipped"], 4);
+    assert_eq!(s3.deliver(&src, &prefix)["totals"]["skipped"], 4);
 }
 
 #[test]
