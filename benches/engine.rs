@@ -4,7 +4,12 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ferry::pipeline::{CancelToken, Emitter, Pipeline, Producer, StageSpec};
+use std::num::NonZeroUsize;
 use std::time::Duration;
+
+fn nz(n: usize) -> NonZeroUsize {
+    NonZeroUsize::new(n).expect("at least 1")
+}
 
 const N: u64 = 100_000;
 
@@ -23,15 +28,15 @@ fn engine_run(queue: usize) -> u64 {
         }
     };
     let sums = p
-        .source("src", queue, producers)
+        .source("src", nz(queue), producers)
         .unwrap()
-        .stage(StageSpec::new("a", 1).queue(queue), pass)
+        .stage(StageSpec::new("a", nz(1)).queue(nz(queue)), pass)
         .unwrap()
-        .stage(StageSpec::new("b", 1).queue(queue), pass)
+        .stage(StageSpec::new("b", nz(1)).queue(nz(queue)), pass)
         .unwrap()
-        .stage(StageSpec::new("c", 1).queue(queue), pass)
+        .stage(StageSpec::new("c", nz(1)).queue(nz(queue)), pass)
         .unwrap()
-        .collect("sum", 1, |_| 0u64, |s: &mut u64, n| *s += n)
+        .collect("sum", nz(1), |_| 0u64, |s: &mut u64, n| *s += n)
         .unwrap();
     p.wait().unwrap();
     sums.into_vec().iter().sum()

@@ -79,14 +79,16 @@ fn corpus(name: &str, sizes: &[usize]) -> Corpus {
 
 fn run_once(src: &Path, out: &Path, jobs: usize) {
     let _ = std::fs::remove_dir_all(out);
-    let mut c = Config::new(vec![src.to_path_buf()], SinkSpec::Dir(out.to_path_buf()));
-    c.jobs = jobs;
+    let c = Config::builder(vec![src.to_path_buf()], SinkSpec::Dir(out.to_path_buf()))
+        .jobs(std::num::NonZeroUsize::new(jobs).unwrap())
+        .build()
+        .unwrap();
     let s = ferry::run(&c, CancelToken::new()).unwrap();
     assert_eq!(s.totals.succeeded, s.totals.discovered);
 }
 
 fn pipeline(c: &mut Criterion) {
-    let cores = ferry::config::cores();
+    let cores = ferry::config::cores().get();
     let small: Vec<usize> = (0..2000).map(|i| 1024 + (i * 7919) % (15 * 1024)).collect();
     let mixed: Vec<usize> = (0..40)
         .map(|i| (4096.0 * 2f64.powf(11.0 * i as f64 / 39.0)) as usize)

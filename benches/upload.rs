@@ -24,11 +24,13 @@ fn upload(c: &mut Criterion) {
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(&p, format!("line {i}\n").repeat(200)).unwrap();
         }
-        let mut config = Config::new(
+        let config = Config::builder(
             vec![src],
             SinkSpec::Sim(SimSpec::parse("latency=50ms").unwrap()),
-        );
-        config.upload_workers = workers;
+        )
+        .upload_workers(std::num::NonZeroUsize::new(workers).unwrap())
+        .build()
+        .unwrap();
         g.throughput(Throughput::Elements(files as u64));
         g.bench_function(format!("workers-{workers}"), |b| {
             b.iter_batched(

@@ -1,23 +1,83 @@
 //! The command line as the user types it: flags, defaults and help text (clap derive).
-//! It only parses; [`crate::config::Config::from_cli`] validates and builds the real values.
+//! Values are parsed by clap (`value_parser`), so a bad one is a usage error naming its
+//! flag; [`RunArgs::into_config`] then builds the library's [`Config`].
 
-use clap::{ArgAction, Parser, ValueEnum};
+use crate::config::Config;
+use crate::error::FerryError;
+use crate::report::{Level, ProgressMode};
+use crate::shard::Shard;
+use crate::sink::SinkSpec;
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Compress every file under the inputs with gzip and deliver it to a sink, in parallel,
 /// within a memory budget, with progress and a summary.
 #[derive(Debug, Parser)]
-#[command(name = "ferry", version, about, long_about = None)]
+#[command(
+    name = "ferry",
+    version,
+    about,
+    long_about = None,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 pub struct Cli {
+    /// A subcommand; without one, ferry delivers its inputs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The main command's flags.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// ferry's subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check every delivered object against the manifest: one gzip member that decodes to
+    /// the recorded length and CRC-32.
+    Verify(VerifyArgs),
+}
+
+/// `-q` / `-v`, the same for every command.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct Verbosity {
+    /// More output: -v one line per file, -vv engine events.
+    #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Print errors only.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+impl Verbosity {
+    /// The log level these flags ask for.
+    pub fn level(self) -> Level {
+        match (self.quiet, self.verbose) {
+            (true, _) => Level::Error,
+            (false, 0) => Level::Warn,
+            (false, 1) => Level::Info,
+            _ => Level::Debug,
+        }
+    }
+}
+
+/// `ferry [OPTIONS] INPUT… --to SINK`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
     /// Files or directories to ferry. Keys keep each input's own name, like tar:
-    /// `ferry ./logs` delivers `logs/a/b.log` as `logs/a/b.log.gz`.
+    /// `ferry ./logs` delivers `logs/a/b.log` as `logs/a/b.log.gz`. (An input named
+    /// `verify` is written `./verify`.)
     #[arg(value_name = "INPUT", required_unless_present = "files_from")]
     pub inputs: Vec<PathBuf>,
 
-    /// Where to deliver: `dir:PATH` (a local directory).
-    #[arg(long, value_name = "SINK", default_value = "dir:ferry-out")]
-    pub to: String,
+    /// Where to deliver: `dir:PATH` (a local directory), `s3://bucket/prefix`, or
+    /// `sim:latency=…,bandwidth=…,fail=…` (a simulated network).
+    #[arg(long, value_name = "SINK", default_value = "dir:ferry-out", value_parser = sink_spec)]
+    pub to: SinkSpec,
 
     /// Gzip level, 0 (store) to 9 (smallest); `-1` … `-9` work too.
     #[arg(short, long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9))]
@@ -25,28 +85,28 @@ pub struct Cli {
 
     /// Compress workers [default: available cores].
     #[arg(short, long, value_name = "N")]
-    pub jobs: Option<usize>,
+    pub jobs: Option<NonZeroUsize>,
 
     /// Load (file read) workers.
-    #[arg(long, value_name = "N", default_value_t = 2)]
-    pub load_workers: usize,
+    #[arg(long, value_name = "N", default_value = "2")]
+    pub load_workers: NonZeroUsize,
 
     /// Upload (sink write) workers.
-    #[arg(long, value_name = "N", default_value_t = 2)]
-    pub upload_workers: usize,
+    #[arg(long, value_name = "N", default_value = "2")]
+    pub upload_workers: NonZeroUsize,
 
     /// Capacity of each channel between stages, in items.
-    #[arg(long, value_name = "N", default_value_t = 64)]
-    pub queue: usize,
+    #[arg(long, value_name = "N", default_value = "64")]
+    pub queue: NonZeroUsize,
 
     /// Large files are cut into segments of this size, compressed in parallel.
-    #[arg(long, value_name = "SIZE", default_value = "1MiB")]
-    pub segment_size: String,
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = size)]
+    pub segment_size: u64,
 
     /// Most bytes in flight between reading and delivery
     /// [default: the larger of 16MiB and 4 × jobs × segment size].
-    #[arg(long, value_name = "SIZE")]
-    pub memory: Option<String>,
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    pub memory: Option<u64>,
 
     /// Also read paths from FILE (`-` for stdin), one per line.
     #[arg(long, value_name = "FILE")]
@@ -80,38 +140,50 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
     pub progress: ProgressArg,
 
-    /// More output: -v one line per file, -vv engine events.
-    #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
-    pub verbose: u8,
-
-    /// Print errors only.
-    #[arg(short, long)]
-    pub quiet: bool,
+    /// `-q` / `-v`.
+    #[command(flatten)]
+    pub verbosity: Verbosity,
 
     /// Write the summary as JSON to FILE (`-` for stdout).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
 
     /// Stop the whole run after this long (e.g. `90s`, `5m`); the rest is cancelled.
-    #[arg(long, value_name = "DURATION")]
-    pub timeout: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub timeout: Option<Duration>,
 
     /// Fail a file that is not delivered within this long of being opened; the run goes on.
-    #[arg(long, value_name = "DURATION")]
-    pub task_timeout: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub task_timeout: Option<Duration>,
 
     /// Retries of a transient sink failure, per operation.
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub retries: u32,
 
     /// First retry delay; it doubles on each retry, with jitter.
-    #[arg(long, value_name = "DURATION", default_value = "200ms")]
-    pub retry_backoff: String,
+    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = duration)]
+    pub retry_backoff: Duration,
 
     /// Take only the files whose key hashes to shard K of N (0 ≤ K < N); N processes with
     /// K = 0…N-1 deliver every file exactly once.
     #[arg(long, value_name = "K/N")]
-    pub shard: Option<String>,
+    pub shard: Option<Shard>,
+}
+
+/// `ferry verify --to SINK`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The sink to check, as given to `ferry --to`.
+    #[arg(long, value_name = "SINK", default_value = "dir:ferry-out", value_parser = sink_spec)]
+    pub to: SinkSpec,
+
+    /// Check the manifest of shard K of N (as written by `ferry --shard K/N`).
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<Shard>,
+
+    /// `-q` / `-v`.
+    #[command(flatten)]
+    pub verbosity: Verbosity,
 }
 
 /// `--progress` values.
@@ -125,8 +197,87 @@ pub enum ProgressArg {
     Never,
 }
 
-/// Rewrites gzip-style `-1` … `-9` (not `-0`, which is `--null`) into `--level=N` before clap sees them (clap would take
-/// them for negative numbers or unknown flags). Stops at `--`.
+impl From<ProgressArg> for ProgressMode {
+    fn from(p: ProgressArg) -> Self {
+        match p {
+            ProgressArg::Auto => ProgressMode::Auto,
+            ProgressArg::Always => ProgressMode::Always,
+            ProgressArg::Never => ProgressMode::Never,
+        }
+    }
+}
+
+impl RunArgs {
+    /// Builds the run's [`Config`] from the flags.
+    ///
+    /// # Errors
+    /// [`FerryError::Usage`] for settings that only conflict together, such as a
+    /// `--memory` smaller than `--segment-size`.
+    pub fn into_config(self) -> Result<Config, FerryError> {
+        let mut b = Config::builder(self.inputs, self.to)
+            .level(self.level)
+            .load_workers(self.load_workers)
+            .upload_workers(self.upload_workers)
+            .queue(self.queue)
+            .segment_size(self.segment_size)
+            .null_separated(self.null)
+            .follow(self.follow)
+            .include(self.include)
+            .exclude(self.exclude)
+            .force(self.force)
+            .fsync(self.fsync)
+            .progress(self.progress.into())
+            .log_level(self.verbosity.level())
+            .retries(self.retries)
+            .retry_backoff(self.retry_backoff);
+        if let Some(j) = self.jobs {
+            b = b.jobs(j);
+        }
+        if let Some(m) = self.memory {
+            b = b.memory(m);
+        }
+        if let Some(f) = self.files_from {
+            b = b.files_from(f);
+        }
+        if let Some(t) = self.timeout {
+            b = b.timeout(t);
+        }
+        if let Some(t) = self.task_timeout {
+            b = b.task_timeout(t);
+        }
+        if let Some(s) = self.shard {
+            b = b.shard(s);
+        }
+        b.build()
+    }
+}
+
+/// `--to`: a sink spec.
+fn sink_spec(s: &str) -> Result<SinkSpec, String> {
+    SinkSpec::parse(s).map_err(|e| e.to_string())
+}
+
+/// A size such as `1MiB`, `64KiB` or `512K`, more than 0.
+fn size(s: &str) -> Result<u64, String> {
+    match parse_size::parse_size(s) {
+        Ok(0) => Err("must be more than 0".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e} (try 1MiB, 64KiB, 512K)")),
+    }
+}
+
+/// A duration such as `90s`, `5m` or `1h`, more than 0.
+fn duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be more than 0".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("{e} (try 90s, 5m, 1h)")),
+    }
+}
+
+/// Rewrites gzip-style `-1` … `-9` (not `-0`, which is `--null`) into `--level=N` before
+/// clap sees them (clap would take them for negative numbers or unknown flags). Stops at
+/// `--`.
 pub fn rewrite_level_shorthand(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
     let mut out = Vec::new();
     let mut done = false;
@@ -152,6 +303,16 @@ pub fn rewrite_level_shorthand(args: impl IntoIterator<Item = OsString>) -> Vec<
 mod tests {
     use super::*;
 
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        let mut all = vec!["ferry"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(rewrite_level_shorthand(all.into_iter().map(OsString::from)))
+    }
+
+    fn config(args: &[&str]) -> Config {
+        parse(args).unwrap().run.into_config().unwrap()
+    }
+
     #[test]
     fn digit_flags_become_levels() {
         let args = ["ferry", "-9", "-0", "x", "--", "-1"].map(OsString::from);
@@ -160,11 +321,7 @@ mod tests {
             out,
             ["ferry", "--level=9", "-0", "x", "--", "-1"].map(OsString::from)
         );
-        let cli = Cli::try_parse_from(rewrite_level_shorthand(
-            ["ferry", "-3", "d"].map(OsString::from),
-        ))
-        .unwrap();
-        assert_eq!(cli.level, 3);
+        assert_eq!(parse(&["-3", "d"]).unwrap().run.level, 3);
     }
 
     #[test]
@@ -172,21 +329,70 @@ mod tests {
         use clap::CommandFactory;
         Cli::command().debug_assert();
     }
-}
 
-/// `ferry verify`: re-read what was delivered and check it against the manifest.
-#[derive(Debug, Parser)]
-#[command(
-    name = "ferry verify",
-    bin_name = "ferry verify",
-    about = "Check every delivered object against the manifest: one gzip member that decodes to the recorded length and CRC-32"
-)]
-pub struct VerifyCli {
-    /// The sink to check, as given to `ferry --to`.
-    #[arg(long, value_name = "SINK", default_value = "dir:ferry-out")]
-    pub to: String,
+    #[test]
+    fn sizes_durations_and_shards_are_parsed() {
+        let c = config(&[
+            "x",
+            "--segment-size",
+            "64KiB",
+            "--memory",
+            "1MiB",
+            "--timeout",
+            "90s",
+        ]);
+        assert_eq!(c.tuning().segment_size, 65536);
+        assert_eq!(c.tuning().memory, 1 << 20);
+        assert_eq!(c.delivery().timeout, Some(Duration::from_secs(90)));
+        let c = config(&["x", "--shard", "2/5", "--task-timeout", "3s"]);
+        assert_eq!(c.inputs().shard, Some(Shard::new(2, 5).unwrap()));
+        assert_eq!(c.delivery().task_timeout, Some(Duration::from_secs(3)));
+    }
 
-    /// Check the manifest of shard K of N (as written by `ferry --shard K/N`).
-    #[arg(long, value_name = "K/N")]
-    pub shard: Option<String>,
+    #[test]
+    fn a_bad_value_is_a_usage_error_naming_its_flag() {
+        for (args, flag) in [
+            (vec!["x", "--segment-size", "lots"], "--segment-size"),
+            (vec!["x", "--memory", "0"], "--memory"),
+            (vec!["x", "--timeout", "soon"], "--timeout"),
+            (vec!["x", "--jobs", "0"], "--jobs"),
+            (vec!["x", "--queue", "0"], "--queue"),
+            (vec!["x", "--to", "nope://x"], "--to"),
+            (vec!["x", "--to", "sim:fail=3"], "--to"),
+            (vec!["x", "--task-timeout", "0s"], "--task-timeout"),
+            (vec!["x", "--retry-backoff", "x"], "--retry-backoff"),
+            (vec!["x", "--shard", "4/4"], "--shard"),
+            (vec!["x", "--shard", "1"], "--shard"),
+        ] {
+            let e = parse(&args).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{args:?}"
+            );
+            assert!(e.to_string().contains(flag), "{args:?}: {e}");
+        }
+        let e = parse(&["x", "--memory", "1KiB"])
+            .unwrap()
+            .run
+            .into_config()
+            .unwrap_err();
+        assert!(e.to_string().contains("--memory"), "{e}");
+    }
+
+    #[test]
+    fn verify_is_a_subcommand_that_takes_quiet_and_verbose() {
+        let cli = parse(&["verify", "--to", "dir:x", "-q"]).unwrap();
+        let Some(Command::Verify(v)) = cli.command else {
+            panic!("not verify")
+        };
+        assert_eq!(v.verbosity.level(), Level::Error);
+        assert_eq!(v.to, SinkSpec::Dir("x".into()));
+        let cli = parse(&["verify", "-vv", "--shard", "1/2"]).unwrap();
+        let Some(Command::Verify(v)) = cli.command else {
+            panic!("not verify")
+        };
+        assert_eq!(v.verbosity.level(), Level::Debug);
+        assert_eq!(v.shard, Some(Shard::new(1, 2).unwrap()));
+    }
 }

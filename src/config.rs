@@ -1,279 +1,312 @@
-//! The validated, typed configuration of a run, built from the CLI or directly by a
-//! library caller.
+//! The validated, typed configuration of a run, in four groups: what to read
+//! ([`Inputs`]), how hard to work ([`Tuning`]), where and how to deliver ([`Delivery`]),
+//! and what to show ([`Output`]). Built with [`Config::builder`], by the CLI or a library
+//! caller alike.
 
-use crate::cli::{Cli, ProgressArg};
 use crate::error::FerryError;
 use crate::report::{Level, ProgressMode};
+use crate::shard::Shard;
 use crate::sink::SinkSpec;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Everything a run needs to know, already checked.
+/// What to read.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub struct Inputs {
     /// Files and directories to take.
-    pub inputs: Vec<PathBuf>,
+    pub paths: Vec<PathBuf>,
     /// A file list to read as well (`-` = stdin).
     pub files_from: Option<PathBuf>,
     /// The file list is NUL-separated.
     pub null_separated: bool,
-    /// Where objects go.
-    pub sink: SinkSpec,
-    /// Gzip level 0–9.
-    pub level: u32,
-    /// Compress workers.
-    pub jobs: usize,
-    /// Load workers.
-    pub load_workers: usize,
-    /// Upload workers.
-    pub upload_workers: usize,
-    /// Channel capacity between stages.
-    pub queue: usize,
-    /// Segment size in bytes.
-    pub segment_size: u64,
-    /// Memory budget for bytes in flight.
-    pub memory: u64,
     /// Follow symbolic links.
     pub follow: bool,
     /// `--include` globs.
     pub include: Vec<String>,
     /// `--exclude` globs.
     pub exclude: Vec<String>,
+    /// `--shard K/N`: take only the keys of this shard.
+    pub shard: Option<Shard>,
+}
+
+/// How hard to work, and within what memory.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// Gzip level 0–9.
+    pub level: u32,
+    /// Compress workers.
+    pub jobs: NonZeroUsize,
+    /// Load workers.
+    pub load_workers: NonZeroUsize,
+    /// Upload workers.
+    pub upload_workers: NonZeroUsize,
+    /// Channel capacity between stages.
+    pub queue: NonZeroUsize,
+    /// Segment size in bytes (more than 0).
+    pub segment_size: u64,
+    /// Memory budget for bytes in flight (at least one segment).
+    pub memory: u64,
+}
+
+/// Where objects go and how hard to try.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Where objects go.
+    pub sink: SinkSpec,
     /// Rewrite unchanged files.
     pub force: bool,
     /// fsync each output.
     pub fsync: bool,
-    /// Progress bars.
-    pub progress: ProgressMode,
-    /// Log level.
-    pub log_level: Level,
-    /// Whole-run deadline.
-    pub timeout: Option<Duration>,
-    /// Where to write the JSON report (`-` = stdout).
-    pub report: Option<PathBuf>,
-    /// Per-file deadline, from opening to delivery.
-    pub task_timeout: Option<Duration>,
     /// Retries of a transient sink failure.
     pub retries: u32,
     /// First retry delay.
     pub retry_backoff: Duration,
-    /// `--shard K/N`: this process takes shard K of N.
-    pub shard: Option<(u64, u64)>,
+    /// Whole-run deadline.
+    pub timeout: Option<Duration>,
+    /// Per-file deadline, from opening to delivery.
+    pub task_timeout: Option<Duration>,
+}
+
+/// What to show while running.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// Progress bars.
+    pub progress: ProgressMode,
+    /// Log level.
+    pub log_level: Level,
+}
+
+/// Everything a run needs to know, already checked. Build it with [`Config::builder`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    inputs: Inputs,
+    tuning: Tuning,
+    delivery: Delivery,
+    output: Output,
 }
 
 /// The default memory budget: enough segments in flight to keep every compress worker
 /// busy (4 per worker), and at least 16 MiB. More only raises peak RSS, not speed.
-pub fn default_memory(jobs: usize, segment_size: u64) -> u64 {
-    (4 * jobs as u64 * segment_size).max(16 << 20)
-}
-
-/// Parses `--shard K/N` with `0 ≤ K < N`.
-///
-/// # Errors
-/// [`FerryError::Usage`] naming the flag.
-pub fn parse_shard(s: &str) -> Result<(u64, u64), FerryError> {
-    let bad = || {
-        FerryError::Usage(format!(
-            "--shard '{s}': expected K/N with 0 <= K < N, e.g. 0/4"
-        ))
-    };
-    let (k, n) = s.split_once('/').ok_or_else(bad)?;
-    let (k, n): (u64, u64) = (
-        k.trim().parse().map_err(|_| bad())?,
-        n.trim().parse().map_err(|_| bad())?,
-    );
-    if n == 0 || k >= n {
-        return Err(bad());
-    }
-    Ok((k, n))
+pub fn default_memory(jobs: NonZeroUsize, segment_size: u64) -> u64 {
+    (4 * jobs.get() as u64 * segment_size).max(16 << 20)
 }
 
 /// Available cores, at least 1.
-pub fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+pub fn cores() -> NonZeroUsize {
+    std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
+}
+
+const fn nz(n: usize) -> NonZeroUsize {
+    match NonZeroUsize::new(n) {
+        Some(n) => n,
+        None => panic!("zero"),
+    }
 }
 
 impl Config {
-    /// Defaults for `inputs` delivered to `sink`, as the CLI would have them.
-    pub fn new(inputs: Vec<PathBuf>, sink: SinkSpec) -> Self {
-        Config {
-            inputs,
-            files_from: None,
-            null_separated: false,
-            sink,
-            level: 6,
-            jobs: cores(),
-            load_workers: 2,
-            upload_workers: 2,
-            queue: 64,
-            segment_size: 1 << 20,
-            memory: default_memory(cores(), 1 << 20),
-            follow: false,
-            include: Vec::new(),
-            exclude: Vec::new(),
-            force: false,
-            fsync: false,
-            progress: ProgressMode::Never,
-            log_level: Level::Warn,
-            timeout: None,
-            report: None,
-            task_timeout: None,
-            retries: 3,
-            retry_backoff: Duration::from_millis(200),
-            shard: None,
+    /// A builder with the CLI's defaults, for `inputs` delivered to `sink`.
+    ///
+    /// ```
+    /// use ferry::{Config, sink::SinkSpec};
+    /// let config = Config::builder(vec!["logs".into()], SinkSpec::Dir("out".into()))
+    ///     .level(9)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(config.tuning().level, 9);
+    /// ```
+    pub fn builder(inputs: Vec<PathBuf>, sink: SinkSpec) -> ConfigBuilder {
+        ConfigBuilder {
+            config: Config {
+                inputs: Inputs {
+                    paths: inputs,
+                    files_from: None,
+                    null_separated: false,
+                    follow: false,
+                    include: Vec::new(),
+                    exclude: Vec::new(),
+                    shard: None,
+                },
+                tuning: Tuning {
+                    level: 6,
+                    jobs: cores(),
+                    load_workers: nz(2),
+                    upload_workers: nz(2),
+                    queue: nz(64),
+                    segment_size: 1 << 20,
+                    memory: 0,
+                },
+                delivery: Delivery {
+                    sink,
+                    force: false,
+                    fsync: false,
+                    retries: 3,
+                    retry_backoff: Duration::from_millis(200),
+                    timeout: None,
+                    task_timeout: None,
+                },
+                output: Output {
+                    progress: ProgressMode::Never,
+                    log_level: Level::Warn,
+                },
+            },
+            memory: None,
         }
     }
 
-    /// Validates the parsed command line.
+    /// What to read.
+    pub fn inputs(&self) -> &Inputs {
+        &self.inputs
+    }
+
+    /// How hard to work.
+    pub fn tuning(&self) -> &Tuning {
+        &self.tuning
+    }
+
+    /// Where and how to deliver.
+    pub fn delivery(&self) -> &Delivery {
+        &self.delivery
+    }
+
+    /// What to show.
+    pub fn output(&self) -> &Output {
+        &self.output
+    }
+}
+
+/// Builds a [`Config`]: every setting has the CLI's default until set.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ConfigBuilder {
+    config: Config,
+    /// `--memory`, when given; else the default follows jobs and segment size.
+    memory: Option<u64>,
+}
+
+macro_rules! setters {
+    ($($group:ident . $field:ident : $ty:ty, $doc:literal;)*) => {
+        $(
+            #[doc = $doc]
+            pub fn $field(mut self, value: $ty) -> Self {
+                self.config.$group.$field = value;
+                self
+            }
+        )*
+    };
+}
+
+impl ConfigBuilder {
+    setters! {
+        inputs.null_separated: bool, "The `--files-from` list is NUL-separated.";
+        inputs.follow: bool, "Follow symbolic links.";
+        inputs.include: Vec<String>, "Take only paths matching these globs.";
+        inputs.exclude: Vec<String>, "Leave out paths matching these globs.";
+        tuning.level: u32, "Gzip level 0–9.";
+        tuning.jobs: NonZeroUsize, "Compress workers.";
+        tuning.load_workers: NonZeroUsize, "Load workers.";
+        tuning.upload_workers: NonZeroUsize, "Upload workers.";
+        tuning.queue: NonZeroUsize, "Channel capacity between stages.";
+        tuning.segment_size: u64, "Segment size in bytes.";
+        delivery.force: bool, "Rewrite files even if unchanged since the last run.";
+        delivery.fsync: bool, "fsync each output before it becomes visible.";
+        delivery.retries: u32, "Retries of a transient sink failure.";
+        delivery.retry_backoff: Duration, "First retry delay.";
+        output.progress: ProgressMode, "When to draw progress bars.";
+        output.log_level: Level, "How much to log.";
+    }
+
+    /// Also reads paths from this file (`-` for stdin).
+    pub fn files_from(mut self, list: PathBuf) -> Self {
+        self.config.inputs.files_from = Some(list);
+        self
+    }
+
+    /// Takes only the keys of this shard.
+    pub fn shard(mut self, shard: Shard) -> Self {
+        self.config.inputs.shard = Some(shard);
+        self
+    }
+
+    /// The memory budget for bytes in flight.
+    pub fn memory(mut self, bytes: u64) -> Self {
+        self.memory = Some(bytes);
+        self
+    }
+
+    /// Cancels the whole run after this long.
+    pub fn timeout(mut self, after: Duration) -> Self {
+        self.config.delivery.timeout = Some(after);
+        self
+    }
+
+    /// Fails a file not delivered within this long of being opened.
+    pub fn task_timeout(mut self, after: Duration) -> Self {
+        self.config.delivery.task_timeout = Some(after);
+        self
+    }
+
+    /// Checks the settings together and returns the config.
     ///
     /// # Errors
-    /// [`FerryError::Usage`] naming the flag and what is wrong with its value.
-    pub fn from_cli(cli: Cli) -> Result<Self, FerryError> {
-        let usage = |m: String| FerryError::Usage(m);
-        let size = |flag: &str, v: &str| -> Result<u64, FerryError> {
-            let n = parse_size::parse_size(v)
-                .map_err(|e| usage(format!("--{flag} '{v}': {e} (try 1MiB, 64KiB, 512K)")))?;
-            if n == 0 {
-                return Err(usage(format!("--{flag} must be more than 0")));
+    /// [`FerryError::Usage`] naming the flag: a level above 9, a zero segment size or
+    /// duration, or a memory budget smaller than one segment.
+    pub fn build(self) -> Result<Config, FerryError> {
+        let mut c = self.config;
+        let usage = |m: String| Err(FerryError::Usage(m));
+        let t = &mut c.tuning;
+        if t.level > 9 {
+            return usage(format!("--level {}: must be 0 to 9", t.level));
+        }
+        if t.segment_size == 0 {
+            return usage("--segment-size must be more than 0".into());
+        }
+        t.memory = match self.memory {
+            None => default_memory(t.jobs, t.segment_size),
+            Some(m) if m < t.segment_size => {
+                return usage(format!(
+                    "--memory ({m} bytes) must be at least --segment-size ({} bytes)",
+                    t.segment_size
+                ))
             }
-            Ok(n)
+            Some(m) => m,
         };
-        let positive = |flag: &str, n: usize| -> Result<usize, FerryError> {
-            if n == 0 {
-                Err(usage(format!("--{flag} must be at least 1")))
-            } else {
-                Ok(n)
+        let d = &c.delivery;
+        for (flag, value) in [
+            ("timeout", d.timeout),
+            ("task-timeout", d.task_timeout),
+            ("retry-backoff", Some(d.retry_backoff)),
+        ] {
+            if value.is_some_and(|v| v.is_zero()) {
+                return usage(format!("--{flag} must be more than 0"));
             }
-        };
-        let segment_size = size("segment-size", &cli.segment_size)?;
-        let jobs = positive("jobs", cli.jobs.unwrap_or_else(cores))?;
-        let memory = match &cli.memory {
-            None => default_memory(jobs, segment_size),
-            Some(m) => {
-                let memory = size("memory", m)?;
-                if memory < segment_size {
-                    return Err(usage(format!(
-                        "--memory ({m}) must be at least --segment-size ({})",
-                        cli.segment_size
-                    )));
-                }
-                memory
-            }
-        };
-        let duration = |flag: &str, t: &str| -> Result<Duration, FerryError> {
-            let d = humantime::parse_duration(t)
-                .map_err(|e| usage(format!("--{flag} '{t}': {e} (try 90s, 5m, 1h)")))?;
-            if d.is_zero() {
-                return Err(usage(format!("--{flag} must be more than 0")));
-            }
-            Ok(d)
-        };
-        let timeout = cli
-            .timeout
-            .as_deref()
-            .map(|t| duration("timeout", t))
-            .transpose()?;
-        let task_timeout = cli
-            .task_timeout
-            .as_deref()
-            .map(|t| duration("task-timeout", t))
-            .transpose()?;
-        let retry_backoff = duration("retry-backoff", &cli.retry_backoff)?;
-        let shard = cli.shard.as_deref().map(parse_shard).transpose()?;
-        let sink = SinkSpec::parse(&cli.to).map_err(|e| usage(format!("--to: {e}")))?;
-        Ok(Config {
-            inputs: cli.inputs,
-            files_from: cli.files_from,
-            null_separated: cli.null,
-            sink,
-            level: cli.level,
-            jobs,
-            load_workers: positive("load-workers", cli.load_workers)?,
-            upload_workers: positive("upload-workers", cli.upload_workers)?,
-            queue: positive("queue", cli.queue)?,
-            segment_size,
-            memory,
-            follow: cli.follow,
-            include: cli.include,
-            exclude: cli.exclude,
-            force: cli.force,
-            fsync: cli.fsync,
-            progress: match cli.progress {
-                ProgressArg::Auto => ProgressMode::Auto,
-                ProgressArg::Always => ProgressMode::Always,
-                ProgressArg::Never => ProgressMode::Never,
-            },
-            log_level: match (cli.quiet, cli.verbose) {
-                (true, _) => Level::Error,
-                (false, 0) => Level::Warn,
-                (false, 1) => Level::Info,
-                _ => Level::Debug,
-            },
-            timeout,
-            report: cli.report,
-            task_timeout,
-            retries: cli.retries,
-            retry_backoff,
-            shard,
-        })
+        }
+        Ok(c)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
-    fn parse(args: &[&str]) -> Result<Config, FerryError> {
-        let mut all = vec!["ferry"];
-        all.extend_from_slice(args);
-        Config::from_cli(Cli::try_parse_from(all).unwrap())
+    fn builder() -> ConfigBuilder {
+        Config::builder(vec!["x".into()], SinkSpec::Dir("out".into()))
     }
 
     #[test]
-    fn sizes_durations_and_counts_are_checked() {
-        let c = parse(&[
-            "x",
-            "--segment-size",
-            "64KiB",
-            "--memory",
-            "1MiB",
-            "--timeout",
-            "90s",
-        ])
-        .unwrap();
-        assert_eq!(c.segment_size, 65536);
-        assert_eq!(c.memory, 1 << 20);
-        assert_eq!(c.timeout, Some(Duration::from_secs(90)));
-        let c = parse(&[
-            "x",
-            "--shard",
-            "2/5",
-            "--task-timeout",
-            "3s",
-            "--retries",
-            "0",
-        ])
-        .unwrap();
-        assert_eq!(c.shard, Some((2, 5)));
-        assert_eq!(c.task_timeout, Some(Duration::from_secs(3)));
-        assert_eq!(c.retries, 0);
-        for (args, flag) in [
-            (vec!["x", "--segment-size", "lots"], "--segment-size"),
-            (vec!["x", "--memory", "0"], "--memory"),
-            (vec!["x", "--memory", "1KiB"], "--memory"),
-            (vec!["x", "--timeout", "soon"], "--timeout"),
-            (vec!["x", "--jobs", "0"], "--jobs"),
-            (vec!["x", "--queue", "0"], "--queue"),
-            (vec!["x", "--to", "nope://x"], "--to"),
-            (vec!["x", "--to", "sim:fail=3"], "--to"),
-            (vec!["x", "--task-timeout", "0s"], "--task-timeout"),
-            (vec!["x", "--retry-backoff", "x"], "--retry-backoff"),
-            (vec!["x", "--shard", "4/4"], "--shard"),
-            (vec!["x", "--shard", "1"], "--shard"),
-        ] {
-            let e = parse(&args).unwrap_err().to_string();
-            assert!(e.contains(flag), "{args:?}: {e}");
-        }
+    fn memory_follows_jobs_and_segments_unless_set() {
+        let c = builder().jobs(nz(8)).segment_size(4 << 20).build().unwrap();
+        assert_eq!(c.tuning().memory, 128 << 20);
+        let c = builder().memory(1 << 20).build().unwrap();
+        assert_eq!(c.tuning().memory, 1 << 20);
+    }
+
+    #[test]
+    fn settings_that_conflict_are_refused_naming_the_flag() {
+        let e = |b: ConfigBuilder| b.build().unwrap_err().to_string();
+        assert!(e(builder().level(10)).contains("--level"));
+        assert!(e(builder().segment_size(0)).contains("--segment-size"));
+        assert!(e(builder().memory(1024)).contains("--memory"));
+        assert!(e(builder().timeout(Duration::ZERO)).contains("--timeout"));
     }
 }

@@ -1,7 +1,14 @@
-//! Typed errors of the library and the mapping of a run's result to an exit code.
+//! Typed errors: what stops a run before or outside its files ([`FerryError`]), what
+//! fails one file ([`FileError`], raised in a [`Stage`]), and the exit-code mapping.
+//!
+//! A file's error keeps its typed cause as `#[source]`; its `Display` is the short phrase
+//! ferry prints after the path (`ferry: logs/a.log: permission denied`).
 
+use crate::gzip::GzipError;
 use crate::pipeline::PipelineError;
 use crate::sink::SinkError;
+use crate::words::io_words;
+use std::time::Duration;
 
 /// Why a run could not start or could not finish as a run (per-file problems are not
 /// errors: they are outcomes, counted in the summary).
@@ -13,7 +20,7 @@ pub enum FerryError {
     /// The sink could not be set up (unwritable directory, bad spec).
     #[error(transparent)]
     Sink(#[from] SinkError),
-    /// The engine failed (a thread could not start, a worker panicked).
+    /// The engine failed (a thread could not start).
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
 }
@@ -25,6 +32,115 @@ impl FerryError {
             FerryError::Usage(_) | FerryError::Sink(_) => ExitCode::Usage,
             FerryError::Pipeline(_) => ExitCode::Failures,
         }
+    }
+}
+
+/// The stage of the pipeline in which a file failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// Discovery: the producer could not examine the entry.
+    Walk,
+    /// Opening and reading the file.
+    Load,
+    /// Deflating a segment.
+    Compress,
+    /// Writing to the sink and committing.
+    Upload,
+    /// The engine lost the file (a bug: it is counted, never dropped silently).
+    Pipeline,
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stage::Walk => "walk",
+            Stage::Load => "load",
+            Stage::Compress => "compress",
+            Stage::Upload => "upload",
+            Stage::Pipeline => "pipeline",
+        })
+    }
+}
+
+/// How a file changed while it was being read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// It is longer than when it was opened.
+    Grew,
+    /// It is shorter than when it was opened (or a read ended early).
+    Shrank,
+    /// Same length, but its mtime moved: it was rewritten.
+    Modified,
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Change::Grew => "file grew",
+            Change::Shrank => "file shrank",
+            Change::Modified => "modified",
+        })
+    }
+}
+
+/// Why one file could not be delivered. The run goes on with the others.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// The operating system refused: open, read, stat, list.
+    #[error("{}", io_words(.0))]
+    Io(#[source] std::io::Error),
+    /// A `--files-from` path that climbs with `..` could land outside the sink.
+    #[error("path leaves its directory ('..'); not delivered")]
+    LeavesRoot,
+    /// The walker could not examine the entry for another reason.
+    #[error("{0}")]
+    Walk(#[source] ignore::Error),
+    /// The file changed while it was read; delivering it would deliver a torn copy.
+    #[error("changed while reading ({0})")]
+    Changed(Change),
+    /// The deflate engine failed.
+    #[error("{0}")]
+    Compress(#[source] GzipError),
+    /// The sink refused, for good.
+    #[error("{0}")]
+    Sink(#[source] SinkError),
+    /// The sink kept failing transiently until the retries ran out.
+    #[error("{source} (gave up after {retries} retries)")]
+    GaveUp {
+        /// The last failure.
+        #[source]
+        source: SinkError,
+        /// Retries made.
+        retries: u32,
+    },
+    /// `--task-timeout` ran out before the file was delivered.
+    #[error("timed out after {} (--task-timeout)", humantime::format_duration(*.0))]
+    TimedOut(Duration),
+    /// The sink's receipt does not match what was sent.
+    #[error("the sink received different bytes than were sent ({received} of {sent})")]
+    Receipt {
+        /// Bytes the sink says it stored.
+        received: u64,
+        /// Bytes sent.
+        sent: u64,
+    },
+    /// A worker panicked while it held a piece of this file.
+    #[error("internal error: a {stage} worker panicked: {message}")]
+    Panicked {
+        /// Where.
+        stage: Stage,
+        /// The panic message.
+        message: String,
+    },
+    /// The file was discovered but never reached an outcome (an engine bug, counted).
+    #[error("internal error: the pipeline lost track of it")]
+    Lost,
+}
+
+impl From<std::io::Error> for FileError {
+    fn from(e: std::io::Error) -> Self {
+        FileError::Io(e)
     }
 }
 
@@ -43,35 +159,24 @@ pub enum ExitCode {
 
 impl ExitCode {
     /// The numeric process exit code.
-    pub fn code(self) -> i32 {
-        self as i32
+    pub fn code(self) -> u8 {
+        self as u8
     }
 }
 
-/// An I/O error in the words a user expects: `permission denied`, `no such file or
-/// directory` — without Rust's `(os error 13)` suffix.
-pub fn io_words(e: &std::io::Error) -> String {
-    let text = e.to_string();
-    let text = match text.find(" (os error") {
-        Some(i) => &text[..i],
-        None => &text,
-    };
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(c) => c.to_lowercase().chain(chars).collect(),
-        None => String::new(),
+impl From<ExitCode> for std::process::ExitCode {
+    fn from(c: ExitCode) -> Self {
+        std::process::ExitCode::from(c.code())
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn io_errors_read_like_words() {
-        let e = std::io::Error::from_raw_os_error(libc::EACCES);
-        assert_eq!(io_words(&e), "permission denied");
-        let e = std::io::Error::from_raw_os_error(libc::ENOENT);
-        assert_eq!(io_words(&e), "no such file or directory");
+/// The message of a caught panic payload.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_string()
     }
 }

@@ -6,49 +6,64 @@
 //! failed or cancelled.
 //!
 //! ```text
-//! producers (walk.rs)  ──FileTask──▶ load (load.rs) ──Segment──▶ compress (gzip.rs)
-//!     ──Packed──▶ upload (upload.rs → sink/) ──Outcome──▶ collector (run.rs)
-//!     reporter thread (report/) reads metrics.rs and draws progress
+//! producers (walk) ──FileTask──▶ load ──Segment──▶ compress ──Packed──▶ upload → sink/
+//!     ──Outcome──▶ record (ledger) → summary, manifest
+//!     reporter thread (report/) reads metrics and draws progress
 //! ```
 //!
 //! ## Map of the crate
 //! - [`pipeline`] — the generic engine: bounded channels, one rayon pool per stage,
-//!   cancellation ([`pipeline::CancelToken`]), engine events. Knows nothing of files.
+//!   cancellation ([`pipeline::CancelToken`]), engine events and stage metrics. Knows
+//!   nothing of files, and imports nothing from the rest of the crate.
 //! - [`run()`] — ferry's pipeline wired from a [`Config`]: the library entry point.
+//! - [`plan`] — a run prepared: inputs checked, sink opened, manifest read.
 //! - [`walk`] — producers: input roots and `--files-from` lists → [`task::FileTask`].
-//! - [`load`] — opens files safely and reads them as segments within a byte [`load::Budget`].
-//! - [`gzip`] — deflate pieces primed with a 32 KiB dictionary, header, trailer, CRC combine.
+//! - [`load`] — opens files safely and reads them as segments within the [`budget`].
+//! - [`compress`] — the compress stage: each segment deflated by its worker's compressor.
+//! - [`gzip`] — deflate pieces, header, trailer, CRC combine.
 //! - [`upload`] — in-order assembly of each file's pieces into one gzip member at the sink.
-//! - [`sink`] — the [`sink::Sink`] / [`sink::Upload`] traits and the `dir:` sink.
+//! - [`ledger`] — the collector: outcomes counted, failures listed, deliveries kept.
+//! - [`sink`] — the [`sink::Sink`] / [`sink::Upload`] traits and the `dir:`, `sim:` and
+//!   `s3://` sinks.
 //! - [`manifest`] — what was delivered, so reruns skip unchanged files.
 //! - [`verify`] — `ferry verify`: every delivered object checked against the manifest.
 //! - [`report`] — log levels, progress bars, the end summary and JSON report.
-//! - [`metrics`] — atomic counters, gauges and latency histograms.
+//! - [`metrics`] — ferry's run counters of files and bytes.
 //! - [`task`] — the data that flows between stages.
-//! - [`config`], [`cli`], [`error`] — settings, flags, typed errors and exit codes.
+//! - [`config`], [`cli`], [`shard`], [`error`], [`words`], [`interrupt`] — settings,
+//!   flags, `--shard`, typed errors and exit codes, user-facing words, Ctrl-C.
 //!
 //! ```no_run
 //! use ferry::{run, Config, pipeline::CancelToken, sink::SinkSpec};
-//! let config = Config::new(vec!["logs".into()], SinkSpec::Dir("out".into()));
+//! let config = Config::builder(vec!["logs".into()], SinkSpec::Dir("out".into()))
+//!     .build()
+//!     .expect("valid settings");
 //! let summary = run(&config, CancelToken::new()).expect("setup failed");
 //! println!("{}", summary.render_text());
 //! ```
 
+pub mod budget;
 pub mod cli;
+pub mod compress;
 pub mod config;
 pub mod error;
 pub mod gzip;
+pub mod interrupt;
+pub mod ledger;
 pub mod load;
 pub mod manifest;
 pub mod metrics;
 pub mod pipeline;
+pub mod plan;
 pub mod report;
 mod run;
+pub mod shard;
 pub mod sink;
 pub mod task;
 pub mod upload;
 pub mod verify;
 pub mod walk;
+pub mod words;
 
 pub use config::Config;
 pub use error::{ExitCode, FerryError};

@@ -1,132 +1,55 @@
-//! The `ferry` binary: parse flags, build the config, run, print, exit. Nothing else.
+//! The `ferry` binary: parse flags, run the command, print, exit. Nothing else.
 
-use anyhow::Context;
 use clap::Parser;
-use ferry::cli::{rewrite_level_shorthand, Cli, VerifyCli};
-use ferry::pipeline::{CancelReason, CancelToken};
-use ferry::{Config, ExitCode};
-use std::io::Write;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use ferry::cli::{rewrite_level_shorthand, Cli, Command, RunArgs, VerifyArgs};
+use ferry::pipeline::CancelToken;
+use ferry::{ExitCode, FerryError};
 
-fn main() {
-    std::process::exit(real_main());
+fn main() -> std::process::ExitCode {
+    let cli = match Cli::try_parse_from(rewrite_level_shorthand(std::env::args_os())) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::Usage
+            } else {
+                ExitCode::Success
+            }
+            .into();
+        }
+    };
+    let code = match cli.command {
+        Some(Command::Verify(args)) => verify(args),
+        None => deliver(cli.run),
+    };
+    code.unwrap_or_else(|e| {
+        eprintln!("ferry: {e}");
+        e.exit_code()
+    })
+    .into()
 }
 
-fn real_main() -> i32 {
-    if std::env::args_os().nth(1).is_some_and(|a| a == "verify") {
-        return verify_main();
-    }
-    let cli = match parse::<Cli>(rewrite_level_shorthand(std::env::args_os())) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let quiet = cli.quiet;
-    let config = match Config::from_cli(cli) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("ferry: {e}");
-            return e.exit_code().code();
-        }
-    };
+fn deliver(args: RunArgs) -> Result<ExitCode, FerryError> {
+    let (quiet, report) = (args.verbosity.quiet, args.report.clone());
+    let config = args.into_config()?;
     let cancel = CancelToken::new();
-    let presses = Arc::new(AtomicUsize::new(0));
-    let token = cancel.clone();
-    let handler = ctrlc::set_handler(move || {
-        if presses.fetch_add(1, Ordering::SeqCst) == 0 {
-            token.cancel(CancelReason::Interrupted);
-            eprintln!("ferry: interrupted; finishing up (press Ctrl-C again to quit now)");
-        } else {
-            std::process::exit(ExitCode::Interrupted.code());
-        }
-    });
-    if let Err(e) = handler {
-        eprintln!("ferry: warning: cannot handle Ctrl-C ({e})");
-    }
-    let summary = match ferry::run(&config, cancel) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("ferry: {e}");
-            return e.exit_code().code();
-        }
-    };
+    ferry::interrupt::cancel_on_ctrl_c(&cancel);
+    let summary = ferry::run(&config, cancel)?;
     if !quiet {
         eprint!("{}", summary.render_text());
     }
-    let mut code = summary.exit_code();
-    if let Some(target) = &config.report {
-        if let Err(e) = write_report(target, &summary.to_json()) {
-            eprintln!("ferry: {e:#}");
-            code = code.max(ExitCode::Failures);
-        }
+    let written = report.map_or(Ok(()), |r| summary.write_report(&r).map_err(|e| (r, e)));
+    if let Err((target, e)) = &written {
+        eprintln!(
+            "ferry: cannot write the report to {}: {e}",
+            target.display()
+        );
     }
-    code.code()
+    Ok(summary
+        .exit_code()
+        .max(written.map_or(ExitCode::Failures, |_| ExitCode::Success)))
 }
 
-/// Parses flags; on failure prints clap's message and gives the exit code (2 for a usage
-/// error, 0 for `--help` / `--version`).
-fn parse<P: Parser>(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<P, i32> {
-    P::try_parse_from(args).map_err(|e| {
-        let _ = e.print();
-        if e.use_stderr() {
-            ExitCode::Usage.code()
-        } else {
-            0
-        }
-    })
-}
-
-fn write_report(target: &std::path::Path, json: &str) -> anyhow::Result<()> {
-    if target.as_os_str() == "-" {
-        let mut out = std::io::stdout().lock();
-        match writeln!(out, "{json}").and_then(|_| out.flush()) {
-            // A closed pipe (`ferry … --report - | head`) is not an error.
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-            r => r.context("cannot write the report to stdout"),
-        }
-    } else {
-        std::fs::write(target, format!("{json}\n"))
-            .with_context(|| format!("cannot write the report to {}", target.display()))
-    }
-}
-
-/// `ferry verify --to SINK`: exit 0 when every object checks out, 1 listing those that do
-/// not, 2 when there is nothing to check against.
-fn verify_main() -> i32 {
-    let cli = match parse::<VerifyCli>(std::env::args_os().skip(1)) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let setup = || -> Result<_, ferry::FerryError> {
-        let spec = ferry::sink::SinkSpec::parse(&cli.to)
-            .map_err(|e| ferry::FerryError::Usage(format!("--to: {e}")))?;
-        let shard = cli
-            .shard
-            .as_deref()
-            .map(ferry::config::parse_shard)
-            .transpose()?;
-        ferry::verify::verify(&spec, shard)
-    };
-    match setup() {
-        Ok(report) => {
-            for m in &report.mismatches {
-                eprintln!("ferry: verify: {}: {}", m.key.display(), m.problem);
-            }
-            let bad = report.mismatches.len();
-            eprintln!(
-                "ferry: verified {} objects: {} ok, {bad} bad",
-                report.checked,
-                report.checked - bad
-            );
-            if bad == 0 {
-                0
-            } else {
-                ExitCode::Failures.code()
-            }
-        }
-        Err(e) => {
-            eprintln!("ferry: {e}");
-            e.exit_code().code()
-        }
-    }
+fn verify(args: VerifyArgs) -> Result<ExitCode, FerryError> {
+    Ok(ferry::verify::verify(&args.to, args.shard)?.print(args.verbosity.level()))
 }

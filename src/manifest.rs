@@ -1,6 +1,7 @@
 //! What was delivered: one entry per object, kept at the sink root, so a rerun skips files
 //! that have not changed and a later `verify` can check every object.
 
+use crate::shard::Shard;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -12,10 +13,10 @@ pub const MANIFEST_NAME: &str = ".ferry-manifest.json";
 
 /// The manifest name for a run: one per shard, so N shard processes writing into one sink
 /// never overwrite each other's records.
-pub fn manifest_name(shard: Option<(u64, u64)>) -> String {
+pub fn manifest_name(shard: Option<Shard>) -> String {
     match shard {
         None => MANIFEST_NAME.to_string(),
-        Some((k, n)) => format!(".ferry-manifest.shard-{k}-of-{n}.json"),
+        Some(s) => format!(".ferry-manifest.shard-{}-of-{}.json", s.index(), s.count()),
     }
 }
 

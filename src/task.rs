@@ -1,28 +1,79 @@
 //! The data that flows through ferry's pipeline: files, segments, packed pieces, outcomes.
+//! It holds data only; each stage's working state lives in that stage's module.
 //!
-//! Errors and skips travel as data (a `Stop` at the point where a file's stream ends), so
-//! a bad file never panics a worker and every discovered file reaches the collector as
-//! exactly one [`Outcome`].
+//! Errors and skips travel as data (a `Stop` where a file's stream ends), so a bad file
+//! never panics a worker and every discovered file reaches the collector as exactly one
+//! [`Outcome`].
 
-use crate::load::Permit;
-use crate::upload::Assembly;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use crate::budget::Permit;
+use crate::error::{FileError, Stage};
+use crate::manifest::Entry;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-/// What a producer found at a path.
+/// Why a file is deliberately not delivered.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EntryKind {
-    /// A regular file (or, with `--follow`, a link to one): to be loaded.
-    Regular,
-    /// Not to be read, with the reason (FIFO, socket, device, symlink not followed).
-    Skip(String),
-    /// Could not be examined, with the cause (dangling link, permission denied, …).
-    Fail(String),
+pub enum Skip {
+    /// A FIFO, socket, device or other non-regular entry, named as `kind`.
+    Special(&'static str),
+    /// A symbolic link, and `--follow` was not given.
+    SymlinkNotFollowed,
+    /// A symbolic link back to a directory that is already being walked.
+    Loop {
+        /// The directory it points back to.
+        ancestor: PathBuf,
+    },
+    /// A directory named in `--files-from`.
+    Directory,
+    /// Delivered by an earlier run, and neither size nor mtime has changed since.
+    Unchanged,
+}
+
+impl std::fmt::Display for Skip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Skip::Special(kind) => f.write_str(kind),
+            Skip::SymlinkNotFollowed => f.write_str("symbolic link (not followed)"),
+            Skip::Loop { ancestor } => write!(
+                f,
+                "symbolic link loop (points to ancestor {})",
+                ancestor.display()
+            ),
+            Skip::Directory => f.write_str("is a directory"),
+            Skip::Unchanged => f.write_str("unchanged since last run"),
+        }
+    }
+}
+
+/// How a file ends without being delivered.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Deliberately not delivered.
+    Skipped(Skip),
+    /// Could not be delivered.
+    Failed {
+        /// The stage where it failed.
+        stage: Stage,
+        /// The cause.
+        error: FileError,
+    },
+    /// The run was cancelled before it was delivered.
+    Cancelled,
+}
+
+impl Verdict {
+    /// A failure in `stage`.
+    pub fn failed(stage: Stage, error: impl Into<FileError>) -> Self {
+        Verdict::Failed {
+            stage,
+            error: error.into(),
+        }
+    }
 }
 
 /// One discovered file, as a producer sends it into the bridge channel.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct FileTask {
     /// Discovery order, unique within a run.
     pub id: u64,
@@ -30,71 +81,74 @@ pub struct FileTask {
     pub path: PathBuf,
     /// Its key at the sink: the input root's own name, then the path below it (like tar).
     pub key: PathBuf,
-    /// What the producer saw.
-    pub kind: EntryKind,
+    /// Set when the producer already knows the file will not be read (a FIFO, a dangling
+    /// link); `None` for a regular file to load.
+    pub verdict: Option<Verdict>,
 }
 
-impl FileTask {
-    /// The name of the delivered object: the key plus `.gz`.
-    pub fn object_key(&self) -> PathBuf {
-        let mut k = self.key.clone().into_os_string();
-        k.push(".gz");
-        PathBuf::from(k)
-    }
+/// The name of the delivered object: the key plus `.gz`.
+pub fn object_key(key: &Path) -> PathBuf {
+    let mut k = key.as_os_str().to_owned();
+    k.push(".gz");
+    PathBuf::from(k)
 }
 
-/// A file being moved: the task, what `fstat` said when it was opened, and the ordered
-/// assembly its packed pieces are written through. Shared by all its segments.
+/// A file's `--task-timeout`: when it runs out, and how long it was.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    /// When the file must be delivered by.
+    pub at: Instant,
+    /// The timeout it was counted from, for the message.
+    pub after: Duration,
+}
+
+/// A file being moved: what was learnt when it was opened. Shared, read-only, by all its
+/// segments and pieces.
+#[derive(Debug)]
 pub struct FileCtx {
-    /// The task it came from.
-    pub task: FileTask,
+    /// The task's id: unique within the run.
+    pub id: u64,
+    /// Where it was read.
+    pub path: PathBuf,
+    /// Its key at the sink (without `.gz`).
+    pub key: PathBuf,
     /// Size in bytes when opened.
     pub size: u64,
     /// Modification time (seconds, nanoseconds) when opened.
     pub mtime: (i64, u32),
     /// When this file's `--task-timeout` runs out, counted from when it was opened.
-    pub deadline: Option<Instant>,
-    /// Upload-side state; only the upload stage touches it.
-    pub assembly: Mutex<Assembly>,
+    pub deadline: Option<Deadline>,
 }
 
 impl FileCtx {
-    /// A context for `task` with what was learnt when opening it.
+    /// A context for `task`, opened with `size` and `mtime`.
     pub fn new(
         task: FileTask,
         size: u64,
         mtime: (i64, u32),
-        deadline: Option<Instant>,
+        deadline: Option<Deadline>,
     ) -> Arc<Self> {
         Arc::new(FileCtx {
-            task,
+            id: task.id,
+            path: task.path,
+            key: task.key,
             size,
             mtime,
             deadline,
-            assembly: Mutex::new(Assembly::default()),
         })
     }
 
-    /// Whether the file's deadline has passed.
-    pub fn timed_out(&self) -> bool {
-        self.deadline.is_some_and(|d| Instant::now() >= d)
+    /// The timeout error, once the file's deadline has passed.
+    pub fn timed_out(&self) -> Option<FileError> {
+        self.deadline
+            .filter(|d| Instant::now() >= d.at)
+            .map(|d| FileError::TimedOut(d.after))
     }
-}
 
-/// How a file's stream ended early, instead of with its last segment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// Deliberately not delivered.
-    Skipped(String),
-    /// Could not be delivered.
-    Failed {
-        /// The stage where it failed (`walk`, `load`, `compress`, `upload`).
-        stage: &'static str,
-        /// The cause, in words.
-        error: String,
-    },
-    /// The run was cancelled before it was delivered.
-    Cancelled,
+    /// The name of the delivered object: the key plus `.gz`.
+    pub fn object_key(&self) -> PathBuf {
+        object_key(&self.key)
+    }
 }
 
 /// Load → compress: one piece of a file's bytes, or the end of its stream.
@@ -134,6 +188,15 @@ pub struct Packed {
     pub body: PackedBody,
 }
 
+impl Packed {
+    /// Whether nothing of its file follows this piece.
+    pub fn ends_stream(&self) -> bool {
+        match &self.body {
+            PackedBody::Data { last, .. } | PackedBody::Stop { last, .. } => *last,
+        }
+    }
+}
+
 /// What a [`Packed`] carries.
 pub enum PackedBody {
     /// A deflate piece.
@@ -149,62 +212,21 @@ pub enum PackedBody {
         /// Its reservation in the memory budget, released when written.
         permit: Permit,
     },
-    /// No more pieces follow: the file ends with this verdict.
-    Stop(Verdict),
-}
-
-/// What finally happened to one file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Status {
-    /// Delivered.
-    Succeeded,
-    /// Not delivered on purpose, with the reason.
-    Skipped(String),
-    /// Not delivered: where and why.
-    Failed {
-        /// The stage where it failed.
-        stage: &'static str,
-        /// The cause.
-        error: String,
+    /// The file ends with this verdict. Pieces may still follow (a segment that failed to
+    /// compress is not its file's last); the upload stage drops them.
+    Stop {
+        /// Why the file is not delivered.
+        verdict: Verdict,
+        /// Whether it is the file's last piece: no more follow.
+        last: bool,
     },
-    /// Not delivered because the run was cancelled.
-    Cancelled,
-}
-
-impl From<Verdict> for Status {
-    fn from(v: Verdict) -> Self {
-        match v {
-            Verdict::Skipped(r) => Status::Skipped(r),
-            Verdict::Failed { stage, error } => Status::Failed { stage, error },
-            Verdict::Cancelled => Status::Cancelled,
-        }
-    }
 }
 
 /// Upload → collector: the end of one file's journey.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Outcome {
-    /// The task.
-    pub task: FileTask,
-    /// What happened.
-    pub status: Status,
-    /// Source bytes (for delivered files).
-    pub bytes_in: u64,
-    /// Compressed bytes delivered.
-    pub bytes_out: u64,
-    /// What to remember in the manifest, for delivered files.
-    pub record: Option<crate::manifest::Entry>,
-}
-
-impl Outcome {
-    /// An outcome for a file that was not delivered.
-    pub fn undelivered(task: FileTask, status: Status) -> Self {
-        Outcome {
-            task,
-            status,
-            bytes_in: 0,
-            bytes_out: 0,
-            record: None,
-        }
-    }
+    /// The file's path.
+    pub path: PathBuf,
+    /// Delivered, with what to remember in the manifest; or why not.
+    pub result: Result<Entry, Verdict>,
 }

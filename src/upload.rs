@@ -1,25 +1,37 @@
 //! The upload stage: writes each file's packed pieces to the sink **in order**, whichever
 //! worker received them, framed as one gzip member; commits or aborts; reports the outcome.
 //!
-//! Pieces of one file may arrive at different workers in any order. Each file's
-//! [`Assembly`] holds the early arrivals; the worker that finds the next expected piece
-//! writes it (and any that follow) outside the lock, so other workers never wait on I/O.
+//! Pieces of one file may arrive at different workers in any order. The uploader owns a
+//! map from file id to that file's [`Assembly`], which holds the early arrivals; the worker
+//! that finds the next expected piece writes it (and any that follow) outside the lock, so
+//! other workers never wait on I/O. A one-piece file (most small files) never enters the
+//! map. The entry leaves the map with the piece that ends the file's stream.
+//!
+//! A panic while writing is caught here: that file fails with the panic's message, its
+//! upload is aborted, and its later pieces are dropped (releasing their budget).
 
+use crate::error::{FileError, Stage};
 use crate::gzip::{self, CrcCombiner};
 use crate::manifest::Entry;
+use crate::metrics::RunMetrics;
 use crate::pipeline::Emitter;
 use crate::report::Log;
 use crate::sink::{ObjectMeta, Sink, SinkError, Upload};
-use crate::task::{FileCtx, Outcome, Packed, PackedBody, Status, Verdict};
-use std::collections::BTreeMap;
+use crate::task::{FileCtx, Outcome, Packed, PackedBody, Verdict};
+use crate::words::human_bytes;
+use std::collections::{BTreeMap, HashMap};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-/// The upload side of one file: which piece is next, pieces that came early, and the open
-/// upload. Lives inside the file's [`FileCtx`].
+/// Shards of the assembly map: workers handling different files rarely share a lock.
+const MAP_SHARDS: usize = 16;
+
+/// The upload side of one multi-piece file: which piece is next, pieces that came early,
+/// and the open upload.
 #[derive(Default)]
-pub struct Assembly {
+struct Assembly {
     next: u32,
     pending: BTreeMap<u32, Packed>,
     /// A worker is writing this file's pieces right now.
@@ -33,62 +45,129 @@ enum State {
     #[default]
     Idle,
     /// The object is open.
-    Open {
-        upload: Box<dyn Upload>,
-        /// CRC-32 of the source, combined from the pieces.
-        crc: CrcCombiner,
-        /// CRC-32 and count of the bytes sent, to check the sink's receipt.
-        sent: (crc32fast::Hasher, u64),
-    },
+    Open(Box<Open>),
     /// Taken by the worker that is writing.
     Busy,
     /// The outcome has been reported; later pieces are dropped.
     Done,
 }
 
-/// Everything the upload workers share.
+/// An object being written.
+struct Open {
+    upload: Box<dyn Upload>,
+    /// CRC-32 of the source, combined from the pieces.
+    crc: CrcCombiner,
+    /// CRC-32 and count of the bytes sent, to check the sink's receipt.
+    sent: (crc32fast::Hasher, u64),
+}
+
+/// What the upload workers share: the sink, the settings, and the files in progress.
 pub struct Uploader {
-    /// Where objects go.
-    pub sink: Arc<dyn Sink>,
+    sink: Arc<dyn Sink>,
     /// Compression level (for the gzip header's XFL byte).
-    pub level: u32,
-    /// Per-file log lines and errors.
-    pub log: Log,
+    level: u32,
+    log: Log,
     /// Retries of a transient sink failure (per operation).
-    pub retries: u32,
+    retries: u32,
     /// First retry delay; doubles each time, with jitter.
-    pub backoff: Duration,
-    /// `--task-timeout`, for messages (each file carries its own deadline).
-    pub task_timeout: Option<Duration>,
+    backoff: Duration,
+    /// Counts retries for the summary.
+    metrics: Arc<RunMetrics>,
+    /// Multi-piece files in progress, by file id, in [`MAP_SHARDS`] shards.
+    assemblies: Vec<Mutex<HashMap<u64, Arc<Mutex<Assembly>>>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Uploader {
+    /// An uploader into `sink`, framing gzip at `level`, retrying transient sink failures
+    /// `retries` times from `backoff`.
+    pub fn new(
+        sink: Arc<dyn Sink>,
+        level: u32,
+        retries: u32,
+        backoff: Duration,
+        metrics: Arc<RunMetrics>,
+        log: Log,
+    ) -> Self {
+        Uploader {
+            sink,
+            level,
+            log,
+            retries,
+            backoff,
+            metrics,
+            assemblies: (0..MAP_SHARDS).map(|_| Mutex::default()).collect(),
+        }
+    }
+
     /// Takes one packed piece; writes it and any pieces it unblocks, and emits the file's
     /// outcome when its stream ends.
     pub fn handle(&self, piece: Packed, out: &Emitter<Outcome>) {
-        let file = piece.file.clone();
-        let mut asm = lock(&file);
-        asm.pending.insert(piece.index, piece);
-        if asm.draining {
-            return;
-        }
-        asm.draining = true;
-        loop {
-            let next = asm.next;
-            let Some(piece) = asm.pending.remove(&next) else {
-                asm.draining = false;
-                return;
-            };
-            asm.next += 1;
-            let state = std::mem::replace(&mut asm.state, State::Busy);
-            drop(asm);
-            let (state, outcome) = self.process(&file, state, piece, out);
+        if piece.index == 0 && piece.ends_stream() {
+            // A whole file in one piece: nothing to order.
+            let file = piece.file.clone();
+            let (_, outcome) = self.process_guarded(&file, State::Idle, piece, out);
             if let Some(o) = outcome {
                 let _ = out.emit(o);
             }
-            asm = lock(&file);
-            asm.state = state;
+            return;
         }
+        let id = piece.file.id;
+        let shard = &self.assemblies[id as usize % MAP_SHARDS];
+        let asm = lock(shard).entry(id).or_default().clone();
+        let file = piece.file.clone();
+        let mut a = lock(&asm);
+        a.pending.insert(piece.index, piece);
+        if a.draining {
+            return;
+        }
+        a.draining = true;
+        loop {
+            let next = a.next;
+            let Some(piece) = a.pending.remove(&next) else {
+                a.draining = false;
+                return;
+            };
+            a.next += 1;
+            let ends = piece.ends_stream();
+            let state = std::mem::replace(&mut a.state, State::Busy);
+            drop(a);
+            let (state, outcome) = self.process_guarded(&file, state, piece, out);
+            if let Some(o) = outcome {
+                let _ = out.emit(o);
+            }
+            if ends {
+                // Every earlier piece has been written and none follows.
+                lock(shard).remove(&id);
+                return;
+            }
+            a = lock(&asm);
+            a.state = state;
+        }
+    }
+
+    /// [`Self::process`] with a panic turned into that file's failure.
+    fn process_guarded(
+        &self,
+        file: &FileCtx,
+        state: State,
+        piece: Packed,
+        out: &Emitter<Outcome>,
+    ) -> (State, Option<Outcome>) {
+        // Keep a handle on the open upload outside the unwind, so it can be aborted.
+        let result = catch_unwind(AssertUnwindSafe(|| self.process(file, state, piece, out)));
+        result.unwrap_or_else(|panic| {
+            let error = FileError::Panicked {
+                stage: Stage::Upload,
+                message: crate::error::panic_message(&*panic),
+            };
+            // The upload, if open, was dropped in the unwind; `Drop` of every sink's
+            // upload leaves nothing behind.
+            (State::Done, Some(failed(file, error)))
+        })
     }
 
     /// Runs `op`, retrying transient sink errors with exponential backoff and jitter,
@@ -98,52 +177,50 @@ impl Uploader {
         file: &FileCtx,
         out: &Emitter<Outcome>,
         mut op: impl FnMut() -> Result<T, SinkError>,
-    ) -> Result<T, String> {
+    ) -> Result<T, FileError> {
+        let timed_out = || match file.deadline {
+            Some(d) => FileError::TimedOut(d.after),
+            None => FileError::Sink(SinkError::TimedOut),
+        };
         let mut attempt: u32 = 0;
         loop {
             match op() {
                 Ok(v) => return Ok(v),
-                Err(SinkError::TimedOut) => return Err(self.timed_out()),
+                Err(SinkError::TimedOut) => return Err(timed_out()),
                 Err(e) if e.is_transient() && attempt < self.retries && !out.is_cancelled() => {
                     attempt += 1;
-                    out.stage_metrics().retries.fetch_add(1, Relaxed);
+                    self.metrics.retries.fetch_add(1, Relaxed);
                     let base = self.backoff.saturating_mul(1 << (attempt - 1).min(16));
                     // Full jitter in [base/2, base*3/2), from the file and attempt: no RNG state.
                     let salt =
-                        (file.task.id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ attempt as u64) % 1000;
+                        (file.id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ attempt as u64) % 1000;
                     let wait = base / 2 + base.mul_f64(salt as f64 / 1000.0);
-                    let wait = match file.deadline {
-                        Some(d) if Instant::now() + wait >= d => return Err(self.timed_out()),
-                        _ => wait,
-                    };
+                    if file.deadline.is_some_and(|d| Instant::now() + wait >= d.at) {
+                        return Err(timed_out());
+                    }
                     self.log.debug(|| {
                         format!(
                             "[retry] {} attempt {attempt} in {wait:?}: {e}",
-                            file.task.path.display()
+                            file.path.display()
                         )
                     });
                     if out.cancel_token().wait_timeout(wait) {
-                        return Err(e.to_string());
+                        return Err(FileError::Sink(e));
                     }
                 }
                 Err(e) if e.is_transient() && attempt > 0 => {
-                    return Err(format!("{e} (gave up after {} retries)", attempt))
+                    return Err(FileError::GaveUp {
+                        source: e,
+                        retries: attempt,
+                    })
                 }
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(FileError::Sink(e)),
             }
         }
     }
 
-    fn timed_out(&self) -> String {
-        match self.task_timeout {
-            Some(t) => format!(
-                "timed out after {} (--task-timeout)",
-                humantime::format_duration(t)
-            ),
-            None => "timed out".into(),
-        }
-    }
-
+    /// Writes one piece in order: opens the object at the first, commits at the last, and
+    /// returns the file's next state and, when it ends, its outcome.
     fn process(
         &self,
         file: &FileCtx,
@@ -151,34 +228,18 @@ impl Uploader {
         piece: Packed,
         out: &Emitter<Outcome>,
     ) -> (State, Option<Outcome>) {
-        let end = |status: Status| Some(Outcome::undelivered(file.task.clone(), status));
-        let fail = |error: String| {
-            end(Status::Failed {
-                stage: "upload",
-                error,
-            })
-        };
-        let abort = |state: State| {
-            if let State::Open { mut upload, .. } = state {
-                upload.abort();
+        let end = |state: State, v: Verdict| {
+            if let State::Open(mut open) = state {
+                open.upload.abort();
             }
+            (State::Done, Some(undelivered(file, v)))
         };
         if let State::Done = state {
             return (State::Done, None);
         }
         let (deflate, crc_piece, len, last, _permit) = match piece.body {
-            PackedBody::Stop(v) => {
-                abort(state);
-                return (State::Done, end(v.into()));
-            }
-            PackedBody::Data { .. } if out.is_cancelled() => {
-                abort(state);
-                return (State::Done, end(Verdict::Cancelled.into()));
-            }
-            PackedBody::Data { .. } if file.deadline.is_some_and(|d| Instant::now() >= d) => {
-                abort(state);
-                return (State::Done, fail(self.timed_out()));
-            }
+            PackedBody::Stop { verdict, .. } => return end(state, verdict),
+            PackedBody::Data { .. } if out.is_cancelled() => return end(state, Verdict::Cancelled),
             PackedBody::Data {
                 deflate,
                 crc,
@@ -187,37 +248,20 @@ impl Uploader {
                 permit,
             } => (deflate, crc, len, last, permit),
         };
-        let (mut upload, mut crc, mut sent, mut buf) = match state {
-            State::Open { upload, crc, sent } => (upload, crc, sent, Vec::new()),
-            _ => {
-                let meta = ObjectMeta {
-                    mtime: Some(system_time(file.mtime)),
-                    source_size: file.size,
-                    deadline: file.deadline,
-                };
-                let key = file.task.object_key();
-                let upload = match self.retry(file, out, || self.sink.begin(&key, &meta)) {
-                    Ok(u) => u,
-                    Err(e) => return (State::Done, fail(e)),
-                };
-                let name = file.task.path.file_name().unwrap_or_default();
-                let mtime = u32::try_from(file.mtime.0.max(0)).unwrap_or(0);
-                let header = gzip::header(
-                    std::os::unix::ffi::OsStrExt::as_bytes(name),
-                    mtime,
-                    self.level,
-                );
-                (
-                    upload,
-                    CrcCombiner::default(),
-                    (crc32fast::Hasher::new(), 0),
-                    header,
-                )
-            }
+        if let Some(e) = file.timed_out() {
+            return end(state, Verdict::failed(Stage::Upload, e));
+        }
+        injected_panic(file);
+        let (mut open, mut buf) = match state {
+            State::Open(open) => (open, Vec::new()),
+            _ => match self.open(file, out) {
+                Ok(opened) => opened,
+                Err(e) => return (State::Done, Some(failed(file, e))),
+            },
         };
-        crc.push(crc_piece, len);
+        open.crc.push(crc_piece, len);
         // Small files: header, deflate and trailer in one write.
-        let trailer = last.then(|| gzip::trailer(crc.crc(), crc.len()));
+        let trailer = last.then(|| gzip::trailer(open.crc.crc(), open.crc.len()));
         let bytes: &[u8] = if buf.is_empty() && trailer.is_none() {
             &deflate
         } else {
@@ -225,72 +269,105 @@ impl Uploader {
             buf.extend_from_slice(trailer.as_ref().map_or(&[][..], |t| &t[..]));
             &buf
         };
-        if let Err(e) = self.retry(file, out, || upload.write(bytes)) {
-            upload.abort();
-            return (State::Done, fail(e));
+        if let Err(e) = self.retry(file, out, || open.upload.write(bytes)) {
+            open.upload.abort();
+            return (State::Done, Some(failed(file, e)));
         }
-        sent.0.update(bytes);
-        sent.1 += bytes.len() as u64;
+        open.sent.0.update(bytes);
+        open.sent.1 += bytes.len() as u64;
         if !last {
-            return (State::Open { upload, crc, sent }, None);
+            return (State::Open(open), None);
         }
-        upload.source_crc32(crc.crc());
-        let receipt = match self.retry(file, out, || upload.commit()) {
+        (State::Done, Some(self.commit(file, *open, out)))
+    }
+
+    /// Begins the object and frames the gzip header, returned as the start of the first
+    /// write.
+    fn open(
+        &self,
+        file: &FileCtx,
+        out: &Emitter<Outcome>,
+    ) -> Result<(Box<Open>, Vec<u8>), FileError> {
+        let meta = ObjectMeta {
+            mtime: Some(system_time(file.mtime)),
+            source_size: file.size,
+            deadline: file.deadline.map(|d| d.at),
+        };
+        let key = file.object_key();
+        let upload = self.retry(file, out, || self.sink.begin(&key, &meta))?;
+        let name = file.path.file_name().unwrap_or_default();
+        let mtime = u32::try_from(file.mtime.0.max(0)).unwrap_or(0);
+        let header = gzip::header(
+            std::os::unix::ffi::OsStrExt::as_bytes(name),
+            mtime,
+            self.level,
+        );
+        let open = Open {
+            upload,
+            crc: CrcCombiner::default(),
+            sent: (crc32fast::Hasher::new(), 0),
+        };
+        Ok((Box::new(open), header))
+    }
+
+    /// Commits the object and checks the sink's receipt against what was sent.
+    fn commit(&self, file: &FileCtx, mut open: Open, out: &Emitter<Outcome>) -> Outcome {
+        open.upload.source_crc32(open.crc.crc());
+        let receipt = match self.retry(file, out, || open.upload.commit()) {
             Ok(r) => r,
             Err(e) => {
-                upload.abort();
-                return (State::Done, fail(e));
+                open.upload.abort();
+                return failed(file, e);
             }
         };
-        let (sent_crc, written) = (sent.0.finalize(), sent.1);
+        let (sent_crc, written) = (open.sent.0.finalize(), open.sent.1);
         if receipt.bytes != written || receipt.crc32.is_some_and(|c| c != sent_crc) {
-            return (
-                State::Done,
-                fail(format!(
-                    "the sink received different bytes than were sent ({} of {written})",
-                    receipt.bytes
-                )),
+            return failed(
+                file,
+                FileError::Receipt {
+                    received: receipt.bytes,
+                    sent: written,
+                },
             );
         }
-        if crc.len() != file.size {
-            // Cannot happen: load checks sizes. Kept as a tripwire for the invariant.
-            return (
-                State::Done,
-                fail(format!(
-                    "internal: {} bytes delivered of {}",
-                    crc.len(),
-                    file.size
-                )),
-            );
-        }
+        // Load checks sizes, so this holds; asserted because a short object must never be
+        // recorded as delivered.
+        assert_eq!(
+            open.crc.len(),
+            file.size,
+            "bytes delivered differ from the size"
+        );
         self.log.info(|| {
             format!(
                 "[done] {} {} → {}",
-                file.task.path.display(),
-                crate::report::human_bytes(file.size),
-                crate::report::human_bytes(written)
+                file.path.display(),
+                human_bytes(file.size),
+                human_bytes(written)
             )
         });
-        let outcome = Outcome {
-            task: file.task.clone(),
-            status: Status::Succeeded,
-            bytes_in: file.size,
-            bytes_out: written,
-            record: Some(Entry {
-                key: file.task.key.as_path().into(),
+        Outcome {
+            path: file.path.clone(),
+            result: Ok(Entry {
+                key: file.key.as_path().into(),
                 size: file.size,
                 mtime_s: file.mtime.0,
                 mtime_ns: file.mtime.1,
-                crc32: crc.crc(),
+                crc32: open.crc.crc(),
                 bytes_out: written,
             }),
-        };
-        (State::Done, Some(outcome))
+        }
     }
 }
 
-fn lock(file: &FileCtx) -> std::sync::MutexGuard<'_, Assembly> {
-    file.assembly.lock().unwrap_or_else(|e| e.into_inner())
+fn undelivered(file: &FileCtx, v: Verdict) -> Outcome {
+    Outcome {
+        path: file.path.clone(),
+        result: Err(v),
+    }
+}
+
+fn failed(file: &FileCtx, e: FileError) -> Outcome {
+    undelivered(file, Verdict::failed(Stage::Upload, e))
 }
 
 fn system_time((secs, nanos): (i64, u32)) -> SystemTime {
@@ -300,3 +377,15 @@ fn system_time((secs, nanos): (i64, u32)) -> SystemTime {
         SystemTime::UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
     }
 }
+
+/// Test builds only: panics on a file named `ferry-test-panic-in-upload`, so the tests can
+/// show that a panic fails that file alone.
+#[cfg(test)]
+fn injected_panic(file: &FileCtx) {
+    if file.path.file_name() == Some("ferry-test-panic-in-upload".as_ref()) {
+        panic!("injected upload panic");
+    }
+}
+
+#[cfg(not(test))]
+fn injected_panic(_: &FileCtx) {}

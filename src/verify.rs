@@ -1,13 +1,39 @@
 //! `ferry verify --to SINK`: reads back every object the manifest lists and checks that it
 //! is one gzip member that decodes to the recorded length and CRC-32, at the recorded size.
 
-use crate::error::FerryError;
+use crate::error::{ExitCode, FerryError};
 use crate::manifest::{manifest_name, Entry, Manifest};
+use crate::report::{Level, Log};
+use crate::shard::Shard;
 use crate::sink::{self, Sink, SinkOptions, SinkSpec};
 use flate2::read::GzDecoder;
 use rayon::prelude::*;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+
+impl VerifyReport {
+    /// Prints each bad object as an error and, unless `level` is errors only, the tally;
+    /// returns the exit code: 0 when every object checks out, 1 otherwise.
+    pub fn print(&self, level: Level) -> ExitCode {
+        let log = Log::stderr(level);
+        for m in &self.mismatches {
+            log.error(|| format!("verify: {}: {}", m.key.display(), m.problem));
+        }
+        let bad = self.mismatches.len();
+        log.status(|| {
+            format!(
+                "verified {} objects: {} ok, {bad} bad",
+                self.checked,
+                self.checked - bad
+            )
+        });
+        if bad == 0 {
+            ExitCode::Success
+        } else {
+            ExitCode::Failures
+        }
+    }
+}
 
 /// One object that did not check out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +94,7 @@ pub fn check_object(entry: &Entry, bytes: &[u8]) -> Result<(), String> {
 /// # Errors
 /// [`FerryError::Usage`] when the sink has no manifest; [`FerryError::Sink`] when it
 /// cannot be opened or its manifest read.
-pub fn verify(spec: &SinkSpec, shard: Option<(u64, u64)>) -> Result<VerifyReport, FerryError> {
+pub fn verify(spec: &SinkSpec, shard: Option<Shard>) -> Result<VerifyReport, FerryError> {
     let sink = sink::open(spec, &SinkOptions::default())?;
     let name = manifest_name(shard);
     let bytes = sink.read_meta(&name)?.ok_or_else(|| {

@@ -1,11 +1,14 @@
 //! Producers: walk input roots, or read a file list, and stream [`FileTask`]s into the
 //! bridge channel. Filters, symlink policy and the output-inside-input guard live here.
 
-use crate::error::{io_words, FerryError};
+use crate::config::Inputs;
+use crate::error::{FerryError, FileError, Stage};
 use crate::metrics::RunMetrics;
 use crate::pipeline::{Emitter, Producer};
 use crate::report::Log;
-use crate::task::{EntryKind, FileTask};
+use crate::shard::Shard;
+use crate::task::{FileTask, Skip, Verdict};
+use crate::words::io_words;
 use ignore::overrides::{Override, OverrideBuilder};
 use std::ffi::{OsStr, OsString};
 use std::fs::FileType;
@@ -13,7 +16,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 /// One input root and the name its keys start with.
@@ -87,6 +90,71 @@ pub fn overrides(
         .map_err(|e| FerryError::Usage(e.to_string()))
 }
 
+/// What the producers will read, checked before anything is touched: each input root
+/// with its `--include`/`--exclude` filter, and the `--files-from` list.
+#[derive(Clone)]
+pub struct Sources {
+    /// The input roots and their filters.
+    pub roots: Vec<(Root, Option<Override>)>,
+    /// The file list, if any.
+    pub list: Option<ListSource>,
+}
+
+/// `--files-from`: where the list is, how it is separated, and its filter.
+#[derive(Clone)]
+pub struct ListSource {
+    /// The list file, or `-` for stdin.
+    pub path: PathBuf,
+    /// Paths are NUL-separated.
+    pub nul: bool,
+    /// `--include` / `--exclude`, relative to the current directory.
+    pub overrides: Option<Override>,
+}
+
+impl Sources {
+    /// Checks every input exists, no two keys collide, every glob parses and the list
+    /// can be opened.
+    ///
+    /// # Errors
+    /// [`FerryError::Usage`] naming the input, the flag or the glob.
+    pub fn prepare(inputs: &Inputs) -> Result<Self, FerryError> {
+        let roots = plan_roots(&inputs.paths)?;
+        if roots.is_empty() && inputs.files_from.is_none() {
+            return Err(FerryError::Usage("no inputs given".into()));
+        }
+        let roots = roots
+            .into_iter()
+            .map(|r| {
+                let ov = match r.is_dir {
+                    true => overrides(&r.path, &inputs.include, &inputs.exclude)?,
+                    false => None,
+                };
+                Ok((r, ov))
+            })
+            .collect::<Result<Vec<_>, FerryError>>()?;
+        let list = match &inputs.files_from {
+            None => None,
+            Some(path) => {
+                if path.as_os_str() != "-" {
+                    std::fs::File::open(path).map_err(|e| {
+                        FerryError::Usage(format!(
+                            "--files-from {}: {}",
+                            path.display(),
+                            io_words(&e)
+                        ))
+                    })?;
+                }
+                Some(ListSource {
+                    path: path.clone(),
+                    nul: inputs.null_separated,
+                    overrides: overrides(Path::new(""), &inputs.include, &inputs.exclude)?,
+                })
+            }
+        };
+        Ok(Sources { roots, list })
+    }
+}
+
 /// What every producer shares.
 pub struct Walker {
     /// Follow symbolic links (with loop detection).
@@ -99,25 +167,13 @@ pub struct Walker {
     pub log: Log,
     /// Discovery order across producers.
     pub next_id: AtomicU64,
-    /// `--shard K/N`: keep only keys whose [`shard_of`] is K.
-    pub shard: Option<(u64, u64)>,
+    /// `--shard K/N`: keep only the keys of this shard.
+    pub shard: Option<Shard>,
 }
 
-/// The shard of a key: FNV-1a (64-bit) of the key's bytes — input root name plus relative
-/// path, as delivered without `.gz` — modulo `n`. Stable across runs, machines and versions.
-pub fn shard_of(key: &Path, n: u64) -> u64 {
-    let h = key
-        .as_os_str()
-        .as_encoded_bytes()
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-            (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-        });
-    h % n
-}
-
-fn special_kind(ft: &FileType) -> &'static str {
-    if ft.is_fifo() {
+/// Why an entry that is not a regular file is skipped.
+pub fn special_skip(ft: &FileType) -> Skip {
+    Skip::Special(if ft.is_fifo() {
         "named pipe (FIFO)"
     } else if ft.is_socket() {
         "socket"
@@ -126,31 +182,62 @@ fn special_kind(ft: &FileType) -> &'static str {
     } else if ft.is_char_device() {
         "character device"
     } else if ft.is_symlink() {
-        "symbolic link (not followed)"
+        return Skip::SymlinkNotFollowed;
     } else {
         "not a regular file"
-    }
+    })
+}
+
+/// What the walk decided about an entry: `None` to load it, else its verdict.
+type Found = Option<Verdict>;
+
+fn walk_failure(error: FileError) -> Found {
+    Some(Verdict::failed(Stage::Walk, error))
 }
 
 impl Walker {
-    fn send(&self, out: &Emitter<FileTask>, path: PathBuf, key: PathBuf, kind: EntryKind) -> bool {
-        if let Some((k, n)) = self.shard {
-            if shard_of(&key, n) != k {
-                return true;
-            }
+    fn send(&self, out: &Emitter<FileTask>, path: PathBuf, key: PathBuf, verdict: Found) -> bool {
+        if self.shard.is_some_and(|s| !s.contains(&key)) {
+            return true;
         }
         self.metrics.discovered.fetch_add(1, Relaxed);
         let task = FileTask {
             id: self.next_id.fetch_add(1, Relaxed),
             path,
             key,
-            kind,
+            verdict,
         };
         out.emit(task).is_ok()
     }
 
+    /// One producer per root and one for the list. When the last of them returns,
+    /// discovery is complete and `metrics.discovery_done` is set (an ETA is meaningful).
+    pub fn producers(self, sources: Sources) -> Vec<Producer<FileTask>> {
+        let w = Arc::new(self);
+        let mut producers: Vec<Producer<FileTask>> = Vec::new();
+        for (root, ov) in sources.roots {
+            producers.push(w.root_producer(root, ov));
+        }
+        if let Some(l) = sources.list {
+            producers.push(w.list_producer(l.path, l.nul, l.overrides));
+        }
+        let remaining = Arc::new(AtomicUsize::new(producers.len()));
+        producers
+            .into_iter()
+            .map(|p| {
+                let (remaining, w) = (remaining.clone(), w.clone());
+                Box::new(move |out: &Emitter<FileTask>| {
+                    p(out);
+                    if remaining.fetch_sub(1, Relaxed) == 1 {
+                        w.metrics.discovery_done.store(true, Relaxed);
+                    }
+                }) as Producer<FileTask>
+            })
+            .collect()
+    }
+
     /// A producer that walks one root.
-    pub fn root_producer(
+    fn root_producer(
         self: &Arc<Self>,
         root: Root,
         overrides: Option<Override>,
@@ -162,9 +249,9 @@ impl Walker {
     fn walk(&self, root: &Root, overrides: Option<Override>, out: &Emitter<FileTask>) {
         if !root.is_dir {
             let kind = match std::fs::metadata(&root.path) {
-                Ok(m) if m.is_file() => EntryKind::Regular,
-                Ok(m) => EntryKind::Skip(special_kind(&m.file_type()).into()),
-                Err(e) => EntryKind::Fail(io_words(&e)),
+                Ok(m) if m.is_file() => None,
+                Ok(m) => Some(Verdict::Skipped(special_skip(&m.file_type()))),
+                Err(e) => walk_failure(e.into()),
             };
             self.send(out, root.path.clone(), PathBuf::from(&root.name), kind);
             return;
@@ -205,20 +292,23 @@ impl Walker {
                     }
                     // The type comes from the directory entry itself; no stat here.
                     let kind = if ft.is_file() {
-                        EntryKind::Regular
+                        None
                     } else {
-                        EntryKind::Skip(special_kind(&ft).into())
+                        Some(Verdict::Skipped(special_skip(&ft)))
                     };
                     (entry.into_path(), kind)
                 }
-                Err(err) => {
-                    let (path, kind) = classify_walk_error(&err);
-                    let Some(path) = path else {
-                        self.log.warn(|| err.to_string());
+                Err(err) => match classify_walk_error(err) {
+                    (Some(path), kind) => (path, kind),
+                    (None, kind) => {
+                        self.log.warn(|| match &kind {
+                            Some(Verdict::Failed { error, .. }) => error.to_string(),
+                            Some(Verdict::Skipped(skip)) => skip.to_string(),
+                            _ => "walk error".to_string(),
+                        });
                         continue;
-                    };
-                    (path, kind)
-                }
+                    }
+                },
             };
             let rel = path.strip_prefix(&root.path).unwrap_or(&path);
             let key = Path::new(&root.name).join(rel);
@@ -230,7 +320,7 @@ impl Walker {
 
     /// A producer that reads paths from `source` (a file, or `-` for stdin), separated by
     /// newlines or NULs.
-    pub fn list_producer(
+    fn list_producer(
         self: &Arc<Self>,
         source: PathBuf,
         nul: bool,
@@ -283,8 +373,7 @@ impl Walker {
 
     fn send_listed(&self, out: &Emitter<FileTask>, path: PathBuf) -> bool {
         let Some(key) = list_key(&path) else {
-            let kind = EntryKind::Fail("path leaves its directory ('..'); not delivered".into());
-            return self.send(out, path.clone(), path, kind);
+            return self.send(out, path.clone(), path, walk_failure(FileError::LeavesRoot));
         };
         let meta = if self.follow {
             std::fs::metadata(&path)
@@ -292,10 +381,10 @@ impl Walker {
             std::fs::symlink_metadata(&path)
         };
         let kind = match meta {
-            Ok(m) if m.is_file() => EntryKind::Regular,
-            Ok(m) if m.is_dir() => EntryKind::Skip("is a directory".into()),
-            Ok(m) => EntryKind::Skip(special_kind(&m.file_type()).into()),
-            Err(e) => EntryKind::Fail(io_words(&e)),
+            Ok(m) if m.is_file() => None,
+            Ok(m) if m.is_dir() => Some(Verdict::Skipped(Skip::Directory)),
+            Ok(m) => Some(Verdict::Skipped(special_skip(&m.file_type()))),
+            Err(e) => walk_failure(e.into()),
         };
         self.send(out, path, key, kind)
     }
@@ -315,45 +404,44 @@ fn list_key(path: &Path) -> Option<PathBuf> {
     (!key.as_os_str().is_empty()).then_some(key)
 }
 
-/// Turns a walk error into the path it is about and what to count it as: a symlink loop is
-/// skipped (its target is already being walked), anything else failed.
-fn classify_walk_error(err: &ignore::Error) -> (Option<PathBuf>, EntryKind) {
+/// Turns a walk error into the path it is about and its verdict: a symlink loop is
+/// skipped (its target is already being walked), anything else failed. The OS error is
+/// taken from the typed chain (walkdir wraps it), never re-parsed from text.
+fn classify_walk_error(err: ignore::Error) -> (Option<PathBuf>, Found) {
     let mut path = None;
     let mut e = err;
     loop {
         match e {
             ignore::Error::WithPath { path: p, err } => {
-                path.get_or_insert_with(|| p.clone());
-                e = err;
+                path.get_or_insert(p);
+                e = *err;
             }
             ignore::Error::WithDepth { err, .. } | ignore::Error::WithLineNumber { err, .. } => {
-                e = err
+                e = *err
             }
             ignore::Error::Loop { ancestor, child } => {
-                let kind = EntryKind::Skip(format!(
-                    "symbolic link loop (points to ancestor {})",
-                    ancestor.display()
-                ));
-                return (Some(path.unwrap_or_else(|| child.clone())), kind);
+                let skip = Some(Verdict::Skipped(Skip::Loop { ancestor }));
+                return (Some(path.unwrap_or(child)), skip);
             }
-            ignore::Error::Io(io) => {
-                let words = if io.kind() == std::io::ErrorKind::NotFound {
-                    // Gone between listing and opening: removed, or a link to nowhere.
-                    "no such file or directory".to_string()
-                } else if io.kind() == std::io::ErrorKind::PermissionDenied {
-                    "permission denied".to_string()
-                } else {
-                    // walkdir wraps the OS error in "IO error for operation on PATH: cause".
-                    let text = io_words(io);
-                    match text.rsplit_once(": ") {
-                        Some((_, cause)) => io_words(&std::io::Error::other(cause.to_string())),
-                        None => text,
-                    }
-                };
-                return (path, EntryKind::Fail(words));
-            }
-            other => return (path, EntryKind::Fail(other.to_string())),
+            ignore::Error::Io(io) => return (path, walk_failure(os_error(io).into())),
+            other => return (path, walk_failure(FileError::Walk(other))),
         }
+    }
+}
+
+/// The OS error under a walk error: walkdir wraps its own error (whose text repeats the
+/// path) in an `io::Error`; its source is the OS error itself.
+fn os_error(io: std::io::Error) -> std::io::Error {
+    let inner = io
+        .get_ref()
+        .and_then(|e| e.source())
+        .and_then(|s| s.downcast_ref::<std::io::Error>());
+    match inner {
+        Some(os) => match os.raw_os_error() {
+            Some(code) => std::io::Error::from_raw_os_error(code),
+            None => std::io::Error::new(os.kind(), os.to_string()),
+        },
+        None => io,
     }
 }
 
@@ -370,25 +458,6 @@ mod tests {
         assert_eq!(list_key(Path::new("./x/y")), Some("x/y".into()));
         assert_eq!(list_key(Path::new("a/../../etc")), None);
         assert_eq!(list_key(Path::new("/")), None);
-    }
-
-    #[test]
-    fn shards_are_stable_and_cover_every_key() {
-        // Pinned values: changing the hash would re-deal every existing sharded job.
-        assert_eq!(
-            shard_of(Path::new("logs/a.log"), u64::MAX),
-            8_076_973_849_331_553_842
-        );
-        assert_eq!(shard_of(Path::new("logs/a.log"), 1_000_003), 698_396);
-        assert_eq!(shard_of(Path::new(""), u64::MAX), 0xcbf2_9ce4_8422_2325);
-        let mut counts = [0; 4];
-        for i in 0..4000 {
-            counts[shard_of(Path::new(&format!("d/f{i}")), 4) as usize] += 1;
-        }
-        assert!(
-            counts.iter().all(|&c| (800..1200).contains(&c)),
-            "{counts:?}"
-        );
     }
 
     #[test]

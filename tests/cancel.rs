@@ -134,9 +134,11 @@ fn the_library_token_cancels_without_signals() {
     for i in 0..50 {
         write(&src, &format!("f{i}"), &text(5000, i));
     }
-    let mut config =
-        ferry::Config::new(vec![src], ferry::sink::SinkSpec::Dir(t.path().join("out")));
-    config.queue = 1;
+    let config =
+        ferry::Config::builder(vec![src], ferry::sink::SinkSpec::Dir(t.path().join("out")))
+            .queue(std::num::NonZeroUsize::MIN)
+            .build()
+            .unwrap();
     let token = CancelToken::new();
     token.cancel(CancelReason::Requested);
     let s = ferry::run(&config, token).unwrap();

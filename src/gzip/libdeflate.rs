@@ -1,8 +1,18 @@
 //! The vendored libdeflate compressor (feature `libdeflate`): whole segments in one call,
 //! faster than zlib-rs, with ferry's patch that lets a piece end without a final block.
 
-use super::GzipError;
 use std::ffi::{c_int, c_void};
+
+/// What can go wrong inside libdeflate (both only through a bug or a failed allocation).
+#[derive(Debug, thiserror::Error)]
+pub enum LibdeflateError {
+    /// `libdeflate_alloc_compressor` returned null.
+    #[error("libdeflate: cannot make a compressor at level {0}")]
+    Alloc(c_int),
+    /// The output did not fit libdeflate's own bound.
+    #[error("libdeflate: output bound exceeded")]
+    Bound,
+}
 
 /// libdeflate's opaque compressor state.
 #[repr(C)]
@@ -41,14 +51,12 @@ impl Libdeflate {
     ///
     /// # Errors
     /// If the level is out of range or the allocation fails.
-    pub fn new(level: u32) -> Result<Self, GzipError> {
+    pub fn new(level: u32) -> Result<Self, LibdeflateError> {
         let level = c_int::try_from(level.min(12)).unwrap_or(6);
         // SAFETY: plain constructor; a null return is handled.
         let raw = unsafe { libdeflate_alloc_compressor(level) };
         if raw.is_null() {
-            return Err(GzipError(format!(
-                "libdeflate: cannot make a compressor at level {level}"
-            )));
+            return Err(LibdeflateError::Alloc(level));
         }
         Ok(Libdeflate { raw })
     }
@@ -58,7 +66,7 @@ impl Libdeflate {
     ///
     /// # Errors
     /// Only if libdeflate reports its own output bound too small (a bug).
-    pub fn compress(&mut self, data: &[u8], last: bool) -> Result<Vec<u8>, GzipError> {
+    pub fn compress(&mut self, data: &[u8], last: bool) -> Result<Vec<u8>, LibdeflateError> {
         // SAFETY: `raw` is a live compressor owned by `self`.
         let bound = unsafe { libdeflate_deflate_compress_bound(self.raw, data.len()) };
         let mut out = Vec::<u8>::with_capacity(bound + SYNC_MARKER);
@@ -75,7 +83,7 @@ impl Libdeflate {
             )
         };
         if n == 0 {
-            return Err(GzipError("libdeflate: output bound exceeded".into()));
+            return Err(LibdeflateError::Bound);
         }
         // SAFETY: libdeflate initialised the first `n` bytes, n <= capacity.
         unsafe { out.set_len(n) };

@@ -25,10 +25,19 @@ pub const DICT_SIZE: usize = 32 * 1024;
 /// so the loader keeps the previous segment's tail only when it is used.
 pub const PRIMES_SEGMENTS: bool = !cfg!(feature = "libdeflate");
 
-/// A deflate failure (only possible through a bug or an allocation failure in the backend).
+/// A deflate failure (only possible through a bug or an allocation failure in the backend),
+/// with the engine's own error as its source.
 #[derive(Debug, thiserror::Error)]
-#[error("deflate failed: {0}")]
-pub struct GzipError(String);
+pub enum GzipError {
+    /// zlib-rs (through flate2) refused.
+    #[cfg(not(feature = "libdeflate"))]
+    #[error("deflate failed: {0}")]
+    Zlib(#[from] flate2::CompressError),
+    /// libdeflate refused.
+    #[cfg(feature = "libdeflate")]
+    #[error("deflate failed: {0}")]
+    Libdeflate(#[from] libdeflate::LibdeflateError),
+}
 
 /// One thread's reusable deflate state: a raw-deflate compressor reset for each segment,
 /// so its large buffers are allocated once per worker instead of once per file.
@@ -85,7 +94,7 @@ impl SegmentCompressor {
             // that loss does not show next to its better matching (mixed corpus: 41.25%
             // against gzip -6's 41.31%).
             let _ = dict;
-            self.libdeflate.compress(data, last)
+            Ok(self.libdeflate.compress(data, last)?)
         }
         #[cfg(not(feature = "libdeflate"))]
         self.compress_zlib(data, dict, last)
@@ -111,9 +120,7 @@ impl SegmentCompressor {
         }
         if let Some(d) = dict.filter(|d| !d.is_empty()) {
             let d = &d[d.len().saturating_sub(DICT_SIZE)..];
-            self.deflate
-                .set_dictionary(d)
-                .map_err(|e| GzipError(e.to_string()))?;
+            self.deflate.set_dictionary(d)?;
         }
         let mut out = Vec::with_capacity(data.len() + data.len() / 16 + 128);
         let flush = if last {
@@ -127,10 +134,7 @@ impl SegmentCompressor {
                 out.reserve(out.capacity().max(4096));
             }
             let before = self.deflate.total_in();
-            let status = self
-                .deflate
-                .compress_vec(input, &mut out, flush)
-                .map_err(|e| GzipError(e.to_string()))?;
+            let status = self.deflate.compress_vec(input, &mut out, flush)?;
             input = &input[(self.deflate.total_in() - before) as usize..];
             let done = if last {
                 status == Status::StreamEnd

@@ -10,7 +10,9 @@
 //!
 //! ```
 //! use ferry::pipeline::{CancelToken, Pipeline, Producer, StageSpec};
+//! use std::num::NonZeroUsize;
 //!
+//! let n = |n| NonZeroUsize::new(n).unwrap();
 //! let mut p = Pipeline::new(CancelToken::new());
 //! let producers: Vec<Producer<u64>> = vec![Box::new(|out| {
 //!     for i in 0..100 {
@@ -18,22 +20,24 @@
 //!     }
 //! })];
 //! let sums = p
-//!     .source("numbers", 4, producers).unwrap()
-//!     .stage(StageSpec::new("double", 2).queue(4), |_worker| {
+//!     .source("numbers", n(4), producers).unwrap()
+//!     .stage(StageSpec::new("double", n(2)).queue(n(4)), |_worker| {
 //!         |n: u64, out: &ferry::pipeline::Emitter<u64>| { let _ = out.emit(n * 2); }
 //!     }).unwrap()
-//!     .collect("sum", 1, |_| 0u64, |acc: &mut u64, n: u64| *acc += n).unwrap();
+//!     .collect("sum", n(1), |_| 0u64, |acc: &mut u64, n: u64| *acc += n).unwrap();
 //! p.wait().unwrap();
 //! assert_eq!(sums.into_vec(), vec![9900]);
 //! ```
 
 mod cancel;
+mod metrics;
 
 pub use cancel::{CancelReason, CancelToken};
+pub use metrics::{Histogram, StageMetrics};
 
-use crate::metrics::StageMetrics;
 use crossbeam_channel::{Receiver, Sender};
 use std::cell::Cell;
+use std::num::NonZeroUsize;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -43,13 +47,11 @@ use std::time::Instant;
 /// Errors of the engine itself (never of the work a stage does: that travels as data).
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    /// A stage was declared with zero workers or a zero-capacity queue.
-    #[error("stage {stage}: {what} must be at least 1")]
-    InvalidSpec {
-        /// The stage's name.
+    /// A source was declared without producers.
+    #[error("source {stage}: it needs at least one producer")]
+    NoProducers {
+        /// The source's name.
         stage: String,
-        /// Which setting was wrong.
-        what: &'static str,
     },
     /// The operating system refused to start a thread.
     #[error("cannot start the {stage} threads: {source}")]
@@ -59,7 +61,8 @@ pub enum PipelineError {
         /// What the OS said.
         source: std::io::Error,
     },
-    /// A worker panicked; the panic was caught and the stage went on with its other items.
+    /// A worker panicked, in its setup or on an item; the panic was caught and the stage
+    /// went on with its other workers and items.
     #[error("internal error: a {stage} worker panicked: {message}")]
     Panicked {
         /// The stage's name.
@@ -93,13 +96,34 @@ pub enum EngineEvent {
         /// Stage name.
         stage: String,
     },
-    /// A worker caught a panic while handling an item.
+    /// A worker caught a panic: in its setup (the worker then ends) or on an item.
     Panic {
         /// Stage name.
         stage: String,
         /// The panic message.
         message: String,
     },
+}
+
+impl std::fmt::Display for EngineEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EngineEvent::WorkerStarted { stage, worker } => {
+                write!(f, "{stage} worker {worker} started")
+            }
+            EngineEvent::WorkerStopped {
+                stage,
+                worker,
+                items,
+            } => write!(f, "{stage} worker {worker} stopped after {items} items"),
+            EngineEvent::ChannelClosed { stage } => {
+                write!(f, "{stage} finished; its output channel is closed")
+            }
+            EngineEvent::Panic { stage, message } => {
+                write!(f, "{stage} worker panicked: {message}")
+            }
+        }
+    }
 }
 
 /// A callback that sees every [`EngineEvent`]; it must be quick and must not block.
@@ -116,39 +140,31 @@ pub struct StageSpec {
     /// Name used for thread names (`ferry-<name>-<i>`), progress lines and reports.
     pub name: String,
     /// Worker threads in the stage's pool.
-    pub workers: usize,
+    pub workers: NonZeroUsize,
     /// Capacity of the channel the stage emits into.
-    pub queue: usize,
+    pub queue: NonZeroUsize,
 }
+
+/// The default output queue of a stage.
+const DEFAULT_QUEUE: NonZeroUsize = match NonZeroUsize::new(64) {
+    Some(n) => n,
+    None => unreachable!(),
+};
 
 impl StageSpec {
     /// A stage named `name` with `workers` threads and an output queue of 64.
-    pub fn new(name: &str, workers: usize) -> Self {
+    pub fn new(name: &str, workers: NonZeroUsize) -> Self {
         StageSpec {
             name: name.to_string(),
             workers,
-            queue: 64,
+            queue: DEFAULT_QUEUE,
         }
     }
 
     /// Sets the capacity of the stage's output channel.
-    pub fn queue(mut self, capacity: usize) -> Self {
+    pub fn queue(mut self, capacity: NonZeroUsize) -> Self {
         self.queue = capacity;
         self
-    }
-
-    fn validate(&self) -> Result<(), PipelineError> {
-        let bad = |what| PipelineError::InvalidSpec {
-            stage: self.name.clone(),
-            what,
-        };
-        if self.workers == 0 {
-            return Err(bad("workers"));
-        }
-        if self.queue == 0 {
-            return Err(bad("queue capacity"));
-        }
-        Ok(())
     }
 }
 
@@ -191,11 +207,6 @@ impl<U> Emitter<U> {
     /// Whether the run is cancelled (a shortcut for `cancel_token().is_cancelled()`).
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
-    }
-
-    /// The metrics of the stage this emitter belongs to (for counters such as retries).
-    pub fn stage_metrics(&self) -> &StageMetrics {
-        &self.metrics
     }
 
     /// Whether an `emit` has failed because downstream is gone.
@@ -269,17 +280,20 @@ impl Pipeline {
     /// workers are the producers.
     ///
     /// # Errors
-    /// [`PipelineError::InvalidSpec`] for no producers or zero capacity,
+    /// [`PipelineError::NoProducers`] for an empty `producers`,
     /// [`PipelineError::Spawn`] if a thread cannot start.
     pub fn source<T: Send + 'static>(
         &mut self,
         name: &str,
-        capacity: usize,
+        capacity: NonZeroUsize,
         producers: Vec<Producer<T>>,
     ) -> Result<Flow<'_, T>, PipelineError> {
-        StageSpec::new(name, producers.len())
-            .queue(capacity)
-            .validate()?;
+        if producers.is_empty() {
+            return Err(PipelineError::NoProducers {
+                stage: name.to_string(),
+            });
+        }
+        let capacity = capacity.get();
         let (tx, rx) = crossbeam_channel::bounded(capacity);
         let gauge = Arc::new(AtomicUsize::new(0));
         let metrics = Arc::new(StageMetrics::new(
@@ -419,25 +433,27 @@ impl<'p, T: Send + 'static> Flow<'p, T> {
     /// worker's own thread (so per-worker state such as a reusable compressor needs no
     /// locking). The function receives each input and an [`Emitter`] for its outputs.
     ///
+    /// A panic in `make` ends that worker (reported as [`EngineEvent::Panic`] and by
+    /// [`Pipeline::wait`]); the stage goes on with its other workers.
+    ///
     /// # Errors
-    /// [`PipelineError::InvalidSpec`] or [`PipelineError::Spawn`].
+    /// [`PipelineError::Spawn`] if the threads cannot start.
     pub fn stage<U, F, W>(self, spec: StageSpec, make: F) -> Result<Flow<'p, U>, PipelineError>
     where
         U: Send + 'static,
         F: Fn(usize) -> W + Send + Sync + 'static,
         W: FnMut(T, &Emitter<U>),
     {
-        spec.validate()?;
-        let (tx, rx) = crossbeam_channel::bounded::<U>(spec.queue);
+        let (tx, rx) = crossbeam_channel::bounded::<U>(spec.queue.get());
         let out_gauge = Arc::new(AtomicUsize::new(0));
         let cancel = self.pipeline.cancel.clone();
-        let extras: Vec<(Sender<U>, Arc<AtomicUsize>, CancelToken)> = (0..spec.workers)
+        let extras: Vec<(Sender<U>, Arc<AtomicUsize>, CancelToken)> = (0..spec.workers.get())
             .map(|_| (tx.clone(), out_gauge.clone(), cancel.clone()))
             .collect();
         drop(tx);
         let pipeline = self.spawn(
             &spec.name,
-            spec.workers,
+            spec.workers.get(),
             extras,
             move |i, metrics: &Arc<StageMetrics>, (tx, gauge, cancel)| {
                 let emitter = Emitter {
@@ -461,7 +477,7 @@ impl<'p, T: Send + 'static> Flow<'p, T> {
             pipeline,
             rx,
             gauge: out_gauge,
-            capacity: spec.queue,
+            capacity: spec.queue.get(),
             detach_on_cancel: false,
         })
     }
@@ -471,11 +487,11 @@ impl<'p, T: Send + 'static> Flow<'p, T> {
     /// through [`Collected`] when the collectors end, merged by the caller (no shared lock).
     ///
     /// # Errors
-    /// [`PipelineError::InvalidSpec`] or [`PipelineError::Spawn`].
+    /// [`PipelineError::Spawn`] if the threads cannot start.
     pub fn collect<S, I, E>(
         self,
         name: &str,
-        workers: usize,
+        workers: NonZeroUsize,
         init: I,
         each: E,
     ) -> Result<Collected<S>, PipelineError>
@@ -484,12 +500,11 @@ impl<'p, T: Send + 'static> Flow<'p, T> {
         I: Fn(usize) -> S + Send + Sync + 'static,
         E: Fn(&mut S, T) + Send + Sync + 'static,
     {
-        StageSpec::new(name, workers).validate()?;
         let (tx, rx) = crossbeam_channel::unbounded::<S>();
-        let extras: Vec<Sender<S>> = (0..workers).map(|_| tx.clone()).collect();
+        let extras: Vec<Sender<S>> = (0..workers.get()).map(|_| tx.clone()).collect();
         drop(tx);
         let each = Arc::new(each);
-        self.spawn(name, workers, extras, move |i, _metrics, tx| {
+        self.spawn(name, workers.get(), extras, move |i, _metrics, tx| {
             let mut state = Some(init(i));
             let each = each.clone();
             move |item: Option<T>| match item {
@@ -536,6 +551,9 @@ impl<'p, T: Send + 'static> Flow<'p, T> {
         pipeline.stages.push(metrics.clone());
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(workers)
+            // Every worker body runs under `catch_unwind`; this is only a backstop so a
+            // panic that escapes it can never abort the process.
+            .panic_handler(|_| {})
             .thread_name({
                 let name = name.to_string();
                 move |i| format!("ferry-{name}-{i}")
@@ -568,11 +586,26 @@ impl<'p, T: Send + 'static> Flow<'p, T> {
                 worker: i,
             });
             let Kit { rx, extra, exit } = kit;
-            let mut handler = make_worker(i, &metrics, extra);
-            let (items, panic) = worker_loop(&rx, &metrics, cancel.as_ref(), &mut handler);
-            drop(rx);
-            handler(None);
-            drop(handler);
+            let (items, panic) =
+                match catch_unwind(AssertUnwindSafe(|| make_worker(i, &metrics, extra))) {
+                    Ok(mut handler) => {
+                        let (items, mut panic) =
+                            worker_loop(&rx, &metrics, cancel.as_ref(), &mut handler);
+                        drop(rx);
+                        if let Err(p) = catch_unwind(AssertUnwindSafe(|| handler(None))) {
+                            panic.get_or_insert_with(|| panic_message(&p));
+                        }
+                        drop(handler);
+                        (items, panic)
+                    }
+                    // The factory panicked: this worker never starts; its channel ends
+                    // were dropped in the unwind, so the others are not held up.
+                    Err(p) => {
+                        metrics.panics.fetch_add(1, Relaxed);
+                        drop(rx);
+                        (0, Some(format!("in setup: {}", panic_message(&p))))
+                    }
+                };
             if let Some(message) = &panic {
                 notify(&observer, || EngineEvent::Panic {
                     stage: stage.clone(),

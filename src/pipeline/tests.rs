@@ -2,6 +2,10 @@ use super::*;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+fn nz(n: usize) -> NonZeroUsize {
+    NonZeroUsize::new(n).expect("a count of at least 1")
+}
+
 /// Runs `f` on a thread and fails the test if it does not finish in time, instead of
 /// hanging CI.
 fn watchdog<R: Send + 'static>(secs: u64, f: impl FnOnce() -> R + Send + 'static) -> R {
@@ -32,10 +36,10 @@ fn toy_stages_fan_out_and_a_fourth_stage() {
     watchdog(60, || {
         let mut p = Pipeline::new(CancelToken::new());
         let out = p
-            .source("numbers", 2, counting_producers(3, 100))
+            .source("numbers", nz(2), counting_producers(3, 100))
             .unwrap()
             // Stage that emits several outputs per input: n → n copies of... (n % 3) + 1.
-            .stage(StageSpec::new("fan", 2).queue(1), |_| {
+            .stage(StageSpec::new("fan", nz(2)).queue(nz(1)), |_| {
                 |n: u64, out: &Emitter<u64>| {
                     for _ in 0..(n % 3) + 1 {
                         if out.emit(n).is_err() {
@@ -45,14 +49,14 @@ fn toy_stages_fan_out_and_a_fourth_stage() {
                 }
             })
             .unwrap()
-            .stage(StageSpec::new("square", 3).queue(2), |_| {
+            .stage(StageSpec::new("square", nz(3)).queue(nz(2)), |_| {
                 |n: u64, out: &Emitter<u64>| {
                     let _ = out.emit(n * n);
                 }
             })
             .unwrap()
             // "Stage 4: validate" is one line at the call site.
-            .stage(StageSpec::new("validate", 1).queue(3), |_| {
+            .stage(StageSpec::new("validate", nz(1)).queue(nz(3)), |_| {
                 |n: u64, out: &Emitter<(u64, bool)>| {
                     let _ = out.emit((n, (n as f64).sqrt().fract() == 0.0));
                 }
@@ -60,7 +64,7 @@ fn toy_stages_fan_out_and_a_fourth_stage() {
             .unwrap()
             .collect(
                 "sum",
-                2,
+                nz(2),
                 |_| (0u64, 0u64),
                 |acc: &mut (u64, u64), (n, ok)| {
                     assert!(ok);
@@ -91,24 +95,108 @@ fn toy_stages_fan_out_and_a_fourth_stage() {
 }
 
 #[test]
-fn zero_workers_or_capacity_is_rejected() {
+fn a_source_without_producers_is_rejected() {
     let mut p = Pipeline::new(CancelToken::new());
     assert!(matches!(
-        p.source::<u64>("s", 0, counting_producers(1, 1)),
-        Err(PipelineError::InvalidSpec { .. })
+        p.source::<u64>("s", nz(1), Vec::new()),
+        Err(PipelineError::NoProducers { .. })
     ));
-    let mut p = Pipeline::new(CancelToken::new());
-    let flow = p.source("s", 1, counting_producers(1, 1)).unwrap();
-    let r = flow.stage(StageSpec::new("none", 0), |_| {
-        |_n: u64, _o: &Emitter<u64>| {}
+}
+
+/// Engine events seen by an observer, for tests that check what was reported.
+fn observed(p: &mut Pipeline) -> crossbeam_channel::Receiver<EngineEvent> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    p.observe(move |e| {
+        let _ = tx.send(e.clone());
     });
-    assert!(matches!(
-        r,
-        Err(PipelineError::InvalidSpec {
-            what: "workers",
-            ..
-        })
-    ));
+    rx
+}
+
+#[test]
+fn a_handler_that_panics_on_its_nth_item_is_reported_and_the_run_ends() {
+    watchdog(60, || {
+        let mut p = Pipeline::new(CancelToken::new());
+        let events = observed(&mut p);
+        let got = p
+            .source("n", nz(1), counting_producers(2, 200))
+            .unwrap()
+            .stage(StageSpec::new("nth", nz(2)).queue(nz(1)), |_| {
+                let mut seen = 0;
+                move |n: u64, out: &Emitter<u64>| {
+                    seen += 1;
+                    assert!(seen != 10, "the tenth item");
+                    let _ = out.emit(n);
+                }
+            })
+            .unwrap()
+            .collect("count", nz(1), |_| 0u64, |c: &mut u64, _| *c += 1)
+            .unwrap();
+        let err = p.wait().unwrap_err();
+        assert!(
+            matches!(&err, PipelineError::Panicked { stage, message } if stage == "nth" && message.contains("tenth")),
+            "{err}"
+        );
+        // Each of the two workers lost its tenth item, and only that.
+        assert_eq!(got.into_vec(), vec![398]);
+        let panics: Vec<String> = events
+            .try_iter()
+            .filter(|e| matches!(e, EngineEvent::Panic { .. }))
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(panics.len(), 2, "{panics:?}");
+        assert!(panics[0].starts_with("nth worker panicked: the tenth item"));
+    });
+}
+
+#[test]
+fn a_factory_that_panics_ends_its_worker_and_the_others_carry_on() {
+    watchdog(60, || {
+        let mut p = Pipeline::new(CancelToken::new());
+        let events = observed(&mut p);
+        let got = p
+            .source("n", nz(2), counting_producers(1, 100))
+            .unwrap()
+            .stage(StageSpec::new("setup", nz(2)), |i| {
+                assert!(i != 0, "no worker 0 today");
+                |n: u64, out: &Emitter<u64>| {
+                    let _ = out.emit(n);
+                }
+            })
+            .unwrap()
+            .collect("count", nz(1), |_| 0u64, |c: &mut u64, _| *c += 1)
+            .unwrap();
+        let err = p.wait().unwrap_err();
+        assert!(
+            matches!(&err, PipelineError::Panicked { stage, message } if stage == "setup" && message.contains("no worker 0")),
+            "{err}"
+        );
+        assert_eq!(got.into_vec(), vec![100]);
+        assert!(events.try_iter().any(
+            |e| matches!(e, EngineEvent::Panic { message, .. } if message.contains("in setup"))
+        ));
+    });
+}
+
+#[test]
+fn when_every_factory_panics_the_run_still_ends() {
+    watchdog(60, || {
+        let mut p = Pipeline::new(CancelToken::new());
+        let got = p
+            .source("n", nz(1), counting_producers(2, 1000))
+            .unwrap()
+            .stage(StageSpec::new("broken", nz(2)).queue(nz(1)), |_| {
+                panic!("cannot start");
+                #[allow(unreachable_code)]
+                |n: u64, out: &Emitter<u64>| {
+                    let _ = out.emit(n);
+                }
+            })
+            .unwrap()
+            .collect("count", nz(1), |_| 0u64, |c: &mut u64, _| *c += 1)
+            .unwrap();
+        assert!(matches!(p.wait(), Err(PipelineError::Panicked { .. })));
+        assert_eq!(got.into_vec(), vec![0]);
+    });
 }
 
 #[test]
@@ -116,16 +204,16 @@ fn a_panicking_item_is_reported_and_the_rest_go_on() {
     watchdog(60, || {
         let mut p = Pipeline::new(CancelToken::new());
         let got = p
-            .source("n", 4, counting_producers(1, 50))
+            .source("n", nz(4), counting_producers(1, 50))
             .unwrap()
-            .stage(StageSpec::new("picky", 2), |_| {
+            .stage(StageSpec::new("picky", nz(2)), |_| {
                 |n: u64, out: &Emitter<u64>| {
                     assert!(n != 7, "seven is bad");
                     let _ = out.emit(n);
                 }
             })
             .unwrap()
-            .collect("count", 1, |_| 0u64, |c: &mut u64, _| *c += 1)
+            .collect("count", nz(1), |_| 0u64, |c: &mut u64, _| *c += 1)
             .unwrap();
         let err = p.wait().unwrap_err();
         assert!(
@@ -149,9 +237,9 @@ fn cancel_does_not_wait_for_a_producer_stuck_in_a_read() {
         })];
         let (seen_tx, seen_rx) = crossbeam_channel::bounded(1);
         let got = p
-            .source("stdin", 1, producers)
+            .source("stdin", nz(1), producers)
             .unwrap()
-            .stage(StageSpec::new("echo", 1), move |_| {
+            .stage(StageSpec::new("echo", nz(1)), move |_| {
                 let seen = seen_tx.clone();
                 move |n: u64, out: &Emitter<u64>| {
                     let _ = seen.try_send(());
@@ -159,7 +247,7 @@ fn cancel_does_not_wait_for_a_producer_stuck_in_a_read() {
                 }
             })
             .unwrap()
-            .collect("c", 1, |_| 0u64, |c: &mut u64, _| *c += 1)
+            .collect("c", nz(1), |_| 0u64, |c: &mut u64, _| *c += 1)
             .unwrap();
         seen_rx.recv().unwrap();
         cancel.cancel(CancelReason::Interrupted);
@@ -244,10 +332,10 @@ fn stress_tiny_tasks_capacity_one_random_delays_and_cancellation() {
             };
             let c2 = cancel.clone();
             let collected = p
-                .source("src", 1, producers)
+                .source("src", nz(1), producers)
                 .unwrap()
                 .stage(
-                    StageSpec::new("a", 1 + (round as usize % 3)).queue(1),
+                    StageSpec::new("a", nz(1 + (round as usize % 3))).queue(nz(1)),
                     move |_| {
                         let c2 = c2.clone();
                         move |t: Tracked, out: &Emitter<Tracked>| {
@@ -260,7 +348,7 @@ fn stress_tiny_tasks_capacity_one_random_delays_and_cancellation() {
                     },
                 )
                 .unwrap()
-                .stage(StageSpec::new("b", 2).queue(1), move |_| {
+                .stage(StageSpec::new("b", nz(2)).queue(nz(1)), move |_| {
                     move |t: Tracked, out: &Emitter<Tracked>| {
                         delay(t.id + 7);
                         let _ = out.emit(t);
@@ -269,7 +357,7 @@ fn stress_tiny_tasks_capacity_one_random_delays_and_cancellation() {
                 .unwrap()
                 .collect(
                     "sink",
-                    1 + (round as usize % 2),
+                    nz(1 + (round as usize % 2)),
                     |_| Vec::new(),
                     |ids: &mut Vec<u64>, mut t: Tracked| {
                         t.consumed = true;

@@ -1,7 +1,9 @@
 //! The reporter thread: owns stderr, draws the indicatif bars, prints log lines.
 
-use super::{human_bytes, Event, Level, Log};
-use crate::metrics::{RunMetrics, StageMetrics};
+use super::log::{Event, Level, Log};
+use crate::metrics::RunMetrics;
+use crate::pipeline::StageMetrics;
+use crate::words::human_bytes;
 use crossbeam_channel::{Receiver, Sender};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;

@@ -1,14 +1,17 @@
 //! The end-of-run summary: the same numbers as text for people and JSON for programs.
 
-use super::human_bytes;
-use crate::error::ExitCode;
-use crate::metrics::StageMetrics;
-use crate::pipeline::CancelReason;
+use crate::error::{ExitCode, FileError, Stage};
+use crate::metrics::RunMetrics;
+use crate::pipeline::{CancelReason, StageMetrics};
+use crate::words::human_bytes;
 use serde::Serialize;
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// File and byte counts. `succeeded + skipped + failed + cancelled == discovered`.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -49,8 +52,8 @@ pub struct StageSummary {
 }
 
 impl StageSummary {
-    /// Reads a stage's final metrics.
-    pub fn from_metrics(m: &StageMetrics) -> Self {
+    /// Reads a stage's final metrics; `retries` is ferry's own count for the stage.
+    pub fn from_metrics(m: &StageMetrics, retries: u64) -> Self {
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
         StageSummary {
             name: m.name.clone(),
@@ -59,7 +62,7 @@ impl StageSummary {
             busy_s: m.busy_time().as_secs_f64(),
             p50_ms: ms(m.latency.quantile(0.5)),
             p99_ms: ms(m.latency.quantile(0.99)),
-            retries: m.retries.load(Relaxed),
+            retries,
         }
     }
 }
@@ -73,21 +76,21 @@ pub struct Failure {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path_bytes: Option<Vec<u8>>,
     /// The stage where it failed.
-    pub stage: String,
+    pub stage: Stage,
     /// The cause.
     pub error: String,
 }
 
 impl Failure {
     /// A failure of `path` in `stage`.
-    pub fn new(path: &Path, stage: &str, error: &str) -> Self {
+    pub fn new(path: &Path, stage: Stage, error: &FileError) -> Self {
         Failure {
             path: path.to_string_lossy().into_owned(),
             path_bytes: path
                 .to_str()
                 .is_none()
                 .then(|| path.as_os_str().as_bytes().to_vec()),
-            stage: stage.to_string(),
+            stage,
             error: error.to_string(),
         }
     }
@@ -119,6 +122,77 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// The summary of a finished run: the counters as the collectors left them, every
+    /// stage's numbers, and the failures. A file discovered but never finished (left in
+    /// the bridge by a cancel, or lost to a bug) is counted, never dropped silently.
+    pub fn build(
+        metrics: &RunMetrics,
+        stages: &[Arc<StageMetrics>],
+        mut failures: Vec<Failure>,
+        reason: Option<CancelReason>,
+        warnings: Vec<String>,
+        sink: String,
+        elapsed: Duration,
+    ) -> Self {
+        let get = |a: &AtomicU64| a.load(Relaxed);
+        let mut totals = Totals {
+            discovered: get(&metrics.discovered),
+            succeeded: get(&metrics.succeeded),
+            skipped: get(&metrics.skipped),
+            failed: get(&metrics.failed),
+            cancelled: get(&metrics.cancelled),
+            bytes_in: get(&metrics.bytes_in),
+            bytes_out: get(&metrics.bytes_out),
+        };
+        let unaccounted = totals.discovered.saturating_sub(metrics.finished());
+        if unaccounted > 0 {
+            if reason.is_some() {
+                totals.cancelled += unaccounted;
+            } else {
+                totals.failed += unaccounted;
+                let lost = Failure::new(Path::new("(unknown)"), Stage::Pipeline, &FileError::Lost);
+                failures.extend(std::iter::repeat_n(lost, unaccounted as usize));
+            }
+        }
+        let secs = elapsed.as_secs_f64().max(1e-9);
+        let retries = get(&metrics.retries);
+        Summary {
+            duration_s: elapsed.as_secs_f64(),
+            mib_per_s: get(&metrics.bytes_read) as f64 / (1024.0 * 1024.0) / secs,
+            files_per_s: (totals.succeeded + totals.skipped + totals.failed) as f64 / secs,
+            totals,
+            sink,
+            stages: stages
+                .iter()
+                .map(|m| {
+                    StageSummary::from_metrics(m, if m.name == "upload" { retries } else { 0 })
+                })
+                .collect(),
+            failures,
+            cancelled: reason.map(|r| r.to_string()),
+            cancel_reason: reason,
+            warnings,
+        }
+    }
+
+    /// Writes the JSON report to `target`, or to stdout for `-` (where a closed pipe, as
+    /// in `ferry … --report - | head`, is not an error).
+    ///
+    /// # Errors
+    /// The I/O error, when the report could not be written.
+    pub fn write_report(&self, target: &Path) -> std::io::Result<()> {
+        let json = self.to_json();
+        if target.as_os_str() == "-" {
+            let mut out = std::io::stdout().lock();
+            match writeln!(out, "{json}").and_then(|_| out.flush()) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                r => r,
+            }
+        } else {
+            std::fs::write(target, format!("{json}\n"))
+        }
+    }
+
     /// The process exit code this outcome calls for (design promise 6).
     pub fn exit_code(&self) -> ExitCode {
         match self.cancel_reason {
@@ -203,7 +277,11 @@ mod tests {
             files_per_s: 3.0,
             sink: "dir:x".into(),
             stages: vec![],
-            failures: vec![Failure::new(Path::new("a"), "load", "permission denied")],
+            failures: vec![Failure::new(
+                Path::new("a"),
+                Stage::Load,
+                &FileError::Io(std::io::Error::from_raw_os_error(libc::EACCES)),
+            )],
             cancelled: None,
             cancel_reason: None,
             warnings: vec![],
@@ -221,6 +299,7 @@ mod tests {
             assert!(v["totals"][k].is_u64(), "{k}");
         }
         assert_eq!(v["failures"][0]["error"], "permission denied");
+        assert_eq!(v["failures"][0]["stage"], "load");
         assert!(v["failures"][0].get("path_bytes").is_none());
         assert_eq!(s.exit_code(), ExitCode::Failures);
         assert!(s.render_text().contains("1 failed"));

@@ -1,7 +1,7 @@
 //! `dir:PATH` — objects as files in a local directory, made visible atomically.
 
-use super::{ObjectMeta, Receipt, Sink, SinkError, SinkOptions, Upload};
-use crate::error::io_words;
+use super::api::{ObjectMeta, Receipt, Sink, SinkError, SinkOptions, Upload};
+use crate::words::io_words;
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::{self, File};
@@ -97,9 +97,8 @@ impl Sink for DirSink {
             .unwrap_or_else(|e| e.into_inner())
             .contains(dir.as_os_str());
         if !known {
-            fs::create_dir_all(dir).map_err(|e| {
-                SinkError::Upload(format!("cannot create {}: {}", dir.display(), io_words(&e)))
-            })?;
+            fs::create_dir_all(dir)
+                .map_err(|e| SinkError::io(format!("cannot create {}", dir.display()), e))?;
             self.made
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -114,7 +113,7 @@ impl Sink for DirSink {
             }
             r => r,
         }
-        .map_err(|e| SinkError::Upload(format!("cannot create output: {}", io_words(&e))))?;
+        .map_err(|e| SinkError::io("cannot create output", e))?;
         Ok(Box::new(DirUpload {
             file: Some(file),
             written: 0,
@@ -158,7 +157,7 @@ impl Sink for DirSink {
     }
 
     fn read_object(&self, key: &Path) -> Result<Vec<u8>, SinkError> {
-        fs::read(self.root.join(key)).map_err(|e| SinkError::Upload(io_words(&e)))
+        fs::read(self.root.join(key)).map_err(|e| SinkError::io("", e))
     }
 }
 
@@ -180,16 +179,16 @@ impl Upload for DirUpload {
         let file = self
             .file
             .as_mut()
-            .ok_or_else(|| SinkError::Upload("write after commit".into()))?;
+            .ok_or(SinkError::Misuse("write after commit"))?;
         file.write_all(bytes)
-            .map_err(|e| SinkError::Upload(format!("write failed: {}", io_words(&e))))?;
+            .map_err(|e| SinkError::io("write failed", e))?;
         self.written += bytes.len() as u64;
         Ok(())
     }
 
     fn commit(&mut self) -> Result<Receipt, SinkError> {
         let Some(file) = self.file.take() else {
-            return Err(SinkError::Upload("committed twice".into()));
+            return Err(SinkError::Misuse("committed twice"));
         };
         let finish = || -> std::io::Result<()> {
             if let Some(t) = self.mtime {
@@ -203,7 +202,7 @@ impl Upload for DirUpload {
         };
         finish().map_err(|e| {
             let _ = fs::remove_file(&self.temp);
-            SinkError::Upload(format!("cannot finish output: {}", io_words(&e)))
+            SinkError::io("cannot finish output", e)
         })?;
         Ok(Receipt {
             bytes: self.written,

@@ -11,7 +11,7 @@
 //! starts, before the CRC is known). `object_store` already retries failed requests
 //! with backoff, so its errors reach ferry as permanent.
 
-use super::{ObjectMeta, Receipt, Sink, SinkError, Upload};
+use super::api::{ObjectMeta, Receipt, Sink, SinkError, Upload};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjPath;
 use object_store::{
@@ -62,16 +62,6 @@ pub struct S3Sink {
     spec: S3Spec,
 }
 
-fn words(e: &object_store::Error) -> String {
-    match e {
-        object_store::Error::PermissionDenied { .. }
-        | object_store::Error::Unauthenticated { .. } => {
-            format!("access denied ({e}); check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
-        }
-        other => other.to_string(),
-    }
-}
-
 impl S3Sink {
     /// Connects and checks, with one listing request, that the bucket exists and the
     /// credentials work — before any file is read.
@@ -119,7 +109,7 @@ impl S3Sink {
                         spec.bucket
                     ))
                 } else {
-                    setup(words(&e))
+                    setup(SinkError::Store(e).to_string())
                 }
             })?;
         Ok(S3Sink {
@@ -154,7 +144,7 @@ fn run<T>(
                 .map_err(|_| SinkError::TimedOut)?
         }
     };
-    result.map_err(|e| SinkError::Upload(words(&e)))
+    result.map_err(SinkError::Store)
 }
 
 impl Sink for S3Sink {
@@ -212,7 +202,7 @@ impl Sink for S3Sink {
         got.map(|b| b.map(|b| b.to_vec()))
             .map_err(|e| SinkError::Setup {
                 target: self.describe(),
-                cause: format!("cannot read {name}: {}", words(&e)),
+                cause: format!("cannot read {name}: {}", SinkError::Store(e)),
             })
     }
 
@@ -222,8 +212,8 @@ impl Sink for S3Sink {
             .block_on(async { self.store.get(&path).await?.bytes().await })
             .map(|b| b.to_vec())
             .map_err(|e| match e {
-                object_store::Error::NotFound { .. } => SinkError::Upload("no such object".into()),
-                other => SinkError::Upload(words(&other)),
+                object_store::Error::NotFound { .. } => SinkError::NoSuchObject,
+                other => SinkError::Store(other),
             })
     }
 

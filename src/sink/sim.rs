@@ -7,7 +7,7 @@
 //! The sink checksums what it accepts, so the run can prove that what arrived is what was
 //! sent.
 
-use super::{ObjectMeta, Receipt, Sink, SinkError, Upload};
+use super::api::{ObjectMeta, Receipt, Sink, SinkError, Upload};
 use crate::pipeline::CancelToken;
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
@@ -194,7 +194,7 @@ impl Inner {
         let stop_at = deadline.map_or(until, |d| d.min(until));
         let wait = stop_at.saturating_duration_since(Instant::now());
         if self.cancel.wait_timeout(wait) {
-            return Err(SinkError::Upload("cancelled".into()));
+            return Err(SinkError::Cancelled);
         }
         if let Some(d) = deadline {
             if d < until {
@@ -203,7 +203,7 @@ impl Inner {
         }
         let p = (mix(&[draw, 2]) >> 11) as f64 / (1u64 << 53) as f64;
         if p < self.spec.fail {
-            return Err(SinkError::Transient("simulated network failure".into()));
+            return Err(SinkError::Simulated);
         }
         Ok(())
     }
@@ -218,7 +218,7 @@ impl Sink for SimSink {
             s.jitter,
             s.bandwidth.map_or("unlimited".into(), |b| format!(
                 "{}/s",
-                crate::report::human_bytes(b)
+                crate::words::human_bytes(b)
             )),
             s.fail,
             s.seed

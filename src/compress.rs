@@ -1,0 +1,102 @@
+//! The compress stage: deflates each segment into a piece, with a compressor of its own per
+//! worker. A `Stop` passes through untouched, so every file's stream still ends.
+//!
+//! A panic while deflating is caught here, where the piece's file is known: the piece
+//! becomes a `Stop` that fails that file, and the upload stage closes it as usual. (The
+//! engine would catch it too, but could not say which file it was.)
+
+use crate::error::{FileError, Stage};
+use crate::gzip::{self, SegmentCompressor};
+use crate::pipeline::Emitter;
+use crate::task::{FileCtx, Packed, PackedBody, Segment, SegmentBody, Verdict};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// One compress worker: its reusable deflate state.
+pub struct Compressor {
+    deflate: SegmentCompressor,
+}
+
+impl Compressor {
+    /// A worker compressing at gzip `level` (0–9).
+    pub fn new(level: u32) -> Self {
+        Compressor {
+            deflate: SegmentCompressor::new(level),
+        }
+    }
+
+    /// Compresses one segment and emits its piece (or passes its `Stop` on).
+    pub fn handle(&mut self, s: Segment, out: &Emitter<Packed>) {
+        let body = match s.body {
+            // From load: nothing follows it.
+            SegmentBody::Stop(verdict) => PackedBody::Stop {
+                verdict,
+                last: true,
+            },
+            SegmentBody::Data { last, .. } if out.is_cancelled() => PackedBody::Stop {
+                verdict: Verdict::Cancelled,
+                last,
+            },
+            SegmentBody::Data {
+                data,
+                dict,
+                last,
+                permit,
+            } => match s.file.timed_out() {
+                Some(e) => PackedBody::Stop {
+                    verdict: Verdict::failed(Stage::Compress, e),
+                    last,
+                },
+                None => {
+                    let deflate = &mut self.deflate;
+                    let file = &s.file;
+                    let result = catch_unwind(AssertUnwindSafe(|| {
+                        injected_panic(file);
+                        deflate.compress(&data, dict.as_deref(), last)
+                    }));
+                    match result {
+                        Ok(Ok(deflate)) => PackedBody::Data {
+                            deflate,
+                            crc: gzip::crc32(&data),
+                            len: data.len() as u64,
+                            last,
+                            permit,
+                        },
+                        Ok(Err(e)) => PackedBody::Stop {
+                            verdict: Verdict::failed(Stage::Compress, FileError::Compress(e)),
+                            last,
+                        },
+                        Err(panic) => {
+                            // The deflate state may be half-updated: start afresh.
+                            self.deflate = SegmentCompressor::new(self.deflate.level());
+                            let error = FileError::Panicked {
+                                stage: Stage::Compress,
+                                message: crate::error::panic_message(&*panic),
+                            };
+                            PackedBody::Stop {
+                                verdict: Verdict::failed(Stage::Compress, error),
+                                last,
+                            }
+                        }
+                    }
+                }
+            },
+        };
+        let _ = out.emit(Packed {
+            file: s.file,
+            index: s.index,
+            body,
+        });
+    }
+}
+
+/// Test builds only: panics on a file named `ferry-test-panic-in-compress`, so the tests
+/// can show that a panic fails that file alone.
+#[cfg(test)]
+fn injected_panic(file: &FileCtx) {
+    if file.path.file_name() == Some("ferry-test-panic-in-compress".as_ref()) {
+        panic!("injected compress panic");
+    }
+}
+
+#[cfg(not(test))]
+fn injected_panic(_: &FileCtx) {}

@@ -1,0 +1,24 @@
+//! Ctrl-C and SIGTERM for the binary: the first cancels the run (the summary still
+//! prints, exit 130), the second exits at once.
+
+use crate::error::ExitCode;
+use crate::pipeline::{CancelReason, CancelToken};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Cancels `token` on the first Ctrl-C or SIGTERM and exits with 130 on the second.
+/// Prints a warning (and goes on without) if the handler cannot be installed.
+pub fn cancel_on_ctrl_c(token: &CancelToken) {
+    let token = token.clone();
+    let presses = AtomicUsize::new(0);
+    let handler = ctrlc::set_handler(move || {
+        if presses.fetch_add(1, Ordering::SeqCst) == 0 {
+            token.cancel(CancelReason::Interrupted);
+            eprintln!("ferry: interrupted; finishing up (press Ctrl-C again to quit now)");
+        } else {
+            std::process::exit(ExitCode::Interrupted.code().into());
+        }
+    });
+    if let Err(e) = handler {
+        eprintln!("ferry: warning: cannot handle Ctrl-C ({e})");
+    }
+}

@@ -1,0 +1,76 @@
+//! The collector stage's state: every outcome counted in the run's metrics, failures
+//! listed for the summary, deliveries kept for the manifest.
+
+use crate::manifest::Entry;
+use crate::metrics::RunMetrics;
+use crate::report::{Failure, Log};
+use crate::task::{Outcome, Verdict};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+/// One collector's record of the outcomes it saw. Counts live in [`RunMetrics`], so
+/// progress, summary and report read the same numbers.
+pub struct Ledger {
+    metrics: Arc<RunMetrics>,
+    log: Log,
+    /// Files that failed, with stage and cause.
+    pub failures: Vec<Failure>,
+    /// Files delivered, for the manifest.
+    pub records: Vec<Entry>,
+}
+
+impl Clone for Ledger {
+    /// A fresh, empty ledger counting into the same metrics (one per collector worker).
+    fn clone(&self) -> Self {
+        Ledger::new(self.metrics.clone(), self.log.clone())
+    }
+}
+
+impl Ledger {
+    /// An empty ledger.
+    pub fn new(metrics: Arc<RunMetrics>, log: Log) -> Self {
+        Ledger {
+            metrics,
+            log,
+            failures: Vec::new(),
+            records: Vec::new(),
+        }
+    }
+
+    /// Counts one file's outcome.
+    pub fn record(&mut self, o: Outcome) {
+        let m = &self.metrics;
+        match o.result {
+            Ok(entry) => {
+                m.bytes_in.fetch_add(entry.size, Relaxed);
+                m.bytes_out.fetch_add(entry.bytes_out, Relaxed);
+                self.records.push(entry);
+                m.succeeded.fetch_add(1, Relaxed);
+            }
+            Err(Verdict::Skipped(why)) => {
+                self.log
+                    .info(|| format!("[skip] {}: {why}", o.path.display()));
+                m.skipped.fetch_add(1, Relaxed);
+            }
+            Err(Verdict::Failed { stage, error }) => {
+                self.log.file_error(&o.path, &error);
+                self.failures.push(Failure::new(&o.path, stage, &error));
+                m.failed.fetch_add(1, Relaxed);
+            }
+            Err(Verdict::Cancelled) => {
+                m.cancelled.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// The failures and deliveries of every collector, together.
+    pub fn merge(ledgers: Vec<Ledger>) -> (Vec<Failure>, Vec<Entry>) {
+        let mut failures = Vec::new();
+        let mut records = Vec::new();
+        for l in ledgers {
+            failures.extend(l.failures);
+            records.extend(l.records);
+        }
+        (failures, records)
+    }
+}

@@ -1,0 +1,188 @@
+//! The contract every sink keeps: the [`Sink`] and [`Upload`] traits, what they are told
+//! ([`ObjectMeta`], [`SinkOptions`]) and what they answer ([`Receipt`], [`SinkError`]).
+
+use crate::pipeline::CancelToken;
+use crate::words::io_words;
+use std::path::Path;
+use std::time::{Instant, SystemTime};
+
+/// A sink failure: setup problems are fatal to the run, upload problems to one file.
+///
+/// Whether a failure is worth retrying is decided from its typed cause
+/// ([`SinkError::is_transient`]), never from its message.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The `--to` value could not be understood.
+    #[error("bad sink '{spec}': {why}")]
+    BadSpec {
+        /// What the user typed.
+        spec: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The sink cannot be used at all (unwritable directory, no such bucket, …).
+    #[error("cannot use output {target}: {cause}")]
+    Setup {
+        /// The sink's location.
+        target: String,
+        /// Why not, in words.
+        cause: String,
+    },
+    /// A local file operation failed; `context` says which (`write failed`), if anything.
+    #[error("{}", io_text(context, source))]
+    Io {
+        /// What was being done.
+        context: String,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The object store refused (after its own retries).
+    #[cfg(feature = "s3")]
+    #[error("{}", store_words(.0))]
+    Store(#[source] object_store::Error),
+    /// The object to read back does not exist.
+    #[error("no such object")]
+    NoSuchObject,
+    /// The `sim:` sink's injected failure of one request (transient by design).
+    #[error("simulated network failure")]
+    Simulated,
+    /// The file's deadline passed while waiting on the sink.
+    #[error("the file's deadline passed while waiting on the sink")]
+    TimedOut,
+    /// The run was cancelled while waiting on the sink.
+    #[error("cancelled")]
+    Cancelled,
+    /// The sink was used out of order (write after commit, …): a bug, never retried.
+    #[error("{0}")]
+    Misuse(&'static str),
+}
+
+impl SinkError {
+    /// Whether retrying the same operation may succeed: an injected network failure, or a
+    /// local I/O error of a kind that passes (interrupted, would block, timed out).
+    pub fn is_transient(&self) -> bool {
+        use std::io::ErrorKind as K;
+        match self {
+            SinkError::Simulated => true,
+            SinkError::Io { source, .. } => matches!(
+                source.kind(),
+                K::Interrupted | K::WouldBlock | K::TimedOut | K::ConnectionReset
+            ),
+            _ => false,
+        }
+    }
+
+    /// An [`SinkError::Io`] saying what was being done.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        SinkError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// `context: words`, or the words alone without a context.
+fn io_text(context: &str, e: &std::io::Error) -> String {
+    match context {
+        "" => io_words(e),
+        c => format!("{c}: {}", io_words(e)),
+    }
+}
+
+/// An object store error in words, with what to check when access is denied.
+#[cfg(feature = "s3")]
+fn store_words(e: &object_store::Error) -> String {
+    match e {
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => {
+            format!("access denied ({e}); check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// What a sink learns about the object it stores.
+#[derive(Debug, Clone)]
+pub struct ObjectMeta {
+    /// The source file's modification time, to stamp on the object where possible.
+    pub mtime: Option<SystemTime>,
+    /// The source file's size.
+    pub source_size: u64,
+    /// When the file's `--task-timeout` runs out; waits on the sink must end by then.
+    pub deadline: Option<Instant>,
+}
+
+/// What the sink says it received for one committed object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    /// Bytes stored (or, for `sim:`, accepted).
+    pub bytes: u64,
+    /// CRC-32 of the bytes as the sink received them, when it computes one.
+    pub crc32: Option<u32>,
+}
+
+/// A destination for objects.
+pub trait Sink: Send + Sync {
+    /// A short description for logs and the summary (`dir:out`).
+    fn describe(&self) -> String;
+    /// Starts writing the object `key`; nothing is visible under `key` until commit.
+    ///
+    /// # Errors
+    /// a [`SinkError`] if the object cannot be started.
+    fn begin(&self, key: &Path, meta: &ObjectMeta) -> Result<Box<dyn Upload>, SinkError>;
+    /// Whether object `key` exists with `len` bytes (a rerun's skip check).
+    fn has(&self, key: &Path, len: u64) -> bool;
+    /// Reads the named metadata object (the manifest) at the sink root, if present.
+    ///
+    /// # Errors
+    /// [`SinkError::Setup`] if it exists but cannot be read.
+    fn read_meta(&self, name: &str) -> Result<Option<Vec<u8>>, SinkError>;
+    /// Replaces the named metadata object atomically.
+    ///
+    /// # Errors
+    /// a [`SinkError`] if it cannot be written.
+    fn write_meta(&self, name: &str, bytes: &[u8]) -> Result<(), SinkError>;
+    /// The local directory behind the sink, so the walk can leave it out of the inputs.
+    fn local_root(&self) -> Option<&Path> {
+        None
+    }
+    /// Reads a stored object back whole (for `ferry verify`).
+    ///
+    /// # Errors
+    /// [`SinkError::NoSuchObject`] if it is missing, another error if unreadable, and
+    /// [`SinkError::Misuse`] if the sink stores nothing.
+    fn read_object(&self, key: &Path) -> Result<Vec<u8>, SinkError> {
+        let _ = key;
+        Err(SinkError::Misuse("this sink keeps no objects to read back"))
+    }
+}
+
+/// One object being written.
+pub trait Upload: Send {
+    /// Appends bytes.
+    ///
+    /// # Errors
+    /// a [`SinkError`] on a write failure; the caller then aborts.
+    fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError>;
+    /// Tells the upload the source's CRC-32, known only once every piece is written;
+    /// called just before `commit`, for sinks that store it as metadata.
+    fn source_crc32(&mut self, _crc: u32) {}
+    /// Makes the object visible, whole, and says what arrived. After a transient error it
+    /// may be called again.
+    ///
+    /// # Errors
+    /// [`SinkError`]; nothing is visible then.
+    fn commit(&mut self) -> Result<Receipt, SinkError>;
+    /// Drops the object; nothing is left behind. Safe to call more than once.
+    fn abort(&mut self);
+}
+
+/// Options that shape how sinks deliver.
+#[derive(Debug, Clone, Default)]
+pub struct SinkOptions {
+    /// fsync each object before it becomes visible (durable against power loss, slower).
+    pub fsync: bool,
+    /// The run's token: waits inside a sink end early when it is cancelled.
+    pub cancel: CancelToken,
+}

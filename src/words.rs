@@ -1,0 +1,56 @@
+//! Numbers and OS errors in the words a user expects to read. A leaf: every module may
+//! use it, and it uses none of them.
+
+/// An I/O error in the words a user expects: `permission denied`, `no such file or
+/// directory` — without Rust's `(os error 13)` suffix.
+pub fn io_words(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = match text.find(" (os error") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// Bytes in binary units, as people read them: `1.2 MiB`, `230 KiB`, `17 B`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else if v < 10.0 {
+        format!("{v:.1} {}", UNITS[u])
+    } else {
+        format!("{v:.0} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_read_like_words() {
+        let e = std::io::Error::from_raw_os_error(libc::EACCES);
+        assert_eq!(io_words(&e), "permission denied");
+        let e = std::io::Error::from_raw_os_error(libc::ENOENT);
+        assert_eq!(io_words(&e), "no such file or directory");
+    }
+
+    #[test]
+    fn bytes_read_like_people_write_them() {
+        assert_eq!(human_bytes(17), "17 B");
+        assert_eq!(human_bytes(1024), "1.0 KiB");
+        assert_eq!(human_bytes(230 * 1024), "230 KiB");
+        assert_eq!(human_bytes(1258291), "1.2 MiB");
+    }
+}
