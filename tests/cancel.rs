@@ -3,9 +3,8 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::ffi::OsStr;
+use std::io::Write;
 
 fn interrupt_mid_run(signal: i32) {
     let t = tempfile::tempdir().unwrap();
@@ -14,59 +13,19 @@ fn interrupt_mid_run(signal: i32) {
     let out = t.path().join("out");
     // Paths come from stdin, which stays open: the run cannot end by itself, so the signal
     // is what ends it, and the producer is blocked in a read when it arrives.
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("ferry"))
-        .current_dir(t.path())
-        .args([
-            "--files-from",
-            "-",
-            "-v",
-            "--progress",
-            "never",
-            "--report",
-            "-",
-            "--to",
-        ])
-        .arg(&out)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
+    let args = ["--files-from", "-", "-v", "--report", "-", "--to"];
+    let mut ferry = Running::spawn_in(
+        Some(t.path()),
+        args.iter().map(OsStr::new).chain([out.as_os_str()]),
+    );
+    let stdin = ferry.stdin.as_mut().unwrap();
     stdin.write_all(b"d/first.txt\n").unwrap();
     stdin.flush().unwrap();
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let _ = tx.send(line.unwrap_or_default());
-        }
-    });
     // Wait for the pipeline's own event: the first file delivered.
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("no [done] line within 60 s");
-        if line.contains("[done]") {
-            break;
-        }
-    }
-    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
-    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
-    let mut stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        let mut s = Vec::new();
-        std::io::Read::read_to_end(&mut stdout, &mut s).unwrap();
-        let status = child.wait().unwrap();
-        let _ = done_tx.send((status, s));
-    });
-    let (status, stdout) = done_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("ferry did not exit after the signal");
-    drop(stdin);
+    ferry.wait_for("[done]");
+    ferry.signal(signal);
+    let (status, err, stdout) = ferry.finish();
     assert_eq!(status.code(), Some(130));
-    let err: Vec<String> = rx.try_iter().collect();
-    let err = err.join("\n");
     assert!(err.contains("interrupted"), "{err}");
     assert!(err.contains("1 succeeded"), "{err}");
     let v = report(&stdout);

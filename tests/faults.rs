@@ -6,9 +6,8 @@ mod common;
 
 use common::*;
 use predicates::prelude::*;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 /// Starts ferry with `args`, waits (on its own stderr lines, not a clock) until `ready`
@@ -18,44 +17,11 @@ fn signal_when(
     ready: &str,
     signal: i32,
 ) -> (std::process::ExitStatus, String) {
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("ferry"))
-        .args(args)
-        .args(["--progress", "never"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let _ = tx.send(line.unwrap_or_default());
-        }
-    });
-    let mut seen = Vec::new();
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(120))
-            .unwrap_or_else(|_| panic!("never saw '{ready}'; stderr so far: {seen:?}"));
-        let hit = line.contains(ready);
-        seen.push(line);
-        if hit {
-            break;
-        }
-    }
-    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
-    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
-    std::thread::spawn(move || {
-        let _ = done_tx.send(child.wait().unwrap());
-    });
-    let status = done_rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("ferry did not exit after the signal");
-    // The reader ends when the pipe closes.
-    for line in rx.iter() {
-        seen.push(line);
-    }
-    (status, seen.join("\n"))
+    let mut ferry = Running::spawn(args);
+    ferry.wait_for(ready);
+    ferry.signal(signal);
+    let (status, err, _) = ferry.finish();
+    (status, err)
 }
 
 #[test]
@@ -387,42 +353,31 @@ fn held_back(
     ready: &str,
     act: impl FnOnce(),
 ) -> (std::process::ExitStatus, String, Vec<u8>) {
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("ferry"))
-        .arg(src)
-        .args([
+    let mut args: Vec<&std::ffi::OsStr> = vec![src.as_os_str()];
+    args.extend(
+        [
             "--to",
             "sim:latency=30ms",
             "--memory",
             "32KiB",
             "--segment-size",
             "16KiB",
-        ])
-        .args(["--queue", "1", "--load-workers", "1", "--retries", "0"])
-        .args(["-vv", "--progress", "never", "--report", "-"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap_or_default();
-        let hit = line.contains(ready);
-        seen.push(line);
-        if hit {
-            break;
-        }
-    }
-    assert!(
-        seen.last().is_some_and(|l| l.contains(ready)),
-        "never saw '{ready}': {seen:?}"
+            "--queue",
+            "1",
+            "--load-workers",
+            "1",
+            "--retries",
+            "0",
+            "-vv",
+            "--report",
+            "-",
+        ]
+        .map(std::ffi::OsStr::new),
     );
+    let mut ferry = Running::spawn(args);
+    ferry.wait_for(ready);
     act();
-    for line in lines {
-        seen.push(line.unwrap_or_default());
-    }
-    let out = child.wait_with_output().unwrap();
-    (out.status, seen.join("\n"), out.stdout)
+    ferry.finish()
 }
 
 /// One 64-segment file; `change` alters it once its second segment has been read.

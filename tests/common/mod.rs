@@ -153,3 +153,114 @@ pub fn deliver(src: &Path, out: &Path) -> serde_json::Value {
         .success();
     report(&r.get_output().stdout)
 }
+
+/// A ferry process under test, spawned as a user's shell would (no signal dispositions,
+/// limits or environment changed), whose stderr lines arrive on a channel as they are
+/// written: tests wait on ferry's own events, never on a clock, and a watchdog turns a
+/// hang into a failure.
+pub struct Running {
+    child: std::process::Child,
+    lines: crossbeam_channel::Receiver<String>,
+    seen: Vec<String>,
+    stdout: Option<std::thread::JoinHandle<Vec<u8>>>,
+    /// Kept open when the test writes the paths itself (`--files-from -`).
+    pub stdin: Option<std::process::ChildStdin>,
+}
+
+/// How long any wait in a harness may take before the test fails as hung.
+pub const WATCHDOG: Duration = Duration::from_secs(120);
+
+impl Running {
+    /// Starts `ferry ARGS --progress never` with stdin piped (open until dropped) and
+    /// stdout captured.
+    pub fn spawn<I, S>(args: I) -> Running
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        Running::spawn_in(None, args)
+    }
+
+    /// [`Running::spawn`] in directory `dir`.
+    pub fn spawn_in<I, S>(dir: Option<&Path>, args: I) -> Running
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("ferry"));
+        if let Some(d) = dir {
+            cmd.current_dir(d);
+        }
+        let mut child = cmd
+            .args(args)
+            .args(["--progress", "never"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ferry");
+        let (tx, lines) = crossbeam_channel::unbounded();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let _ = tx.send(line.unwrap_or_default());
+            }
+        });
+        let mut out = child.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = out.read_to_end(&mut v);
+            v
+        });
+        Running {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            seen: Vec::new(),
+            stdout: Some(stdout),
+        }
+    }
+
+    /// Waits until a stderr line contains `text`; fails the test after [`WATCHDOG`].
+    pub fn wait_for(&mut self, text: &str) {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(WATCHDOG)
+                .unwrap_or_else(|_| panic!("never saw '{text}'; stderr so far: {:?}", self.seen));
+            let hit = line.contains(text);
+            self.seen.push(line);
+            if hit {
+                return;
+            }
+        }
+    }
+
+    /// Sends `signal` to the process.
+    pub fn signal(&self, signal: i32) {
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+    }
+
+    /// Waits for the exit (failing after [`WATCHDOG`]); returns the status, all of stderr
+    /// and all of stdout. Stdin stays open until ferry has exited (drop `stdin` first to
+    /// send EOF), so a producer blocked in a read must be ended by ferry itself.
+    pub fn finish(mut self) -> (std::process::ExitStatus, String, Vec<u8>) {
+        let stdin = self.stdin.take();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let mut child = self.child;
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        let status = rx
+            .recv_timeout(WATCHDOG)
+            .expect("ferry did not exit in time")
+            .unwrap();
+        drop(stdin);
+        // The reader ends when the pipe closes.
+        self.seen.extend(self.lines.iter());
+        let stdout = self.stdout.take().unwrap().join().unwrap();
+        (status, self.seen.join("\n"), stdout)
+    }
+}
