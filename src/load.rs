@@ -9,12 +9,23 @@ use crate::metrics::RunMetrics;
 use crate::pipeline::Emitter;
 use crate::sink::Sink;
 use crate::task::{object_key, Deadline, FileCtx, FileTask, Segment, SegmentBody, Skip, Verdict};
+use std::cell::Cell;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How far a file's stream got, so a panic can end it where it stopped.
+#[derive(Default)]
+struct Sent {
+    /// The file, once opened.
+    file: Cell<Option<Arc<FileCtx>>>,
+    /// Segments emitted so far: the index a closing `Stop` takes.
+    next: Cell<u32>,
+}
 
 /// Everything the load workers share.
 pub struct Loader {
@@ -41,7 +52,36 @@ pub struct Loader {
 impl Loader {
     /// Handles one task: emits its segments in order, or a single `Stop`, and always ends
     /// the file's stream (last segment or `Stop`) unless downstream is gone.
+    ///
+    /// A panic while loading is caught here: the file's stream ends with a `Stop` that
+    /// fails it by name, after whatever segments were already sent.
     pub fn load(&self, task: FileTask, out: &Emitter<Segment>) {
+        let (id, path, key) = (task.id, task.path.clone(), task.key.clone());
+        let sent = Sent::default();
+        let result = catch_unwind(AssertUnwindSafe(|| self.load_task(task, out, &sent)));
+        if let Err(panic) = result {
+            let file = sent.file.take().unwrap_or_else(|| {
+                let task = FileTask {
+                    id,
+                    path,
+                    key,
+                    verdict: None,
+                };
+                FileCtx::new(task, 0, (0, 0), None)
+            });
+            let error = FileError::Panicked {
+                stage: Stage::Load,
+                message: crate::error::panic_message(&*panic),
+            };
+            let _ = out.emit(Segment {
+                file,
+                index: sent.next.get(),
+                body: SegmentBody::Stop(Verdict::failed(Stage::Load, error)),
+            });
+        }
+    }
+
+    fn load_task(&self, task: FileTask, out: &Emitter<Segment>, sent: &Sent) {
         let stop = |task: FileTask, v: Verdict| {
             let _ = out.emit(Segment {
                 file: FileCtx::new(task, 0, (0, 0), None),
@@ -99,10 +139,17 @@ impl Loader {
             after,
         });
         let ctx = FileCtx::new(task, size, mtime, deadline);
-        self.read_segments(ctx, file, out);
+        sent.file.set(Some(ctx.clone()));
+        self.read_segments(ctx, file, out, sent);
     }
 
-    fn read_segments(&self, ctx: Arc<FileCtx>, mut file: File, out: &Emitter<Segment>) {
+    fn read_segments(
+        &self,
+        ctx: Arc<FileCtx>,
+        mut file: File,
+        out: &Emitter<Segment>,
+        sent: &Sent,
+    ) {
         let seg = self.segment_size;
         let n = ctx.size.div_ceil(seg).max(1);
         let mut dict: Option<Vec<u8>> = None;
@@ -160,6 +207,10 @@ impl Loader {
             {
                 return;
             }
+            sent.next.set(i as u32 + 1);
+            if i == 0 {
+                injected_panic(&ctx);
+            }
         }
     }
 }
@@ -177,3 +228,15 @@ fn changed_since_open(file: &File, ctx: &FileCtx) -> Option<FileError> {
     };
     Some(FileError::Changed(change))
 }
+
+/// Test builds only: panics after the first segment of a file named
+/// `ferry-test-panic-in-load`, so the tests can show a panic fails that file alone.
+#[cfg(test)]
+fn injected_panic(file: &FileCtx) {
+    if file.path.file_name() == Some("ferry-test-panic-in-load".as_ref()) {
+        panic!("injected load panic");
+    }
+}
+
+#[cfg(not(test))]
+fn injected_panic(_: &FileCtx) {}

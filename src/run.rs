@@ -124,11 +124,12 @@ mod tests {
     use crate::sink::SinkSpec;
     use std::io::Read;
 
-    /// A panic in a compress or upload worker fails that file alone, by name; every other
-    /// file is delivered whole and the run ends (the test hooks panic on the file's name).
+    /// A panic in a load, compress or upload worker fails that file alone, by name; every
+    /// other file is delivered whole and the run ends (the test hooks panic on the name).
     #[test]
-    fn a_panic_in_compress_or_upload_fails_that_file_and_the_run_goes_on() {
+    fn a_panic_in_a_stage_fails_that_file_and_the_run_goes_on() {
         for (name, stage) in [
+            ("ferry-test-panic-in-load", "load"),
             ("ferry-test-panic-in-compress", "compress"),
             ("ferry-test-panic-in-upload", "upload"),
         ] {
