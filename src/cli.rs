@@ -3,7 +3,7 @@
 //! flag; [`RunArgs::into_config`] then builds the library's [`Config`].
 
 use crate::config::Config;
-use crate::error::FerryError;
+use crate::error::{ExitCode, FerryError};
 use crate::report::{Level, ProgressMode};
 use crate::shard::Shard;
 use crate::sink::SinkSpec;
@@ -250,6 +250,21 @@ impl RunArgs {
         }
         b.build()
     }
+}
+
+/// Parses the process's arguments. On a usage error clap's message is printed and the
+/// exit code returned: 2, or 0 for `--help` / `--version`.
+///
+/// # Errors
+/// The exit code to leave with when there is nothing to run.
+pub fn parse() -> Result<Cli, ExitCode> {
+    Cli::try_parse_from(rewrite_level_shorthand(std::env::args_os())).map_err(|e| {
+        let _ = e.print();
+        match e.use_stderr() {
+            true => ExitCode::Usage,
+            false => ExitCode::Success,
+        }
+    })
 }
 
 /// `--to`: a sink spec.

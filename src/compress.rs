@@ -32,60 +32,65 @@ impl Compressor {
                 verdict,
                 last: true,
             },
-            SegmentBody::Data { last, .. } if out.is_cancelled() => PackedBody::Stop {
-                verdict: Verdict::Cancelled,
-                last,
-            },
             SegmentBody::Data {
                 data,
                 dict,
                 last,
                 permit,
-            } => match s.file.timed_out() {
-                Some(e) => PackedBody::Stop {
-                    verdict: Verdict::failed(Stage::Compress, e),
-                    last,
-                },
-                None => {
-                    let deflate = &mut self.deflate;
-                    let file = &s.file;
-                    let result = catch_unwind(AssertUnwindSafe(|| {
-                        injected_panic(file);
-                        deflate.compress(&data, dict.as_deref(), last)
-                    }));
-                    match result {
-                        Ok(Ok(deflate)) => PackedBody::Data {
-                            deflate,
-                            crc: gzip::crc32(&data),
-                            len: data.len() as u64,
-                            last,
-                            permit,
-                        },
-                        Ok(Err(e)) => PackedBody::Stop {
-                            verdict: Verdict::failed(Stage::Compress, FileError::Compress(e)),
-                            last,
-                        },
-                        Err(panic) => {
-                            // The deflate state may be half-updated: start afresh.
-                            self.deflate = SegmentCompressor::new(self.deflate.level());
-                            let error = FileError::Panicked {
-                                stage: Stage::Compress,
-                                message: crate::error::panic_message(&*panic),
-                            };
-                            PackedBody::Stop {
-                                verdict: Verdict::failed(Stage::Compress, error),
-                                last,
-                            }
-                        }
-                    }
+            } => {
+                let deflated = match out.is_cancelled() {
+                    true => Err(Verdict::Cancelled),
+                    false => self
+                        .deflate(&s.file, &data, dict.as_deref(), last)
+                        .map_err(|e| Verdict::failed(Stage::Compress, e)),
+                };
+                match deflated {
+                    Ok(deflate) => PackedBody::Data {
+                        deflate,
+                        crc: gzip::crc32(&data),
+                        len: data.len() as u64,
+                        last,
+                        permit,
+                    },
+                    Err(verdict) => PackedBody::Stop { verdict, last },
                 }
-            },
+            }
         };
         let _ = out.emit(Packed {
             file: s.file,
             index: s.index,
             body,
         });
+    }
+
+    /// Deflates one segment of `file`, unless its deadline has passed. A panic in the
+    /// engine fails the segment and leaves this worker a fresh compressor.
+    fn deflate(
+        &mut self,
+        file: &FileCtx,
+        data: &[u8],
+        dict: Option<&[u8]>,
+        last: bool,
+    ) -> Result<Vec<u8>, FileError> {
+        if let Some(e) = file.timed_out() {
+            return Err(e);
+        }
+        let deflate = &mut self.deflate;
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            injected_panic(file);
+            deflate.compress(data, dict, last)
+        }));
+        match result {
+            Ok(r) => r.map_err(FileError::Compress),
+            Err(panic) => {
+                // The deflate state may be half-updated: start afresh.
+                self.deflate = SegmentCompressor::new(self.deflate.level());
+                Err(FileError::Panicked {
+                    stage: Stage::Compress,
+                    message: crate::error::panic_message(&*panic),
+                })
+            }
+        }
     }
 }
 

@@ -1,34 +1,26 @@
 //! The `ferry` binary: parse flags, run the command, print, exit. Nothing else.
 
-use clap::Parser;
-use ferry::cli::{rewrite_level_shorthand, Cli, Command, RunArgs, VerifyArgs};
+use ferry::cli::{Cli, Command, RunArgs, VerifyArgs};
 use ferry::pipeline::CancelToken;
 use ferry::{ExitCode, FerryError};
 
 fn main() -> std::process::ExitCode {
-    let cli = match Cli::try_parse_from(rewrite_level_shorthand(std::env::args_os())) {
-        Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::Usage
-            } else {
-                ExitCode::Success
-            }
-            .into();
-        }
+    let code = match ferry::cli::parse() {
+        Err(code) => Ok(code),
+        Ok(Cli {
+            command: Some(Command::Verify(args)),
+            ..
+        }) => verify(args),
+        Ok(cli) => deliver(cli.run),
     };
-    let code = match cli.command {
-        Some(Command::Verify(args)) => verify(args),
-        None => deliver(cli.run),
-    };
-    code.unwrap_or_else(|e| {
+    let code = code.unwrap_or_else(|e| {
         eprintln!("ferry: {e}");
         e.exit_code()
-    })
-    .into()
+    });
+    code.into()
 }
 
+/// `ferry INPUT… --to SINK`: run, print the summary, write the report.
 fn deliver(args: RunArgs) -> Result<ExitCode, FerryError> {
     let (quiet, report) = (args.verbosity.quiet, args.report.clone());
     let config = args.into_config()?;
@@ -38,18 +30,12 @@ fn deliver(args: RunArgs) -> Result<ExitCode, FerryError> {
     if !quiet {
         eprint!("{}", summary.render_text());
     }
-    let written = report.map_or(Ok(()), |r| summary.write_report(&r).map_err(|e| (r, e)));
-    if let Err((target, e)) = &written {
-        eprintln!(
-            "ferry: cannot write the report to {}: {e}",
-            target.display()
-        );
-    }
-    Ok(summary
-        .exit_code()
-        .max(written.map_or(ExitCode::Failures, |_| ExitCode::Success)))
+    let reported = report.map_or(ExitCode::Success, |r| summary.report_to(&r));
+    Ok(summary.exit_code().max(reported))
 }
 
+/// `ferry verify --to SINK`.
 fn verify(args: VerifyArgs) -> Result<ExitCode, FerryError> {
-    Ok(ferry::verify::verify(&args.to, args.shard)?.print(args.verbosity.level()))
+    let report = ferry::verify::verify(&args.to, args.shard)?;
+    Ok(report.print(args.verbosity.level()))
 }

@@ -235,7 +235,8 @@ pub struct Pipeline {
     /// Every worker holds a clone; the channel disconnects when the last one ends.
     exit_tx: Sender<Option<(String, String)>>,
     exit_rx: Receiver<Option<(String, String)>>,
-    producers: Vec<JoinHandle<()>>,
+    /// Producer threads by stage name; each returns its panic message, if it panicked.
+    producers: Vec<(String, JoinHandle<Option<String>>)>,
     /// Kept alive until `wait`, so the pools are not torn down under their workers.
     pools: Vec<rayon::ThreadPool>,
 }
@@ -303,7 +304,11 @@ impl Pipeline {
             Arc::new(AtomicUsize::new(0)),
         ));
         self.stages.push(metrics.clone());
-        let remaining = Arc::new(AtomicUsize::new(producers.len()));
+        let life = Life {
+            stage: name.to_string(),
+            observer: self.observer.clone(),
+            metrics: metrics.clone(),
+        };
         for (i, producer) in producers.into_iter().enumerate() {
             let emitter = Emitter {
                 tx: tx.clone(),
@@ -312,50 +317,32 @@ impl Pipeline {
                 cancel: self.cancel.clone(),
                 closed: Cell::new(false),
             };
-            let (m, observer, remaining, stage) = (
-                metrics.clone(),
-                self.observer.clone(),
-                remaining.clone(),
-                name.to_string(),
-            );
+            let life = life.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("ferry-{name}-{i}"))
                 .spawn(move || {
-                    notify(&observer, || EngineEvent::WorkerStarted {
-                        stage: stage.clone(),
-                        worker: i,
-                    });
+                    let m = &life.metrics;
+                    life.started(i);
                     m.busy.fetch_add(1, Relaxed);
                     let started = Instant::now();
                     let result = catch_unwind(AssertUnwindSafe(|| producer(&emitter)));
                     m.busy_ns
                         .fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
                     m.busy.fetch_sub(1, Relaxed);
-                    if let Err(panic) = result {
+                    let panic = result.err().map(|p| panic_message(&p));
+                    if panic.is_some() {
                         m.panics.fetch_add(1, Relaxed);
-                        let message = panic_message(&panic);
-                        notify(&observer, || EngineEvent::Panic {
-                            stage: stage.clone(),
-                            message,
-                        });
                     }
                     let items = m.emitted.load(Relaxed);
                     drop(emitter);
-                    m.finished_workers.fetch_add(1, Relaxed);
-                    notify(&observer, || EngineEvent::WorkerStopped {
-                        stage: stage.clone(),
-                        worker: i,
-                        items,
-                    });
-                    if remaining.fetch_sub(1, Relaxed) == 1 {
-                        notify(&observer, || EngineEvent::ChannelClosed { stage });
-                    }
+                    life.ended(i, items, &panic);
+                    panic
                 })
                 .map_err(|source| PipelineError::Spawn {
                     stage: name.to_string(),
                     source,
                 })?;
-            self.producers.push(handle);
+            self.producers.push((name.to_string(), handle));
         }
         Ok(Flow {
             pipeline: self,
@@ -389,12 +376,16 @@ impl Pipeline {
             }
         }
         drop(pools);
-        for p in producers {
+        for (stage, p) in producers {
             if cancel.is_cancelled() && !p.is_finished() {
                 continue;
             }
-            if let Err(panic) = p.join() {
-                first_panic.get_or_insert(("producer".into(), panic_message(&panic)));
+            let panic = match p.join() {
+                Ok(caught) => caught,
+                Err(panic) => Some(panic_message(&panic)),
+            };
+            if let Some(message) = panic {
+                first_panic.get_or_insert((stage, message));
             }
         }
         match first_panic {
@@ -574,58 +565,97 @@ impl<'p, T: Send + 'static> Flow<'p, T> {
         drop(rx);
         let kits = Mutex::new(kits);
         let cancel = detach_on_cancel.then(|| pipeline.cancel.clone());
-        let observer = pipeline.observer.clone();
-        let stage = name.to_string();
+        let life = Life {
+            stage: name.to_string(),
+            observer: pipeline.observer.clone(),
+            metrics,
+        };
         pool.spawn_broadcast(move |ctx| {
-            let Some(kit) = kits.lock().unwrap_or_else(|e| e.into_inner()).pop() else {
+            let Some(Kit { rx, extra, exit }) =
+                kits.lock().unwrap_or_else(|e| e.into_inner()).pop()
+            else {
                 return;
             };
             let i = ctx.index();
-            notify(&observer, || EngineEvent::WorkerStarted {
-                stage: stage.clone(),
-                worker: i,
-            });
-            let Kit { rx, extra, exit } = kit;
+            life.started(i);
             let (items, panic) =
-                match catch_unwind(AssertUnwindSafe(|| make_worker(i, &metrics, extra))) {
-                    Ok(mut handler) => {
-                        let (items, mut panic) =
-                            worker_loop(&rx, &metrics, cancel.as_ref(), &mut handler);
-                        drop(rx);
-                        if let Err(p) = catch_unwind(AssertUnwindSafe(|| handler(None))) {
-                            panic.get_or_insert_with(|| panic_message(&p));
-                        }
-                        drop(handler);
-                        (items, panic)
-                    }
-                    // The factory panicked: this worker never starts; its channel ends
-                    // were dropped in the unwind, so the others are not held up.
-                    Err(p) => {
-                        metrics.panics.fetch_add(1, Relaxed);
-                        drop(rx);
-                        (0, Some(format!("in setup: {}", panic_message(&p))))
-                    }
-                };
-            if let Some(message) = &panic {
-                notify(&observer, || EngineEvent::Panic {
-                    stage: stage.clone(),
-                    message: message.clone(),
-                });
-            }
-            notify(&observer, || EngineEvent::WorkerStopped {
-                stage: stage.clone(),
-                worker: i,
-                items,
-            });
-            if metrics.finished_workers.fetch_add(1, Relaxed) + 1 == metrics.workers {
-                notify(&observer, || EngineEvent::ChannelClosed {
-                    stage: stage.clone(),
-                });
-            }
-            let _ = exit.send(panic.map(|m| (stage.clone(), m)));
+                run_worker(i, rx, extra, &make_worker, &life.metrics, cancel.as_ref());
+            life.ended(i, items, &panic);
+            let _ = exit.send(panic.map(|m| (life.stage.clone(), m)));
         });
         pipeline.pools.push(pool);
         Ok(pipeline)
+    }
+}
+
+/// The engine's bookkeeping around one worker's life: its events, and the
+/// channel-closed event when the stage's last worker ends.
+#[derive(Clone)]
+struct Life {
+    stage: String,
+    observer: Option<Observer>,
+    metrics: Arc<StageMetrics>,
+}
+
+impl Life {
+    fn started(&self, worker: usize) {
+        notify(&self.observer, || EngineEvent::WorkerStarted {
+            stage: self.stage.clone(),
+            worker,
+        });
+    }
+
+    fn ended(&self, worker: usize, items: u64, panic: &Option<String>) {
+        if let Some(message) = panic {
+            notify(&self.observer, || EngineEvent::Panic {
+                stage: self.stage.clone(),
+                message: message.clone(),
+            });
+        }
+        notify(&self.observer, || EngineEvent::WorkerStopped {
+            stage: self.stage.clone(),
+            worker,
+            items,
+        });
+        let m = &self.metrics;
+        if m.finished_workers.fetch_add(1, Relaxed) + 1 == m.workers {
+            notify(&self.observer, || EngineEvent::ChannelClosed {
+                stage: self.stage.clone(),
+            });
+        }
+    }
+}
+
+/// One worker of a stage: builds its handler with `make_worker` (a panic there ends only
+/// this worker), runs the loop, then tells the handler the input has ended. Returns the
+/// items handled and the first panic.
+fn run_worker<T, X, M, H>(
+    i: usize,
+    rx: Receiver<T>,
+    extra: X,
+    make_worker: &M,
+    metrics: &Arc<StageMetrics>,
+    cancel: Option<&CancelToken>,
+) -> (u64, Option<String>)
+where
+    M: Fn(usize, &Arc<StageMetrics>, X) -> H,
+    H: FnMut(Option<T>) -> bool,
+{
+    match catch_unwind(AssertUnwindSafe(|| make_worker(i, metrics, extra))) {
+        Ok(mut handler) => {
+            let (items, mut panic) = worker_loop(&rx, metrics, cancel, &mut handler);
+            drop(rx);
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| handler(None))) {
+                panic.get_or_insert_with(|| panic_message(&p));
+            }
+            (items, panic)
+        }
+        // The factory panicked: this worker never starts; its channel ends were dropped
+        // in the unwind (and `rx` drops here), so the others are not held up.
+        Err(p) => {
+            metrics.panics.fetch_add(1, Relaxed);
+            (0, Some(format!("in setup: {}", panic_message(&p))))
+        }
     }
 }
 

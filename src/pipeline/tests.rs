@@ -178,6 +178,29 @@ fn a_factory_that_panics_ends_its_worker_and_the_others_carry_on() {
 }
 
 #[test]
+fn a_producer_that_panics_is_reported_and_the_others_are_delivered() {
+    watchdog(60, || {
+        let mut p = Pipeline::new(CancelToken::new());
+        let mut producers = counting_producers(1, 50);
+        producers.push(Box::new(|out: &Emitter<u64>| {
+            let _ = out.emit(1000);
+            panic!("the list broke");
+        }));
+        let got = p
+            .source("walk", nz(2), producers)
+            .unwrap()
+            .collect("count", nz(1), |_| 0u64, |c: &mut u64, _| *c += 1)
+            .unwrap();
+        let err = p.wait().unwrap_err();
+        assert!(
+            matches!(&err, PipelineError::Panicked { stage, message } if stage == "walk" && message == "the list broke"),
+            "{err}"
+        );
+        assert_eq!(got.into_vec(), vec![51]);
+    });
+}
+
+#[test]
 fn when_every_factory_panics_the_run_still_ends() {
     watchdog(60, || {
         let mut p = Pipeline::new(CancelToken::new());

@@ -193,6 +193,21 @@ impl Summary {
         }
     }
 
+    /// [`Summary::write_report`] for the binary: a failure is printed and makes the run's
+    /// exit code at least 1.
+    pub fn report_to(&self, target: &Path) -> ExitCode {
+        match self.write_report(target) {
+            Ok(()) => ExitCode::Success,
+            Err(e) => {
+                eprintln!(
+                    "ferry: cannot write the report to {}: {e}",
+                    target.display()
+                );
+                ExitCode::Failures
+            }
+        }
+    }
+
     /// The process exit code this outcome calls for (design promise 6).
     pub fn exit_code(&self) -> ExitCode {
         match self.cancel_reason {
