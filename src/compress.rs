@@ -77,7 +77,7 @@ impl Compressor {
         }
         let deflate = &mut self.deflate;
         let result = catch_unwind(AssertUnwindSafe(|| {
-            injected_panic(file);
+            file.injected_panic(Stage::Compress);
             deflate.compress(data, dict, last)
         }));
         match result {
@@ -85,23 +85,8 @@ impl Compressor {
             Err(panic) => {
                 // The deflate state may be half-updated: start afresh.
                 self.deflate = SegmentCompressor::new(self.deflate.level());
-                Err(FileError::Panicked {
-                    stage: Stage::Compress,
-                    message: crate::error::panic_message(&*panic),
-                })
+                Err(FileError::panicked(Stage::Compress, &*panic))
             }
         }
     }
 }
-
-/// Test builds only: panics on a file named `ferry-test-panic-in-compress`, so the tests
-/// can show that a panic fails that file alone.
-#[cfg(test)]
-fn injected_panic(file: &FileCtx) {
-    if file.path.file_name() == Some("ferry-test-panic-in-compress".as_ref()) {
-        panic!("injected compress panic");
-    }
-}
-
-#[cfg(not(test))]
-fn injected_panic(_: &FileCtx) {}

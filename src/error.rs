@@ -138,6 +138,16 @@ pub enum FileError {
     Lost,
 }
 
+impl FileError {
+    /// A worker of `stage` panicked while it held a piece of the file.
+    pub fn panicked(stage: Stage, payload: &(dyn std::any::Any + Send)) -> Self {
+        FileError::Panicked {
+            stage,
+            message: crate::pipeline::panic_message(payload),
+        }
+    }
+}
+
 impl From<std::io::Error> for FileError {
     fn from(e: std::io::Error) -> Self {
         FileError::Io(e)
@@ -167,16 +177,5 @@ impl ExitCode {
 impl From<ExitCode> for std::process::ExitCode {
     fn from(c: ExitCode) -> Self {
         std::process::ExitCode::from(c.code())
-    }
-}
-
-/// The message of a caught panic payload.
-pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        s.to_string()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "unknown panic".to_string()
     }
 }

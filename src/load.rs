@@ -69,10 +69,7 @@ impl Loader {
                 };
                 FileCtx::new(task, 0, (0, 0), None)
             });
-            let error = FileError::Panicked {
-                stage: Stage::Load,
-                message: crate::error::panic_message(&*panic),
-            };
+            let error = FileError::panicked(Stage::Load, &*panic);
             let _ = out.emit(Segment {
                 file,
                 index: sent.next.get(),
@@ -209,7 +206,7 @@ impl Loader {
             }
             sent.next.set(i as u32 + 1);
             if i == 0 {
-                injected_panic(&ctx);
+                ctx.injected_panic(Stage::Load);
             }
         }
     }
@@ -228,15 +225,3 @@ fn changed_since_open(file: &File, ctx: &FileCtx) -> Option<FileError> {
     };
     Some(FileError::Changed(change))
 }
-
-/// Test builds only: panics after the first segment of a file named
-/// `ferry-test-panic-in-load`, so the tests can show a panic fails that file alone.
-#[cfg(test)]
-fn injected_panic(file: &FileCtx) {
-    if file.path.file_name() == Some("ferry-test-panic-in-load".as_ref()) {
-        panic!("injected load panic");
-    }
-}
-
-#[cfg(not(test))]
-fn injected_panic(_: &FileCtx) {}

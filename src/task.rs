@@ -149,6 +149,21 @@ impl FileCtx {
     pub fn object_key(&self) -> PathBuf {
         object_key(&self.key)
     }
+
+    /// Test builds only: panics in `stage` when the file is named
+    /// `ferry-test-panic-in-<stage>`, so tests can show a panic fails that file alone.
+    #[cfg(test)]
+    pub(crate) fn injected_panic(&self, stage: Stage) {
+        let name = format!("ferry-test-panic-in-{stage}");
+        if self.path.file_name() == Some(name.as_ref()) {
+            panic!("injected {stage} panic");
+        }
+    }
+
+    /// Does nothing outside test builds.
+    #[cfg(not(test))]
+    #[inline(always)]
+    pub(crate) fn injected_panic(&self, _stage: Stage) {}
 }
 
 /// Load → compress: one piece of a file's bytes, or the end of its stream.

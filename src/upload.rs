@@ -157,13 +157,9 @@ impl Uploader {
         piece: Packed,
         out: &Emitter<Outcome>,
     ) -> (State, Option<Outcome>) {
-        // Keep a handle on the open upload outside the unwind, so it can be aborted.
         let result = catch_unwind(AssertUnwindSafe(|| self.process(file, state, piece, out)));
         result.unwrap_or_else(|panic| {
-            let error = FileError::Panicked {
-                stage: Stage::Upload,
-                message: crate::error::panic_message(&*panic),
-            };
+            let error = FileError::panicked(Stage::Upload, &*panic);
             // The upload, if open, was dropped in the unwind; `Drop` of every sink's
             // upload leaves nothing behind.
             (State::Done, Some(failed(file, error)))
@@ -251,7 +247,7 @@ impl Uploader {
         if let Some(e) = file.timed_out() {
             return end(state, Verdict::failed(Stage::Upload, e));
         }
-        injected_panic(file);
+        file.injected_panic(Stage::Upload);
         let (mut open, mut buf) = match state {
             State::Open(open) => (open, Vec::new()),
             _ => match self.open(file, out) {
@@ -377,15 +373,3 @@ fn system_time((secs, nanos): (i64, u32)) -> SystemTime {
         SystemTime::UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
     }
 }
-
-/// Test builds only: panics on a file named `ferry-test-panic-in-upload`, so the tests can
-/// show that a panic fails that file alone.
-#[cfg(test)]
-fn injected_panic(file: &FileCtx) {
-    if file.path.file_name() == Some("ferry-test-panic-in-upload".as_ref()) {
-        panic!("injected upload panic");
-    }
-}
-
-#[cfg(not(test))]
-fn injected_panic(_: &FileCtx) {}

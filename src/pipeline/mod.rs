@@ -329,7 +329,7 @@ impl Pipeline {
                     m.busy_ns
                         .fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
                     m.busy.fetch_sub(1, Relaxed);
-                    let panic = result.err().map(|p| panic_message(&p));
+                    let panic = result.err().map(|p| panic_message(&*p));
                     if panic.is_some() {
                         m.panics.fetch_add(1, Relaxed);
                     }
@@ -382,7 +382,7 @@ impl Pipeline {
             }
             let panic = match p.join() {
                 Ok(caught) => caught,
-                Err(panic) => Some(panic_message(&panic)),
+                Err(panic) => Some(panic_message(&*panic)),
             };
             if let Some(message) = panic {
                 first_panic.get_or_insert((stage, message));
@@ -401,7 +401,8 @@ fn notify(observer: &Option<Observer>, event: impl FnOnce() -> EngineEvent) {
     }
 }
 
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+/// The message of a caught panic's payload (`panic!` gives a `&str` or a `String`).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
         s.to_string()
     } else if let Some(s) = panic.downcast_ref::<String>() {
@@ -646,7 +647,7 @@ where
             let (items, mut panic) = worker_loop(&rx, metrics, cancel, &mut handler);
             drop(rx);
             if let Err(p) = catch_unwind(AssertUnwindSafe(|| handler(None))) {
-                panic.get_or_insert_with(|| panic_message(&p));
+                panic.get_or_insert_with(|| panic_message(&*p));
             }
             (items, panic)
         }
@@ -654,7 +655,7 @@ where
         // in the unwind (and `rx` drops here), so the others are not held up.
         Err(p) => {
             metrics.panics.fetch_add(1, Relaxed);
-            (0, Some(format!("in setup: {}", panic_message(&p))))
+            (0, Some(format!("in setup: {}", panic_message(&*p))))
         }
     }
 }
@@ -709,7 +710,7 @@ fn worker_loop<T>(
             Ok(false) => break,
             Err(p) => {
                 metrics.panics.fetch_add(1, Relaxed);
-                panic.get_or_insert_with(|| panic_message(&p));
+                panic.get_or_insert_with(|| panic_message(&*p));
             }
         }
     }
