@@ -1,30 +1,54 @@
-//! The s3:// sink against a real S3-compatible server on 127.0.0.1, verified with an
-//! independent client (awscli). `.ci/run` starts the server (moto) and sets
-//! `FERRY_TEST_S3_ENDPOINT` and `FERRY_TEST_S3_BUCKET`; without them these tests say so
-//! and return.
+//! The s3:// sink against a real S3 server, read back without going through ferry.
+//!
+//! By default the server is in this process (`s3s-fs` on 127.0.0.1, SigV4 checked; see
+//! `common/s3_server.rs`) and what it stored is read from its directory. With
+//! `FERRY_TEST_S3_ENDPOINT` and `FERRY_TEST_S3_BUCKET` set (`.ci/run` points them at moto),
+//! the same tests run against that server instead and read back with awscli, a second,
+//! independent implementation on both ends; `FERRY_TEST_S3_AUTH_ENDPOINT` then names a
+//! server that checks credentials.
 #![cfg(feature = "s3")]
 
 mod common;
+#[path = "common/s3_server.rs"]
+mod s3_server;
 
 use common::*;
 use predicates::prelude::*;
+use s3_server::{TestServer, ACCESS_KEY, SECRET_KEY};
 use std::path::Path;
 use std::process::Command;
+use std::sync::OnceLock;
 
+/// The bucket of the in-process server.
+const BUCKET: &str = "ferry-test";
+
+/// Where the tests deliver, and how they read back.
 struct S3 {
     endpoint: String,
     bucket: String,
+    /// The in-process server, or `None` for an external one read with awscli.
+    local: Option<&'static TestServer>,
 }
 
-fn server() -> Option<S3> {
+/// The server under test: external when the environment names one, else in-process.
+fn s3() -> S3 {
+    static LOCAL: OnceLock<TestServer> = OnceLock::new();
     match (
         std::env::var("FERRY_TEST_S3_ENDPOINT"),
         std::env::var("FERRY_TEST_S3_BUCKET"),
     ) {
-        (Ok(endpoint), Ok(bucket)) => Some(S3 { endpoint, bucket }),
+        (Ok(endpoint), Ok(bucket)) => S3 {
+            endpoint,
+            bucket,
+            local: None,
+        },
         _ => {
-            eprintln!("skipped: FERRY_TEST_S3_ENDPOINT / FERRY_TEST_S3_BUCKET not set (.ci/run sets them)");
-            None
+            let server = LOCAL.get_or_init(|| TestServer::start(BUCKET));
+            S3 {
+                endpoint: server.endpoint.clone(),
+                bucket: BUCKET.to_string(),
+                local: Some(server),
+            }
         }
     }
 }
@@ -46,8 +70,8 @@ impl S3 {
     fn ferry(&self) -> assert_cmd::Command {
         let mut c = ferry();
         c.env("AWS_ENDPOINT_URL", &self.endpoint)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
             .env("AWS_REGION", "us-east-1");
         c
     }
@@ -56,14 +80,14 @@ impl S3 {
         format!("s3://{}/{prefix}", self.bucket)
     }
 
-    /// awscli, the independent client.
+    /// awscli, the independent client of an external server.
     fn aws(&self, args: &[&str]) -> std::process::Output {
         let out = Command::new("aws")
             .arg("--endpoint-url")
             .arg(&self.endpoint)
             .args(args)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
             .env("AWS_DEFAULT_REGION", "us-east-1")
             .output()
             .expect("awscli is installed by .ci/run");
@@ -75,18 +99,40 @@ impl S3 {
         out
     }
 
+    /// Copies every object under `prefix` into `to`, keyed as stored.
     fn download(&self, prefix: &str, to: &Path) {
-        self.aws(&[
-            "s3",
-            "cp",
-            "--recursive",
-            "--quiet",
-            &self.url(prefix),
-            to.to_str().unwrap(),
-        ]);
+        let Some(local) = self.local else {
+            let url = self.url(prefix);
+            self.aws(&[
+                "s3",
+                "cp",
+                "--recursive",
+                "--quiet",
+                &url,
+                to.to_str().unwrap(),
+            ]);
+            return;
+        };
+        for key in self.keys(prefix) {
+            let rel = key.strip_prefix(&format!("{prefix}/")).unwrap();
+            let dest = to.join(rel);
+            std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+            std::fs::copy(local.object_path(&self.bucket, &key), dest).unwrap();
+        }
     }
 
+    /// Every key under `prefix`, sorted.
     fn keys(&self, prefix: &str) -> Vec<String> {
+        if let Some(local) = self.local {
+            let root = local.root.join(&self.bucket);
+            let mut keys: Vec<String> = files_under(&root)
+                .into_iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .filter(|k| k.starts_with(prefix))
+                .collect();
+            keys.sort();
+            return keys;
+        }
         let out = self.aws(&[
             "s3api",
             "list-objects-v2",
@@ -109,6 +155,52 @@ impl S3 {
         keys.sort();
         keys
     }
+
+    /// (content encoding, content type, user metadata) of an object.
+    fn head(&self, key: &str) -> (String, String, serde_json::Value) {
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+        if let Some(local) = self.local {
+            let a = local.attributes(&self.bucket, key);
+            return (
+                text(&a["content_encoding"]),
+                text(&a["content_type"]),
+                a["user_metadata"].clone(),
+            );
+        }
+        let out = self.aws(&[
+            "s3api",
+            "head-object",
+            "--bucket",
+            &self.bucket,
+            "--key",
+            key,
+        ]);
+        let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (
+            text(&h["ContentEncoding"]),
+            text(&h["ContentType"]),
+            h["Metadata"].clone(),
+        )
+    }
+
+    /// Multipart uploads of `key` begun and neither completed nor aborted.
+    fn open_uploads(&self, key: &str) -> usize {
+        if let Some(local) = self.local {
+            return local.open_uploads(&self.bucket, key);
+        }
+        let out = self.aws(&[
+            "s3api",
+            "list-multipart-uploads",
+            "--bucket",
+            &self.bucket,
+            "--prefix",
+            key,
+            "--output",
+            "json",
+        ]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["Uploads"].as_array().map_or(0, Vec::len)
+    }
 }
 
 fn unique(name: &str) -> String {
@@ -124,7 +216,7 @@ fn unique(name: &str) -> String {
 
 #[test]
 fn uploads_round_trip_through_an_independent_client_and_reruns_skip() {
-    let Some(s3) = server() else { return };
+    let s3 = s3();
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("data");
     write(&src, "a/b.log", &text(30_000, 1));
@@ -143,31 +235,22 @@ fn uploads_round_trip_through_an_independent_client_and_reruns_skip() {
     assert!(gunzip(&down.join("data/empty.gz")).is_empty());
     assert_eq!(gunzip(&down.join("data/big.bin.gz")), big);
 
-    let head = s3.aws(&[
-        "s3api",
-        "head-object",
-        "--bucket",
-        &s3.bucket,
-        "--key",
-        &format!("{prefix}/data/c.txt.gz"),
-    ]);
-    let h: serde_json::Value = serde_json::from_slice(&head.stdout).unwrap();
-    assert_eq!(h["ContentEncoding"], "gzip");
-    assert_eq!(h["ContentType"], "application/gzip");
-    assert_eq!(h["Metadata"]["ferry-source-size"], "5");
+    let (encoding, content_type, meta) = s3.head(&format!("{prefix}/data/c.txt.gz"));
+    assert_eq!(encoding, "gzip");
+    assert_eq!(content_type, "application/gzip");
+    assert_eq!(meta["ferry-source-size"], "5");
     let mut c = flate2::Crc::new();
     c.update(b"small");
-    assert_eq!(
-        h["Metadata"]["ferry-source-crc32"],
-        format!("{:08x}", c.sum())
-    );
+    assert_eq!(meta["ferry-source-crc32"], format!("{:08x}", c.sum()));
+    let (_, _, meta) = s3.head(&format!("{prefix}/data/big.bin.gz"));
+    assert_eq!(meta["ferry-source-size"], (12 << 20).to_string());
 
     assert_eq!(s3.deliver(&src, &prefix)["totals"]["skipped"], 4);
 }
 
 #[test]
 fn a_missing_bucket_is_a_setup_error_before_any_work() {
-    let Some(s3) = server() else { return };
+    let s3 = s3();
     let t = tempfile::tempdir().unwrap();
     write(t.path(), "d/x", b"x");
     s3.ferry()
@@ -197,7 +280,7 @@ fn an_unreachable_endpoint_is_a_setup_error() {
 
 #[test]
 fn four_shards_into_one_bucket_deliver_every_file_once() {
-    let Some(s3) = server() else { return };
+    let s3 = s3();
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("s");
     for i in 0..60 {
@@ -213,8 +296,8 @@ fn four_shards_into_one_bucket_deliver_every_file_once() {
                 .arg(s3.url(&prefix))
                 .args(["--progress", "never", "-q", "--report", "-"])
                 .env("AWS_ENDPOINT_URL", &s3.endpoint)
-                .env("AWS_ACCESS_KEY_ID", "testing")
-                .env("AWS_SECRET_ACCESS_KEY", "testing")
+                .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+                .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
                 .stdout(std::process::Stdio::piped());
             c.spawn().unwrap()
         })
@@ -239,9 +322,12 @@ fn four_shards_into_one_bucket_deliver_every_file_once() {
 
 #[test]
 fn bad_credentials_are_a_setup_error_that_says_so() {
-    let Ok(endpoint) = std::env::var("FERRY_TEST_S3_AUTH_ENDPOINT") else {
-        eprintln!("skipped: FERRY_TEST_S3_AUTH_ENDPOINT not set (.ci/run sets it)");
-        return;
+    let s3 = s3();
+    // An external server checks credentials only where .ci/run started one that does.
+    let endpoint = match s3.local {
+        Some(_) => s3.endpoint.clone(),
+        None => std::env::var("FERRY_TEST_S3_AUTH_ENDPOINT")
+            .expect("FERRY_TEST_S3_AUTH_ENDPOINT names a credential-checking server"),
     };
     let t = tempfile::tempdir().unwrap();
     write(t.path(), "d/x", b"x");
@@ -250,10 +336,52 @@ fn bad_credentials_are_a_setup_error_that_says_so() {
         .env("AWS_ACCESS_KEY_ID", "AKIANOTAREALKEY00000")
         .env("AWS_SECRET_ACCESS_KEY", "wrong")
         .arg(t.path().join("d"))
-        .args(["--to", "s3://any-bucket/x"])
+        .args(["--to", &s3.url("x")])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains(
-            "access denied to bucket 'any-bucket'",
-        ));
+        .stderr(predicate::str::contains(format!(
+            "access denied to bucket '{}'",
+            s3.bucket
+        )));
+}
+
+#[test]
+fn cancelling_a_multipart_upload_aborts_it_and_leaves_no_object() {
+    let s3 = s3();
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    write(&src, "big.bin", &noise(40 << 20));
+    let prefix = unique("cancel");
+    let url = s3.url(&prefix);
+    // A 4 MiB budget: when the reader is at segment 20, at least 16 MiB have been
+    // written, so two 8 MiB parts of the multipart upload are on the server.
+    let args = [
+        src.to_str().unwrap(),
+        "--to",
+        &url,
+        "-vv",
+        "--memory",
+        "4MiB",
+    ];
+    let mut ferry = Running::spawn_env(
+        args,
+        [
+            ("AWS_ENDPOINT_URL", s3.endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+            ("AWS_REGION", "us-east-1"),
+        ],
+    );
+    ferry.wait_for("big.bin segment 20/40");
+    ferry.signal(libc::SIGINT);
+    let (status, err, _) = ferry.finish();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("1 cancelled"), "{err}");
+    assert!(s3.keys(&prefix).is_empty(), "{:?}", s3.keys(&prefix));
+    let key = format!("{prefix}/s/big.bin.gz");
+    assert_eq!(
+        s3.open_uploads(&key),
+        0,
+        "the multipart upload was not aborted"
+    );
 }

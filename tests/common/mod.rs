@@ -187,14 +187,30 @@ impl Running {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        use std::io::BufRead;
-        use std::process::Stdio;
         let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("ferry"));
         if let Some(d) = dir {
             cmd.current_dir(d);
         }
+        Running::start(cmd.args(args))
+    }
+
+    /// [`Running::spawn`] with these environment variables set as well.
+    pub fn spawn_env<'a, I, S>(
+        args: I,
+        env: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Running
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("ferry"));
+        Running::start(cmd.args(args).envs(env))
+    }
+
+    fn start(cmd: &mut std::process::Command) -> Running {
+        use std::io::BufRead;
+        use std::process::Stdio;
         let mut child = cmd
-            .args(args)
             .args(["--progress", "never"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
