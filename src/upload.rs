@@ -2,7 +2,7 @@
 //! worker received them, framed as one gzip member; commits or aborts; reports the outcome.
 //!
 //! Pieces of one file may arrive at different workers in any order. The uploader owns a
-//! map from file id to that file's [`Assembly`], which holds the early arrivals; the worker
+//! map from file id to that file's `Assembly`, which holds the early arrivals; the worker
 //! that finds the next expected piece writes it (and any that follow) outside the lock, so
 //! other workers never wait on I/O. A one-piece file (most small files) never enters the
 //! map. The entry leaves the map with the piece that ends the file's stream.
