@@ -1,10 +1,11 @@
 //! The collector stage's state: every outcome counted in the run's metrics, failures
-//! listed for the summary, deliveries kept for the manifest.
+//! listed for the summary, deliveries sent to the journal.
 
 use crate::manifest::Entry;
 use crate::metrics::RunMetrics;
 use crate::report::{Failure, Log};
 use crate::task::{Outcome, Verdict};
+use crossbeam_channel::Sender;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -15,25 +16,25 @@ pub struct Ledger {
     log: Log,
     /// Files that failed, with stage and cause.
     pub failures: Vec<Failure>,
-    /// Files delivered, for the manifest.
-    pub records: Vec<Entry>,
+    /// The journal, which records each delivery durably as the run goes on.
+    journal: Sender<Option<Entry>>,
 }
 
 impl Clone for Ledger {
     /// A fresh, empty ledger counting into the same metrics (one per collector worker).
     fn clone(&self) -> Self {
-        Ledger::new(self.metrics.clone(), self.log.clone())
+        Ledger::new(self.metrics.clone(), self.log.clone(), self.journal.clone())
     }
 }
 
 impl Ledger {
     /// An empty ledger.
-    pub fn new(metrics: Arc<RunMetrics>, log: Log) -> Self {
+    pub fn new(metrics: Arc<RunMetrics>, log: Log, journal: Sender<Option<Entry>>) -> Self {
         Ledger {
             metrics,
             log,
             failures: Vec::new(),
-            records: Vec::new(),
+            journal,
         }
     }
 
@@ -44,7 +45,9 @@ impl Ledger {
             Ok(entry) => {
                 m.bytes_in.fetch_add(entry.size, Relaxed);
                 m.bytes_out.fetch_add(entry.bytes_out, Relaxed);
-                self.records.push(entry);
+                // Only a delivered, visible object reaches here, so the journal never
+                // claims one that is not there. (The writer outlives the collectors.)
+                let _ = self.journal.send(Some(entry));
                 m.succeeded.fetch_add(1, Relaxed);
             }
             Err(Verdict::Skipped(why)) => {
@@ -63,14 +66,8 @@ impl Ledger {
         }
     }
 
-    /// The failures and deliveries of every collector, together.
-    pub fn merge(ledgers: Vec<Ledger>) -> (Vec<Failure>, Vec<Entry>) {
-        let mut failures = Vec::new();
-        let mut records = Vec::new();
-        for l in ledgers {
-            failures.extend(l.failures);
-            records.extend(l.records);
-        }
-        (failures, records)
+    /// The failures of every collector, together.
+    pub fn merge(ledgers: Vec<Ledger>) -> Vec<Failure> {
+        ledgers.into_iter().flat_map(|l| l.failures).collect()
     }
 }

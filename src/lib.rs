@@ -25,7 +25,8 @@
 //! - [`ledger`] — the collector: outcomes counted, failures listed, deliveries kept.
 //! - [`sink`] — the [`sink::Sink`] / [`sink::Upload`] traits and the `dir:`, `sim:` and
 //!   `s3://` sinks.
-//! - [`manifest`] — what was delivered, so reruns skip unchanged files.
+//! - [`manifest`] — what was delivered (formats, and the compact index a rerun keeps).
+//! - [`journal`] — deliveries saved as the run goes, folded into the manifest at the end.
 //! - [`verify`] — `ferry verify`: every delivered object checked against the manifest.
 //! - [`report`] — log levels, progress bars, the end summary and JSON report.
 //! - [`metrics`] — ferry's run counters of files and bytes.
@@ -49,6 +50,7 @@ pub mod config;
 pub mod error;
 pub mod gzip;
 pub mod interrupt;
+pub mod journal;
 pub mod ledger;
 pub mod load;
 pub mod manifest;

@@ -4,7 +4,7 @@
 use crate::budget::Budget;
 use crate::error::{Change, FileError, Stage};
 use crate::gzip::{DICT_SIZE, PRIMES_SEGMENTS};
-use crate::manifest::Manifest;
+use crate::manifest::Index;
 use crate::metrics::RunMetrics;
 use crate::pipeline::Emitter;
 use crate::sink::Sink;
@@ -35,8 +35,8 @@ pub struct Loader {
     pub follow: bool,
     /// Rewrite files even if the manifest says they are unchanged.
     pub force: bool,
-    /// What earlier runs delivered.
-    pub manifest: Arc<Manifest>,
+    /// What earlier runs delivered, by key hash.
+    pub index: Arc<Index>,
     /// The sink, to check a manifest entry's object still exists.
     pub sink: Arc<dyn Sink>,
     /// The memory budget.
@@ -120,10 +120,11 @@ impl Loader {
         let size = meta.len();
         let mtime = (meta.mtime(), meta.mtime_nsec() as u32);
         if !self.force {
-            if let Some(e) = self.manifest.get(&task.key) {
+            if let Some(e) = self.index.get(&task.key) {
+                // A listing of the sink confirmed the object, or else one request asks.
                 if e.size == size
                     && (e.mtime_s, e.mtime_ns) == mtime
-                    && self.sink.has(&object_key(&task.key), e.bytes_out)
+                    && (e.listed || self.sink.has(&object_key(&task.key), e.bytes_out))
                 {
                     return stop(task, Verdict::Skipped(Skip::Unchanged));
                 }

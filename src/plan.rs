@@ -4,8 +4,9 @@
 use crate::budget::Budget;
 use crate::config::Config;
 use crate::error::FerryError;
+use crate::journal::{compact, History, Journal};
 use crate::load::Loader;
-use crate::manifest::{manifest_name, Entry, Manifest};
+use crate::manifest::Index;
 use crate::metrics::RunMetrics;
 use crate::pipeline::{CancelToken, Producer};
 use crate::report::Log;
@@ -24,8 +25,12 @@ pub struct Plan<'c> {
     sources: Sources,
     /// The open sink.
     sink: Arc<dyn Sink>,
-    /// What earlier runs delivered (empty on a first run).
-    manifest: Arc<Manifest>,
+    /// What earlier runs delivered (empty on a first run), by key hash.
+    index: Arc<Index>,
+    /// The first journal segment this run writes.
+    next_seq: u64,
+    /// Problems found reading the history (torn records), for the summary.
+    pub warnings: Vec<String>,
 }
 
 impl<'c> Plan<'c> {
@@ -42,19 +47,26 @@ impl<'c> Plan<'c> {
             cancel: cancel.clone(),
         };
         let sink = sink::open(&delivery.sink, &options)?;
-        let manifest = match sink.read_meta(&manifest_name(config.inputs().shard))? {
-            Some(bytes) => match Manifest::from_bytes(&bytes) {
-                Ok(m) => m,
-                Err(_) if delivery.force => Manifest::default(),
-                Err(e) => return Err(FerryError::Usage(e.to_string())),
+        let history = match History::read(sink.as_ref(), config.inputs().shard) {
+            Ok(h) => h,
+            // --force rewrites everything, so a damaged history is not in the way.
+            Err(crate::journal::HistoryError::Manifest(_)) if delivery.force => History {
+                index: Index::default(),
+                next_seq: 0,
+                warnings: Vec::new(),
             },
-            None => Manifest::default(),
+            Err(crate::journal::HistoryError::Manifest(e)) => {
+                return Err(FerryError::Usage(e.to_string()))
+            }
+            Err(crate::journal::HistoryError::Sink(e)) => return Err(e.into()),
         };
         Ok(Plan {
             config,
             sources,
             sink,
-            manifest: Arc::new(manifest),
+            index: Arc::new(history.index),
+            next_seq: history.next_seq,
+            warnings: history.warnings,
         })
     }
 
@@ -90,7 +102,7 @@ impl<'c> Plan<'c> {
             segment_size: t.segment_size,
             follow: self.config.inputs().follow,
             force: self.config.delivery().force,
-            manifest: self.manifest.clone(),
+            index: self.index.clone(),
             sink: self.sink.clone(),
             budget: Budget::new(t.memory, metrics.bytes_in_flight.clone()),
             metrics: metrics.clone(),
@@ -112,21 +124,38 @@ impl<'c> Plan<'c> {
         )
     }
 
-    /// Adds this run's deliveries to the manifest and saves it at the sink.
+    /// Starts the journal writer for this run's deliveries.
     ///
     /// # Errors
-    /// A warning for the summary when it cannot be saved.
-    pub fn save_manifest(self, records: Vec<Entry>) -> Result<(), String> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let mut m = Arc::try_unwrap(self.manifest).unwrap_or_else(|a| (*a).clone());
-        for r in records {
-            m.insert(r);
-        }
-        let name = manifest_name(self.config.inputs().shard);
-        self.sink.write_meta(&name, &m.to_bytes()).map_err(|e| {
-            format!("could not save the manifest ({e}); the next run will redo these files")
-        })
+    /// [`FerryError::Pipeline`]-like setup failure when its thread cannot start.
+    pub fn journal(&self, log: &Log) -> Result<Journal, FerryError> {
+        Journal::start(
+            self.sink.clone(),
+            self.config.inputs().shard,
+            self.next_seq,
+            log.clone(),
+        )
+        .map_err(|e| FerryError::Usage(format!("cannot start the journal writer: {e}")))
+    }
+
+    /// Folds the journal into the manifest at the sink, once the run is over.
+    ///
+    /// # Errors
+    /// A warning for the summary when it cannot: the journal stays, and the next run
+    /// reads it, so nothing is redone.
+    pub fn compact(self, log: &Log) -> Result<(), String> {
+        drop(self.index);
+        compact(self.sink.as_ref(), self.config.inputs().shard, log)
+            .map(|_| ())
+            .map_err(|e| {
+                format!(
+                    "could not fold the journal into the manifest ({e}); the next run reads both"
+                )
+            })
+    }
+
+    /// Requests sent to a remote sink so far (`-vv`).
+    pub fn sink_requests(&self) -> Option<u64> {
+        self.sink.requests()
     }
 }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 /// [`FerryError::Sink`] for an unusable sink — both before any file is read.
 pub fn run(config: &Config, cancel: CancelToken) -> Result<Summary, FerryError> {
     let started = Instant::now();
-    let plan = Plan::prepare(config, &cancel)?;
+    let mut plan = Plan::prepare(config, &cancel)?;
     let metrics = Arc::new(RunMetrics::default());
     let out = config.output();
     let (reporter, log) = Reporter::start(out.progress, out.log_level, metrics.clone());
@@ -34,7 +34,22 @@ pub fn run(config: &Config, cancel: CancelToken) -> Result<Summary, FerryError> 
         let l = log.clone();
         pipeline.observe(move |e| l.debug(|| e.to_string()));
     }
-    let ledgers = build(&mut pipeline, &plan, config.tuning(), &metrics, &log);
+    let journal = match plan.journal(&log) {
+        Ok(j) => j,
+        Err(e) => {
+            reporter.finish();
+            return Err(e);
+        }
+    };
+    let ledger = Ledger::new(metrics.clone(), log.clone(), journal.sender());
+    let ledgers = build(
+        &mut pipeline,
+        &plan,
+        config.tuning(),
+        ledger,
+        &metrics,
+        &log,
+    );
     let stages = pipeline.metrics();
     reporter.set_stages(stages.clone());
     // Even when building failed part-way, wait for what was started to drain.
@@ -46,14 +61,21 @@ pub fn run(config: &Config, cancel: CancelToken) -> Result<Summary, FerryError> 
             return Err(e.into());
         }
     };
-    let (failures, records) = Ledger::merge(ledgers);
+    let failures = Ledger::merge(ledgers);
+    let saved = journal.finish();
+    let mut warnings: Vec<String> = std::mem::take(&mut plan.warnings);
+    warnings.extend(waited.err().map(|e| e.to_string()));
+    if let Some(e) = saved.error.filter(|_| saved.unsaved > 0) {
+        warnings.push(format!(
+            "could not save the journal ({e}); the next run will redo {} files",
+            saved.unsaved
+        ));
+    }
     let sink = plan.describe_sink();
-    let warnings = waited
-        .err()
-        .map(|e| e.to_string())
-        .into_iter()
-        .chain(plan.save_manifest(records).err())
-        .collect();
+    if let Some(n) = plan.sink_requests() {
+        log.debug(|| format!("[sink] {n} requests"));
+    }
+    warnings.extend(plan.compact(&log).err());
     reporter.finish();
     Ok(Summary::build(
         &metrics,
@@ -71,12 +93,12 @@ fn build(
     p: &mut Pipeline,
     plan: &Plan,
     t: &Tuning,
+    ledger: Ledger,
     metrics: &Arc<RunMetrics>,
     log: &Log,
 ) -> Result<Collected<Ledger>, PipelineError> {
     let loader = Arc::new(plan.loader(metrics, log));
     let uploader = Arc::new(plan.uploader(metrics, log));
-    let ledger = Ledger::new(metrics.clone(), log.clone());
     let level = t.level;
     p.source("walk", t.queue, plan.producers(metrics, log))?
         .stage(stage("load", t.load_workers, t), move |_| {

@@ -2,10 +2,12 @@
 //! is one gzip member that decodes to the recorded length and CRC-32, at the recorded size.
 
 use crate::error::{ExitCode, FerryError};
-use crate::manifest::{manifest_name, Entry, Manifest};
+use crate::journal::{for_each_current, HistoryError};
+use crate::manifest::{manifest_name, Entry};
 use crate::report::{Level, Log};
 use crate::shard::Shard;
 use crate::sink::{self, Sink, SinkOptions, SinkSpec};
+use crate::task::object_key;
 use flate2::read::GzDecoder;
 use rayon::prelude::*;
 use std::io::Read;
@@ -89,33 +91,47 @@ pub fn check_object(entry: &Entry, bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Verifies every object listed in the sink's manifest(s), in parallel.
+/// Verifies every object the sink's manifest and journal list (the current entry of each
+/// key), in parallel, a batch at a time so memory does not grow with the count.
 ///
 /// # Errors
-/// [`FerryError::Usage`] when the sink has no manifest; [`FerryError::Sink`] when it
-/// cannot be opened or its manifest read.
+/// [`FerryError::Usage`] when the sink has no manifest or journal, or one is damaged;
+/// [`FerryError::Sink`] when it cannot be opened or read.
 pub fn verify(spec: &SinkSpec, shard: Option<Shard>) -> Result<VerifyReport, FerryError> {
     let sink = sink::open(spec, &SinkOptions::default())?;
-    let name = manifest_name(shard);
-    let bytes = sink.read_meta(&name)?.ok_or_else(|| {
-        FerryError::Usage(format!(
-            "{}: no manifest ({name}) to verify against",
-            sink.describe()
-        ))
+    let mut report = VerifyReport::default();
+    let mut batch = Vec::with_capacity(BATCH);
+    let read = for_each_current(sink.as_ref(), shard, |e| {
+        batch.push(e);
+        if batch.len() == BATCH {
+            verify_entries(sink.as_ref(), &std::mem::take(&mut batch), &mut report);
+        }
+    });
+    let (n, _) = read.map_err(|e| match e {
+        HistoryError::Sink(e) => FerryError::Sink(e),
+        HistoryError::Manifest(e) => FerryError::Usage(e.to_string()),
     })?;
-    let manifest = Manifest::from_bytes(&bytes).map_err(|e| FerryError::Usage(e.to_string()))?;
-    Ok(verify_manifest(sink.as_ref(), &manifest))
+    verify_entries(sink.as_ref(), &batch, &mut report);
+    if n == 0 {
+        return Err(FerryError::Usage(format!(
+            "{}: no manifest ({}) to verify against",
+            sink.describe(),
+            manifest_name(shard)
+        )));
+    }
+    report.mismatches.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(report)
 }
 
-/// Verifies the objects of `manifest` at `sink`.
-pub fn verify_manifest(sink: &dyn Sink, manifest: &Manifest) -> VerifyReport {
-    let entries: Vec<&Entry> = manifest.entries().collect();
-    let mut mismatches: Vec<Mismatch> = entries
+/// Entries verified in parallel at a time.
+const BATCH: usize = 4096;
+
+/// Verifies the objects of `entries` at `sink`, adding to `report`.
+pub fn verify_entries(sink: &dyn Sink, entries: &[Entry], report: &mut VerifyReport) {
+    let mismatches: Vec<Mismatch> = entries
         .par_iter()
         .filter_map(|e| {
-            let mut key = PathBuf::from(&e.key).into_os_string();
-            key.push(".gz");
-            let key = PathBuf::from(key);
+            let key = object_key(&PathBuf::from(&e.key));
             let result = sink
                 .read_object(Path::new(&key))
                 .map_err(|err| err.to_string())
@@ -123,9 +139,6 @@ pub fn verify_manifest(sink: &dyn Sink, manifest: &Manifest) -> VerifyReport {
             result.err().map(|problem| Mismatch { key, problem })
         })
         .collect();
-    mismatches.sort_by(|a, b| a.key.cmp(&b.key));
-    VerifyReport {
-        checked: entries.len(),
-        mismatches,
-    }
+    report.checked += entries.len();
+    report.mismatches.extend(mismatches);
 }

@@ -3,6 +3,7 @@
 
 use crate::pipeline::CancelToken;
 use crate::words::io_words;
+use std::io::Read;
 use std::path::Path;
 use std::time::{Instant, SystemTime};
 
@@ -133,16 +134,54 @@ pub trait Sink: Send + Sync {
     fn begin(&self, key: &Path, meta: &ObjectMeta) -> Result<Box<dyn Upload>, SinkError>;
     /// Whether object `key` exists with `len` bytes (a rerun's skip check).
     fn has(&self, key: &Path, len: u64) -> bool;
-    /// Reads the named metadata object (the manifest) at the sink root, if present.
+    /// Opens the named metadata object (manifest, journal segment) at the sink root as a
+    /// stream, if it exists: a manifest of millions of entries is never read whole.
     ///
     /// # Errors
-    /// [`SinkError::Setup`] if it exists but cannot be read.
-    fn read_meta(&self, name: &str) -> Result<Option<Vec<u8>>, SinkError>;
-    /// Replaces the named metadata object atomically.
+    /// A [`SinkError`] if it exists but cannot be opened.
+    fn open_meta(&self, name: &str) -> Result<Option<Box<dyn Read + Send>>, SinkError>;
+    /// Replaces the named metadata object atomically. (A large one, such as the
+    /// manifest, is streamed through [`Sink::begin`] instead.)
     ///
     /// # Errors
     /// a [`SinkError`] if it cannot be written.
-    fn write_meta(&self, name: &str, bytes: &[u8]) -> Result<(), SinkError>;
+    fn write_meta(&self, name: &str, bytes: &[u8]) -> Result<(), SinkError> {
+        let mut up = self.begin(
+            Path::new(name),
+            &ObjectMeta {
+                mtime: None,
+                source_size: bytes.len() as u64,
+                deadline: None,
+            },
+        )?;
+        up.write(bytes)?;
+        up.commit().map(|_| ())
+    }
+    /// The names of the metadata objects at the sink root that start with `prefix`,
+    /// sorted.
+    ///
+    /// # Errors
+    /// A [`SinkError`] if the root cannot be listed.
+    fn list_meta(&self, prefix: &str) -> Result<Vec<String>, SinkError>;
+    /// Removes the named metadata object; one that is already gone is not an error.
+    ///
+    /// # Errors
+    /// A [`SinkError`] if it cannot be removed.
+    fn delete_meta(&self, name: &str) -> Result<(), SinkError>;
+    /// Calls `visit(key, size)` for every object under the sink, from one streamed,
+    /// paged listing, and returns `true`; or returns `false` without visiting when the
+    /// sink does not list cheaply (then the skip check asks [`Sink::has`] per file).
+    ///
+    /// # Errors
+    /// A [`SinkError`] if the listing fails.
+    fn list_objects(&self, visit: &mut dyn FnMut(&Path, u64)) -> Result<bool, SinkError> {
+        let _ = visit;
+        Ok(false)
+    }
+    /// Requests sent to a remote store so far, for `-vv` (`None` when not remote).
+    fn requests(&self) -> Option<u64> {
+        None
+    }
     /// The local directory behind the sink, so the walk can leave it out of the inputs.
     fn local_root(&self) -> Option<&Path> {
         None

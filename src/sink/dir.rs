@@ -5,7 +5,7 @@ use crate::words::io_words;
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
@@ -128,9 +128,9 @@ impl Sink for DirSink {
         fs::symlink_metadata(self.root.join(key)).is_ok_and(|m| m.is_file() && m.len() == len)
     }
 
-    fn read_meta(&self, name: &str) -> Result<Option<Vec<u8>>, SinkError> {
-        match fs::read(self.root.join(name)) {
-            Ok(b) => Ok(Some(b)),
+    fn open_meta(&self, name: &str) -> Result<Option<Box<dyn Read + Send>>, SinkError> {
+        match File::open(self.root.join(name)) {
+            Ok(f) => Ok(Some(Box::new(f))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(SinkError::Setup {
                 target: self.describe(),
@@ -139,17 +139,24 @@ impl Sink for DirSink {
         }
     }
 
-    fn write_meta(&self, name: &str, bytes: &[u8]) -> Result<(), SinkError> {
-        let mut up = self.begin(
-            Path::new(name),
-            &ObjectMeta {
-                mtime: None,
-                source_size: bytes.len() as u64,
-                deadline: None,
-            },
-        )?;
-        up.write(bytes)?;
-        up.commit().map(|_| ())
+    fn list_meta(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
+        let rd = fs::read_dir(&self.root).map_err(|e| SinkError::io("cannot list", e))?;
+        let mut names: Vec<String> = rd
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.starts_with(prefix))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn delete_meta(&self, name: &str) -> Result<(), SinkError> {
+        match fs::remove_file(self.root.join(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(SinkError::io(format!("cannot remove {name}"), e))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn local_root(&self) -> Option<&Path> {

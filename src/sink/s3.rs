@@ -12,6 +12,8 @@
 //! with backoff, so its errors reach ferry as permanent.
 
 use super::api::{ObjectMeta, Receipt, Sink, SinkError, Upload};
+use bytes::Bytes;
+use futures::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjPath;
 use object_store::{
@@ -19,7 +21,9 @@ use object_store::{
     PutOptions, PutPayload,
 };
 use std::future::Future;
+use std::io::Read;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -60,6 +64,8 @@ pub struct S3Sink {
     store: Arc<AmazonS3>,
     runtime: tokio::runtime::Runtime,
     spec: S3Spec,
+    /// Requests sent (object_store's own retries aside), for `-vv`.
+    requests: Arc<AtomicU64>,
 }
 
 impl S3Sink {
@@ -116,6 +122,7 @@ impl S3Sink {
             store,
             runtime,
             spec: spec.clone(),
+            requests: Arc::new(AtomicU64::new(1)),
         })
     }
 
@@ -132,9 +139,11 @@ impl S3Sink {
 /// Runs `fut` on the sink's runtime, bounded by the file's deadline.
 fn run<T>(
     handle: &tokio::runtime::Handle,
+    requests: &AtomicU64,
     deadline: Option<Instant>,
     fut: impl Future<Output = object_store::Result<T>>,
 ) -> Result<T, SinkError> {
+    requests.fetch_add(1, Relaxed);
     let result = match deadline {
         None => handle.block_on(fut),
         Some(d) => {
@@ -173,6 +182,7 @@ impl Sink for S3Sink {
             );
         }
         Ok(Box::new(S3Upload {
+            requests: self.requests.clone(),
             store: self.store.clone(),
             handle: self.runtime.handle().clone(),
             path: self.path(key),
@@ -187,23 +197,91 @@ impl Sink for S3Sink {
 
     fn has(&self, key: &Path, len: u64) -> bool {
         let handle = self.runtime.handle();
-        run(handle, None, self.store.head(&self.path(key))).is_ok_and(|m| m.size == len)
+        run(
+            handle,
+            &self.requests,
+            None,
+            self.store.head(&self.path(key)),
+        )
+        .is_ok_and(|m| m.size == len)
     }
 
-    fn read_meta(&self, name: &str) -> Result<Option<Vec<u8>>, SinkError> {
+    fn open_meta(&self, name: &str) -> Result<Option<Box<dyn Read + Send>>, SinkError> {
         let path = self.path(Path::new(name));
-        let got = self.runtime.block_on(async {
-            match self.store.get(&path).await {
-                Ok(r) => r.bytes().await.map(Some),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(e),
-            }
-        });
-        got.map(|b| b.map(|b| b.to_vec()))
-            .map_err(|e| SinkError::Setup {
+        self.requests.fetch_add(1, Relaxed);
+        match self.runtime.block_on(self.store.get(&path)) {
+            Ok(r) => Ok(Some(Box::new(StreamRead {
+                stream: r.into_stream(),
+                handle: self.runtime.handle().clone(),
+                chunk: Bytes::new(),
+            }))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(SinkError::Setup {
                 target: self.describe(),
                 cause: format!("cannot read {name}: {}", SinkError::Store(e)),
-            })
+            }),
+        }
+    }
+
+    fn list_meta(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
+        let dir = ObjPath::from(self.spec.prefix.as_str());
+        let listed = run(
+            self.runtime.handle(),
+            &self.requests,
+            None,
+            self.store.list_with_delimiter(Some(&dir)),
+        )?;
+        let mut names: Vec<String> = listed
+            .objects
+            .into_iter()
+            .filter_map(|o| o.location.filename().map(str::to_string))
+            .filter(|n| n.starts_with(prefix))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn delete_meta(&self, name: &str) -> Result<(), SinkError> {
+        let path = self.path(Path::new(name));
+        match run(
+            self.runtime.handle(),
+            &self.requests,
+            None,
+            self.store.delete(&path),
+        ) {
+            Err(SinkError::Store(object_store::Error::NotFound { .. })) => Ok(()),
+            r => r,
+        }
+    }
+
+    fn list_objects(&self, visit: &mut dyn FnMut(&Path, u64)) -> Result<bool, SinkError> {
+        let dir = ObjPath::from(self.spec.prefix.as_str());
+        let handle = self.runtime.handle();
+        let mut stream = self.store.list(Some(&dir));
+        let mut seen = 0u64;
+        // object_store pages the listing (1,000 keys a request) and streams the pages.
+        self.requests.fetch_add(1, Relaxed);
+        while let Some(item) = handle.block_on(stream.next()) {
+            let meta = item.map_err(SinkError::Store)?;
+            seen += 1;
+            if seen % 1000 == 0 {
+                self.requests.fetch_add(1, Relaxed);
+            }
+            let full = meta.location.as_ref();
+            let key = match self.spec.prefix.as_str() {
+                "" => full,
+                p => full
+                    .strip_prefix(p)
+                    .and_then(|k| k.strip_prefix('/'))
+                    .unwrap_or(full),
+            };
+            visit(Path::new(key), meta.size);
+        }
+        Ok(true)
+    }
+
+    fn requests(&self) -> Option<u64> {
+        Some(self.requests.load(Relaxed))
     }
 
     fn read_object(&self, key: &Path) -> Result<Vec<u8>, SinkError> {
@@ -221,6 +299,7 @@ impl Sink for S3Sink {
         let path = self.path(Path::new(name));
         run(
             self.runtime.handle(),
+            &self.requests,
             None,
             self.store.put(&path, PutPayload::from(bytes.to_vec())),
         )
@@ -228,8 +307,31 @@ impl Sink for S3Sink {
     }
 }
 
+/// A blocking reader over an object's byte stream, chunk by chunk as they arrive.
+struct StreamRead {
+    stream: futures::stream::BoxStream<'static, object_store::Result<Bytes>>,
+    handle: tokio::runtime::Handle,
+    chunk: Bytes,
+}
+
+impl Read for StreamRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.handle.block_on(self.stream.next()) {
+                None => return Ok(0),
+                Some(Ok(b)) => self.chunk = b,
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
+    }
+}
+
 /// One object: a single PUT, or a multipart upload once it outgrows one part.
 struct S3Upload {
+    requests: Arc<AtomicU64>,
     store: Arc<AmazonS3>,
     handle: tokio::runtime::Handle,
     path: ObjPath,
@@ -251,6 +353,7 @@ impl S3Upload {
             };
             let mp = run(
                 &self.handle,
+                &self.requests,
                 self.deadline,
                 self.store.put_multipart_opts(&self.path, opts),
             )?;
@@ -259,7 +362,7 @@ impl S3Upload {
         let data = PutPayload::from(std::mem::take(&mut self.buf));
         let part = self.multipart.as_mut().map(|mp| mp.put_part(data));
         match part {
-            Some(p) => run(&self.handle, self.deadline, p),
+            Some(p) => run(&self.handle, &self.requests, self.deadline, p),
             None => Ok(()),
         }
     }
@@ -294,6 +397,7 @@ impl Upload for S3Upload {
             let payload = PutPayload::from(std::mem::take(&mut self.buf));
             run(
                 &self.handle,
+                &self.requests,
                 self.deadline,
                 self.store.put_opts(&self.path, payload, opts),
             )?;
@@ -302,7 +406,7 @@ impl Upload for S3Upload {
                 self.send_part()?;
             }
             if let Some(mp) = self.multipart.as_mut() {
-                run(&self.handle, self.deadline, mp.complete())?;
+                run(&self.handle, &self.requests, self.deadline, mp.complete())?;
             }
         }
         self.done = true;
@@ -316,7 +420,7 @@ impl Upload for S3Upload {
         if !self.done {
             self.done = true;
             if let Some(mp) = self.multipart.as_mut() {
-                let _ = run(&self.handle, None, mp.abort());
+                let _ = run(&self.handle, &self.requests, None, mp.abort());
             }
         }
     }

@@ -10,6 +10,7 @@
 use super::api::{ObjectMeta, Receipt, Sink, SinkError, Upload};
 use crate::pipeline::CancelToken;
 use std::collections::HashMap;
+use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -242,14 +243,11 @@ impl Sink for SimSink {
         false
     }
 
-    fn read_meta(&self, name: &str) -> Result<Option<Vec<u8>>, SinkError> {
-        Ok(self
-            .inner
-            .meta
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+    fn open_meta(&self, name: &str) -> Result<Option<Box<dyn Read + Send>>, SinkError> {
+        let meta = self.inner.meta.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(meta
             .get(name)
-            .cloned())
+            .map(|b| Box::new(std::io::Cursor::new(b.clone())) as Box<dyn Read + Send>))
     }
 
     fn write_meta(&self, name: &str, bytes: &[u8]) -> Result<(), SinkError> {
@@ -258,6 +256,26 @@ impl Sink for SimSink {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(name.to_string(), bytes.to_vec());
+        Ok(())
+    }
+
+    fn list_meta(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
+        let meta = self.inner.meta.lock().unwrap_or_else(|e| e.into_inner());
+        let mut names: Vec<String> = meta
+            .keys()
+            .filter(|n| n.starts_with(prefix))
+            .cloned()
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn delete_meta(&self, name: &str) -> Result<(), SinkError> {
+        self.inner
+            .meta
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
         Ok(())
     }
 }

@@ -1,0 +1,366 @@
+//! Checkpointed progress: the journal of deliveries, written while the run goes on, and
+//! its compaction into the manifest at the end (design promise 7).
+//!
+//! The collector sends each delivered file's [`Entry`] here only after its object is
+//! visible, so the journal never claims an object that is not there. A writer thread
+//! appends entries to a buffer and saves it as the next numbered segment
+//! (`.ferry-journal[.shard-K-of-N].NNNNNNNNNN.jsonl`, through [`Sink::write_meta`], so it
+//! appears whole) at least once a second and every [`FLUSH_RECORDS`] entries. A crash
+//! therefore costs at most the last flush interval. At the end the manifest and every
+//! segment are folded into a new manifest, streamed, and the segments removed; a crash
+//! during that leaves both, and the next reader merges them.
+
+use crate::manifest::{
+    journal_prefix, journal_segment, journal_seq, key_hash, manifest_name, split, Entry,
+    EntryReader, Index, ManifestError,
+};
+use crate::report::Log;
+use crate::shard::Shard;
+use crate::sink::{ObjectMeta, Sink, SinkError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The longest an entry waits in memory before its segment is saved.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// Entries that make a segment on their own, however quickly they come.
+pub const FLUSH_RECORDS: usize = 4096;
+
+/// Why the history of a sink could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// The sink failed.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// A manifest or journal segment is damaged.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+}
+
+/// What earlier runs delivered into a sink, as a rerun needs it.
+pub struct History {
+    /// Delivered files by key hash.
+    pub index: Index,
+    /// The sequence number for this run's first journal segment.
+    pub next_seq: u64,
+    /// Torn records ignored, in words, for the summary.
+    pub warnings: Vec<String>,
+}
+
+/// The metadata objects that hold a run's history: the manifest, then the journal
+/// segments in sequence order.
+fn sources(sink: &dyn Sink, shard: Option<Shard>) -> Result<(Vec<String>, u64), SinkError> {
+    let prefix = journal_prefix(shard);
+    let mut segs: Vec<(u64, String)> = sink
+        .list_meta(&prefix)?
+        .into_iter()
+        .filter_map(|n| journal_seq(&prefix, &n).map(|s| (s, n)))
+        .collect();
+    segs.sort();
+    let next = segs.last().map_or(0, |(s, _)| s + 1);
+    let mut names = vec![manifest_name(shard)];
+    names.extend(segs.into_iter().map(|(_, n)| n));
+    Ok((names, next))
+}
+
+/// What [`read_sources`] hands its visitor.
+enum Item {
+    /// A manifest header announced this many entries (to reserve room).
+    Announced(u64),
+    /// The entry with this ordinal across all sources.
+    Entry(u64, Entry),
+}
+
+/// Reads every source in order, calling `visit` for each header and entry; returns
+/// warnings for torn last records.
+fn read_sources(
+    sink: &dyn Sink,
+    names: &[String],
+    mut visit: impl FnMut(Item),
+) -> Result<Vec<String>, HistoryError> {
+    let mut ordinal = 0u64;
+    let mut warnings = Vec::new();
+    for name in names {
+        let Some(r) = sink.open_meta(name)? else {
+            continue;
+        };
+        let reader = EntryReader::new(name, r)?;
+        visit(Item::Announced(reader.announced()));
+        let torn = reader.for_each(|e| {
+            visit(Item::Entry(ordinal, e));
+            ordinal += 1;
+        })?;
+        if torn {
+            warnings.push(format!(
+                "{name}: ignored its last record, cut off mid-write (a crash); those files will be delivered again"
+            ));
+        }
+    }
+    Ok(warnings)
+}
+
+impl History {
+    /// Reads the manifest and journal of `shard` at `sink` into an index. Where the sink
+    /// lists cheaply, one listing confirms which objects are still there.
+    ///
+    /// # Errors
+    /// [`HistoryError`] when the sink fails or a manifest or segment is damaged.
+    pub fn read(sink: &dyn Sink, shard: Option<Shard>) -> Result<History, HistoryError> {
+        let (names, next_seq) = sources(sink, shard)?;
+        let mut index = Index::default();
+        let warnings = read_sources(sink, &names, |item| match item {
+            Item::Announced(n) => index.reserve(n as usize),
+            Item::Entry(_, e) => index.push(&e),
+        })?;
+        index.seal();
+        if !index.is_empty() {
+            sink.list_objects(&mut |key, size| {
+                if let Some(k) = key.to_str().and_then(|k| k.strip_suffix(".gz")) {
+                    index.mark_listed(Path::new(k), size);
+                }
+            })?;
+        }
+        Ok(History {
+            index,
+            next_seq,
+            warnings,
+        })
+    }
+}
+
+/// Calls `visit` once for each key's current entry (the last one across the manifest and
+/// the journal segments, in order), streaming: memory is 24 bytes an entry read, not the
+/// entries themselves. Returns how many entries were visited and the torn-record warnings.
+///
+/// # Errors
+/// [`HistoryError`] when the sink fails or a manifest or segment is damaged.
+pub fn for_each_current(
+    sink: &dyn Sink,
+    shard: Option<Shard>,
+    mut visit: impl FnMut(Entry),
+) -> Result<(u64, Vec<String>), HistoryError> {
+    let (names, _) = sources(sink, shard)?;
+    let keep = current(sink, &names)?;
+    let mut n = 0;
+    let warnings = read_sources(sink, &names, |item| {
+        if let Item::Entry(ord, e) = item {
+            if keep.get(ord as usize).is_some_and(|&k| k) {
+                n += 1;
+                visit(e);
+            }
+        }
+    })?;
+    Ok((n, warnings))
+}
+
+/// For every entry across `names`, whether it is the last one of its key.
+fn current(sink: &dyn Sink, names: &[String]) -> Result<Vec<bool>, HistoryError> {
+    let mut seen: Vec<([u64; 2], u64)> = Vec::new();
+    read_sources(sink, names, |item| match item {
+        Item::Announced(n) => seen.reserve(n as usize),
+        Item::Entry(ord, e) => seen.push((split(key_hash(&std::path::PathBuf::from(&e.key))), ord)),
+    })?;
+    let mut keep = vec![false; seen.len()];
+    seen.sort_unstable();
+    for (i, (h, ord)) in seen.iter().enumerate() {
+        if seen.get(i + 1).is_none_or(|(next, _)| next != h) {
+            keep[*ord as usize] = true;
+        }
+    }
+    Ok(keep)
+}
+
+/// Folds the manifest and every journal segment of `shard` into a new manifest, streamed
+/// through an upload (so it appears whole), then removes the segments. Does nothing when
+/// there are no segments. Returns the number of entries now in the manifest.
+///
+/// # Errors
+/// [`HistoryError`]; the segments then stay, and the next reader merges them.
+pub fn compact(sink: &dyn Sink, shard: Option<Shard>, log: &Log) -> Result<u64, HistoryError> {
+    let (names, _) = sources(sink, shard)?;
+    if names.len() == 1 {
+        return Ok(0);
+    }
+    let name = manifest_name(shard);
+    log.debug(|| {
+        format!(
+            "[manifest] compacting {} journal segments into {name}",
+            names.len() - 1
+        )
+    });
+    let keep = current(sink, &names)?;
+    let count = keep.iter().filter(|&&k| k).count() as u64;
+    let meta = ObjectMeta {
+        mtime: None,
+        source_size: 0,
+        deadline: None,
+    };
+    let mut upload = sink.begin(Path::new(&name), &meta)?;
+    let mut buf = crate::manifest::header(count);
+    let mut failed: Option<SinkError> = None;
+    let read = read_sources(sink, &names, |item| {
+        let Item::Entry(ord, e) = item else { return };
+        if failed.is_some() || !keep[ord as usize] {
+            return;
+        }
+        crate::manifest::write_entry(&mut buf, &e);
+        if buf.len() >= 1 << 20 {
+            failed = upload.write(&buf).err();
+            buf.clear();
+        }
+    });
+    let written = match (read, failed) {
+        (Err(e), _) => Err(e),
+        (_, Some(e)) => Err(e.into()),
+        (Ok(_), None) => upload
+            .write(&buf)
+            .and_then(|_| upload.commit())
+            .map_err(HistoryError::from),
+    };
+    if let Err(e) = written {
+        upload.abort();
+        return Err(e);
+    }
+    for seg in &names[1..] {
+        sink.delete_meta(seg)?;
+    }
+    log.debug(|| format!("[manifest] {name}: {count} entries"));
+    Ok(count)
+}
+
+/// What the journal writer did, once it has ended.
+#[derive(Debug, Default)]
+pub struct JournalEnd {
+    /// Entries saved in segments.
+    pub saved: u64,
+    /// Entries that could not be saved (the next run delivers them again).
+    pub unsaved: u64,
+    /// The last save error, in words.
+    pub error: Option<String>,
+}
+
+/// The journal writer: a thread that saves entries as numbered segments.
+pub struct Journal {
+    /// `Some(entry)` to record; `None` to save what is left and stop (senders may outlive
+    /// the run in engine closures, so disconnection alone is not relied on).
+    tx: Sender<Option<Entry>>,
+    handle: JoinHandle<JournalEnd>,
+}
+
+impl Journal {
+    /// Starts the writer for `shard` at `sink`, numbering segments from `first_seq`.
+    ///
+    /// # Errors
+    /// If the thread cannot start.
+    pub fn start(
+        sink: Arc<dyn Sink>,
+        shard: Option<Shard>,
+        first_seq: u64,
+        log: Log,
+    ) -> std::io::Result<Journal> {
+        // Bounded: a sink slower than the deliveries holds the collector back, not memory.
+        let (tx, rx) = crossbeam_channel::bounded(4 * FLUSH_RECORDS);
+        let prefix = journal_prefix(shard);
+        let handle = std::thread::Builder::new()
+            .name("ferry-journal".into())
+            .spawn(move || Writer::new(sink, prefix, first_seq, log).run(rx))?;
+        Ok(Journal { tx, handle })
+    }
+
+    /// Where the collector sends each delivered file's entry.
+    pub fn sender(&self) -> Sender<Option<Entry>> {
+        self.tx.clone()
+    }
+
+    /// Saves what is left and waits for the writer.
+    pub fn finish(self) -> JournalEnd {
+        let _ = self.tx.send(None);
+        self.handle.join().unwrap_or_else(|_| JournalEnd {
+            error: Some("the journal writer panicked".into()),
+            ..JournalEnd::default()
+        })
+    }
+}
+
+struct Writer {
+    sink: Arc<dyn Sink>,
+    prefix: String,
+    seq: u64,
+    log: Log,
+    buf: Vec<u8>,
+    pending: u64,
+    oldest: Option<Instant>,
+    end: JournalEnd,
+}
+
+impl Writer {
+    fn new(sink: Arc<dyn Sink>, prefix: String, seq: u64, log: Log) -> Self {
+        Writer {
+            sink,
+            prefix,
+            seq,
+            log,
+            buf: Vec::new(),
+            pending: 0,
+            oldest: None,
+            end: JournalEnd::default(),
+        }
+    }
+
+    fn run(mut self, rx: Receiver<Option<Entry>>) -> JournalEnd {
+        loop {
+            let wait = self.oldest.map_or(Duration::from_secs(3600), |t| {
+                (t + FLUSH_EVERY).saturating_duration_since(Instant::now())
+            });
+            match rx.recv_timeout(wait) {
+                Ok(Some(e)) => {
+                    crate::manifest::write_entry(&mut self.buf, &e);
+                    self.pending += 1;
+                    self.oldest.get_or_insert_with(Instant::now);
+                    if self.pending >= FLUSH_RECORDS as u64 {
+                        self.flush();
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => self.flush(),
+                Ok(None) | Err(RecvTimeoutError::Disconnected) => {
+                    self.flush();
+                    self.end.unsaved = self.pending;
+                    return self.end;
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.pending == 0 {
+            return;
+        }
+        let name = journal_segment(&self.prefix, self.seq);
+        let n = self.pending;
+        self.log
+            .debug(|| format!("[journal] flushing {n} records to {name}"));
+        match self.sink.write_meta(&name, &self.buf) {
+            Ok(()) => {
+                self.seq += 1;
+                self.end.saved += n;
+                self.buf.clear();
+                self.pending = 0;
+                self.oldest = None;
+                let total = self.end.saved;
+                self.log
+                    .debug(|| format!("[journal] flushed {n} records ({total} in all)"));
+            }
+            Err(e) => {
+                // Kept, and tried again at the next flush.
+                self.oldest = Some(Instant::now());
+                if self.end.error.is_none() {
+                    self.log
+                        .warn(|| format!("cannot save the journal ({e}); will retry"));
+                }
+                self.end.error = Some(e.to_string());
+            }
+        }
+    }
+}
