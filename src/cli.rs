@@ -164,6 +164,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = duration)]
     pub retry_backoff: Duration,
 
+    /// Journal segment size in files (hidden: tests use a small one to see many flushes).
+    #[arg(long, value_name = "N", default_value = "4096", hide = true)]
+    pub journal_every: NonZeroUsize,
+
     /// Take only the files whose key hashes to shard K of N (0 ≤ K < N); N processes with
     /// K = 0…N-1 deliver every file exactly once.
     #[arg(long, value_name = "K/N")]
@@ -229,7 +233,8 @@ impl RunArgs {
             .progress(self.progress.into())
             .log_level(self.verbosity.level())
             .retries(self.retries)
-            .retry_backoff(self.retry_backoff);
+            .retry_backoff(self.retry_backoff)
+            .journal_every(self.journal_every);
         if let Some(j) = self.jobs {
             b = b.jobs(j);
         }

@@ -66,6 +66,8 @@ pub struct Delivery {
     pub timeout: Option<Duration>,
     /// Per-file deadline, from opening to delivery.
     pub task_timeout: Option<Duration>,
+    /// Deliveries per journal segment, at most (a segment is also saved every second).
+    pub journal_every: NonZeroUsize,
 }
 
 /// What to show while running.
@@ -144,6 +146,7 @@ impl Config {
                     retry_backoff: Duration::from_millis(200),
                     timeout: None,
                     task_timeout: None,
+                    journal_every: nz(crate::journal::FLUSH_RECORDS),
                 },
                 output: Output {
                     progress: ProgressMode::Never,
@@ -212,6 +215,7 @@ impl ConfigBuilder {
         delivery.fsync: bool, "fsync each output before it becomes visible.";
         delivery.retries: u32, "Retries of a transient sink failure.";
         delivery.retry_backoff: Duration, "First retry delay.";
+        delivery.journal_every: NonZeroUsize, "Deliveries per journal segment, at most.";
         output.progress: ProgressMode, "When to draw progress bars.";
         output.log_level: Level, "How much to log.";
     }

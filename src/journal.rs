@@ -258,14 +258,17 @@ impl Journal {
         sink: Arc<dyn Sink>,
         shard: Option<Shard>,
         first_seq: u64,
+        every: usize,
         log: Log,
     ) -> std::io::Result<Journal> {
         // Bounded: a sink slower than the deliveries holds the collector back, not memory.
-        let (tx, rx) = crossbeam_channel::bounded(4 * FLUSH_RECORDS);
+        let (tx, rx) = crossbeam_channel::bounded(4 * every.max(1));
         let prefix = journal_prefix(shard);
+        let mut writer = Writer::new(sink, prefix, first_seq, log);
+        writer.every = every.max(1) as u64;
         let handle = std::thread::Builder::new()
             .name("ferry-journal".into())
-            .spawn(move || Writer::new(sink, prefix, first_seq, log).run(rx))?;
+            .spawn(move || writer.run(rx))?;
         Ok(Journal { tx, handle })
     }
 
@@ -292,6 +295,8 @@ struct Writer {
     buf: Vec<u8>,
     pending: u64,
     oldest: Option<Instant>,
+    /// Entries that make a segment on their own.
+    every: u64,
     end: JournalEnd,
 }
 
@@ -305,6 +310,7 @@ impl Writer {
             buf: Vec::new(),
             pending: 0,
             oldest: None,
+            every: FLUSH_RECORDS as u64,
             end: JournalEnd::default(),
         }
     }
@@ -319,7 +325,7 @@ impl Writer {
                     crate::manifest::write_entry(&mut self.buf, &e);
                     self.pending += 1;
                     self.oldest.get_or_insert_with(Instant::now);
-                    if self.pending >= FLUSH_RECORDS as u64 {
+                    if self.pending >= self.every {
                         self.flush();
                     }
                 }

@@ -133,6 +133,7 @@ impl<'c> Plan<'c> {
             self.sink.clone(),
             self.config.inputs().shard,
             self.next_seq,
+            self.config.delivery().journal_every.get(),
             log.clone(),
         )
         .map_err(|e| FerryError::Usage(format!("cannot start the journal writer: {e}")))

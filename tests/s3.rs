@@ -385,3 +385,61 @@ fn cancelling_a_multipart_upload_aborts_it_and_leaves_no_object() {
         "the multipart upload was not aborted"
     );
 }
+
+#[test]
+fn a_rerun_confirms_unchanged_files_with_one_listing_not_a_request_each() {
+    let mut s3 = s3();
+    if s3.local.is_some() {
+        // A server of its own: the other tests' requests must not be counted.
+        let own: &'static TestServer = Box::leak(Box::new(TestServer::start(BUCKET)));
+        s3.endpoint = own.endpoint.clone();
+        s3.local = Some(own);
+    }
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    const N: u64 = 2500;
+    for i in 0..N {
+        write(
+            &src,
+            &format!("d{}/f{i}", i % 5),
+            format!("{i}\n").as_bytes(),
+        );
+    }
+    let prefix = unique("listing");
+    assert_eq!(s3.deliver(&src, &prefix)["totals"]["succeeded"], N);
+    // Requests as the server counts them in-process; as ferry counts them (-vv) against
+    // an external server.
+    let before = s3
+        .local
+        .map(|l| l.requests.load(std::sync::atomic::Ordering::SeqCst));
+    let r = s3
+        .ferry()
+        .arg(&src)
+        .args(["-vv", "--report", "-", "--to", &s3.url(&prefix)])
+        .assert()
+        .success();
+    assert_eq!(report(&r.get_output().stdout)["totals"]["skipped"], N);
+    let requests = match (s3.local, before) {
+        (Some(l), Some(b)) => l.requests.load(std::sync::atomic::Ordering::SeqCst) - b,
+        _ => {
+            let err = String::from_utf8_lossy(&r.get_output().stderr).into_owned();
+            let line = err
+                .lines()
+                .find(|l| l.contains("[sink] "))
+                .unwrap()
+                .to_string();
+            line.split_whitespace()
+                .rev()
+                .nth(1)
+                .unwrap()
+                .parse()
+                .unwrap()
+        }
+    };
+    eprintln!("{requests} requests to confirm {N} unchanged files");
+    // A listing page holds 1,000 keys; the rest is setup (bucket check, manifest, journal).
+    assert!(
+        requests <= N / 1000 + 8,
+        "{requests} requests to confirm {N} unchanged files"
+    );
+}

@@ -241,15 +241,21 @@ impl Running {
 
     /// Waits until a stderr line contains `text`; fails the test after [`WATCHDOG`].
     pub fn wait_for(&mut self, text: &str) {
+        self.wait_until(text, |l| l.contains(text));
+    }
+
+    /// Waits until a stderr line satisfies `hit` (described as `what` if it never does);
+    /// returns the line.
+    pub fn wait_until(&mut self, what: &str, hit: impl Fn(&str) -> bool) -> String {
         loop {
             let line = self
                 .lines
                 .recv_timeout(WATCHDOG)
-                .unwrap_or_else(|_| panic!("never saw '{text}'; stderr so far: {:?}", self.seen));
-            let hit = line.contains(text);
-            self.seen.push(line);
-            if hit {
-                return;
+                .unwrap_or_else(|_| panic!("never saw {what}; stderr so far: {:?}", self.seen));
+            let found = hit(&line);
+            self.seen.push(line.clone());
+            if found {
+                return line;
             }
         }
     }

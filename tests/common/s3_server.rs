@@ -8,6 +8,8 @@ use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// The key pair the server accepts.
 pub const ACCESS_KEY: &str = "testing";
@@ -20,6 +22,8 @@ pub struct TestServer {
     pub endpoint: String,
     /// The directory behind it: `ROOT/BUCKET/KEY` holds each object.
     pub root: PathBuf,
+    /// HTTP requests served so far.
+    pub requests: Arc<AtomicU64>,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -35,6 +39,13 @@ impl TestServer {
         let mut b = S3ServiceBuilder::new(s3s_fs::FileSystem::new(&root).unwrap());
         b.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         let service = b.build();
+        let requests = Arc::new(AtomicU64::new(0));
+        let counter = requests.clone();
+        let service = hyper::service::service_fn(move |req| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let s = service.clone();
+            async move { hyper::service::Service::call(&s, req).await }
+        });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("test-s3s")
@@ -62,6 +73,7 @@ impl TestServer {
         TestServer {
             endpoint,
             root,
+            requests,
             _runtime: runtime,
         }
     }

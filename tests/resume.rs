@@ -1,0 +1,149 @@
+//! A crash costs at most the last journal flush (design promise 7): ferry is killed with
+//! SIGKILL at several points of a run over thousands of files — picked by its own `-vv`
+//! events, never a clock — and the rerun skips everything journaled, delivers the rest
+//! exactly once, and leaves a manifest listing every output exactly once.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeSet;
+use std::path::Path;
+
+const FILES: usize = 2000;
+
+fn tree(dir: &Path) {
+    for i in 0..FILES {
+        write(
+            dir,
+            &format!("d{}/f{i:04}", i % 10),
+            &text(200 + i % 300, i as u64),
+        );
+    }
+}
+
+/// Files journaled durably, from the last `[journal] flushed N records (T in all)` line.
+fn journaled(stderr: &str) -> u64 {
+    stderr
+        .lines()
+        .filter_map(|l| l.split(" records (").nth(1))
+        .filter_map(|rest| rest.split(' ').next()?.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// The keys the manifest at `out` lists, checking each appears once.
+fn manifest_keys(out: &Path) -> BTreeSet<String> {
+    let text = std::fs::read_to_string(out.join(".ferry-manifest.json")).unwrap();
+    let mut lines = text.lines();
+    let header: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    let mut keys = BTreeSet::new();
+    for l in lines {
+        let e: serde_json::Value = serde_json::from_str(l).unwrap();
+        let key = e["key"].as_str().unwrap().to_string();
+        assert!(keys.insert(key.clone()), "{key} listed twice");
+    }
+    assert_eq!(header["entries"].as_u64(), Some(keys.len() as u64));
+    keys
+}
+
+/// Kills a run when `point` matches a stderr line, reruns, and checks the promise.
+fn kill_then_rerun(name: &str, point: impl Fn(&str) -> bool) {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    tree(&src);
+    let out = t.path().join("out");
+    let mut ferry = Running::spawn([
+        src.as_os_str(),
+        "--to".as_ref(),
+        out.as_os_str(),
+        "-vv".as_ref(),
+        "-j".as_ref(),
+        "1".as_ref(),
+        "--journal-every".as_ref(),
+        "100".as_ref(),
+    ]);
+    ferry.wait_until(name, point);
+    ferry.signal(libc::SIGKILL);
+    let (status, err, _) = ferry.finish();
+    assert_eq!(status.code(), None, "{name}: killed");
+    let durable = journaled(&err);
+
+    let v = deliver(&src, &out);
+    let n = |k: &str| v["totals"][k].as_u64().unwrap();
+    assert_eq!(n("discovered"), FILES as u64, "{name}");
+    assert_eq!(n("succeeded") + n("skipped"), FILES as u64, "{name}: {v}");
+    assert!(
+        n("skipped") >= durable,
+        "{name}: {durable} were journaled but only {} skipped",
+        n("skipped")
+    );
+    assert_eq!(outputs_are_whole(&out), FILES, "{name}");
+    assert_eq!(manifest_keys(&out).len(), FILES, "{name}");
+    let left: Vec<_> = files_under(&out)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".ferry-journal"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "{name}: journal left after the rerun: {left:?}"
+    );
+    // And a third run has nothing to do.
+    assert_eq!(deliver(&src, &out)["totals"]["skipped"], FILES as u64);
+}
+
+#[test]
+fn killed_early_the_rerun_delivers_everything() {
+    kill_then_rerun("the walk starting", |l| l.contains("walk worker 0 started"));
+}
+
+#[test]
+fn killed_midway_the_rerun_skips_what_was_journaled() {
+    kill_then_rerun("half the files journaled", |l| {
+        journaled(l) >= FILES as u64 / 2
+    });
+}
+
+#[test]
+fn killed_during_a_journal_flush_the_rerun_skips_what_was_journaled() {
+    kill_then_rerun("a flush after the first", |l| {
+        l.contains("[journal] flushing") && !l.contains("0000000000")
+    });
+}
+
+#[test]
+fn killed_during_compaction_the_rerun_merges_manifest_and_journal() {
+    kill_then_rerun("compaction", |l| l.contains("[manifest] compacting"));
+}
+
+#[test]
+fn a_torn_last_journal_record_is_ignored_with_a_warning() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    for i in 0..20 {
+        write(&src, &format!("f{i}"), &text(500, i));
+    }
+    let out = t.path().join("out");
+    deliver(&src, &out);
+    // A crash while a segment was written: one whole record, then one cut off.
+    let manifest = std::fs::read_to_string(out.join(".ferry-manifest.json")).unwrap();
+    let whole = manifest.lines().nth(1).unwrap();
+    let torn = &manifest.lines().nth(2).unwrap()[..30];
+    std::fs::write(
+        out.join(".ferry-journal.0000000007.jsonl"),
+        format!("{whole}\n{torn}"),
+    )
+    .unwrap();
+    let r = ferry()
+        .arg(&src)
+        .args(["--report", "-", "--to"])
+        .arg(&out)
+        .assert()
+        .success()
+        .stderr(predicates::str::contains(
+            ".ferry-journal.0000000007.jsonl: ignored its last record",
+        ));
+    let v = report(&r.get_output().stdout);
+    assert_eq!(v["totals"]["skipped"], 20);
+    assert_eq!(manifest_keys(&out).len(), 20);
+    assert!(!out.join(".ferry-journal.0000000007.jsonl").exists());
+}
