@@ -94,6 +94,10 @@ impl Loader {
             return stop(task, Verdict::Cancelled);
         }
         let failed = |e: std::io::Error| Verdict::failed(Stage::Load, e);
+        // A rerun: one stat tells an unchanged file, without opening it.
+        if self.unchanged(&task, None) {
+            return stop(task, Verdict::Skipped(Skip::Unchanged));
+        }
         // O_NONBLOCK: a file swapped for a FIFO after the walk must not block the open.
         let mut flags = libc::O_NONBLOCK | libc::O_CLOEXEC;
         if !self.follow {
@@ -119,16 +123,8 @@ impl Loader {
         }
         let size = meta.len();
         let mtime = (meta.mtime(), meta.mtime_nsec() as u32);
-        if !self.force {
-            if let Some(e) = self.index.get(&task.key) {
-                // A listing of the sink confirmed the object, or else one request asks.
-                if e.size == size
-                    && (e.mtime_s, e.mtime_ns) == mtime
-                    && (e.listed || self.sink.has(&object_key(&task.key), e.bytes_out))
-                {
-                    return stop(task, Verdict::Skipped(Skip::Unchanged));
-                }
-            }
+        if self.unchanged(&task, Some(&meta)) {
+            return stop(task, Verdict::Skipped(Skip::Unchanged));
         }
         self.metrics.opened.fetch_add(1, Relaxed);
         self.metrics.opened_bytes.fetch_add(size, Relaxed);
@@ -139,6 +135,39 @@ impl Loader {
         let ctx = FileCtx::new(task, size, mtime, deadline);
         sent.file.set(Some(ctx.clone()));
         self.read_segments(ctx, file, out, sent);
+    }
+
+    /// Whether `task` was delivered before and has not changed since: same size and
+    /// mtime (from `meta`, or else one `stat` of the path), and its object still at the
+    /// sink (seen in the sink's listing, or else one request asks).
+    fn unchanged(&self, task: &FileTask, meta: Option<&std::fs::Metadata>) -> bool {
+        if self.force {
+            return false;
+        }
+        let Some(e) = self.index.get(&task.key) else {
+            return false;
+        };
+        let stat;
+        let meta = match meta {
+            Some(m) => m,
+            None => {
+                let m = match self.follow {
+                    true => std::fs::metadata(&task.path),
+                    false => std::fs::symlink_metadata(&task.path),
+                };
+                match m {
+                    Ok(m) if m.is_file() => {
+                        stat = m;
+                        &stat
+                    }
+                    // Gone, a link, a FIFO: opening it decides what to say.
+                    _ => return false,
+                }
+            }
+        };
+        e.size == meta.len()
+            && (e.mtime_s, e.mtime_ns) == (meta.mtime(), meta.mtime_nsec() as u32)
+            && (e.listed || self.sink.has(&object_key(&task.key), e.bytes_out))
     }
 
     fn read_segments(

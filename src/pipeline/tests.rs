@@ -121,10 +121,9 @@ fn a_handler_that_panics_on_its_nth_item_is_reported_and_the_run_ends() {
             .source("n", nz(1), counting_producers(2, 200))
             .unwrap()
             .stage(StageSpec::new("nth", nz(2)).queue(nz(1)), |_| {
-                let mut seen = 0;
-                move |n: u64, out: &Emitter<u64>| {
-                    seen += 1;
-                    assert!(seen != 10, "the tenth item");
+                |n: u64, out: &Emitter<u64>| {
+                    // The 8th, 108th, 208th and 308th items, whichever worker takes them.
+                    assert!(n % 100 != 7, "item {n}");
                     let _ = out.emit(n);
                 }
             })
@@ -133,18 +132,22 @@ fn a_handler_that_panics_on_its_nth_item_is_reported_and_the_run_ends() {
             .unwrap();
         let err = p.wait().unwrap_err();
         assert!(
-            matches!(&err, PipelineError::Panicked { stage, message } if stage == "nth" && message.contains("tenth")),
+            matches!(&err, PipelineError::Panicked { stage, message } if stage == "nth" && message.starts_with("item ")),
             "{err}"
         );
-        // Each of the two workers lost its tenth item, and only that.
-        assert_eq!(got.into_vec(), vec![398]);
+        // Only the four items lost; the workers went on after each panic.
+        assert_eq!(got.into_vec(), vec![396]);
         let panics: Vec<String> = events
             .try_iter()
             .filter(|e| matches!(e, EngineEvent::Panic { .. }))
             .map(|e| e.to_string())
             .collect();
-        assert_eq!(panics.len(), 2, "{panics:?}");
-        assert!(panics[0].starts_with("nth worker panicked: the tenth item"));
+        // One event per worker that panicked (its first panic).
+        assert!((1..=2).contains(&panics.len()), "{panics:?}");
+        assert!(
+            panics[0].starts_with("nth worker panicked: item "),
+            "{panics:?}"
+        );
     });
 }
 
