@@ -1,5 +1,6 @@
-//! Ctrl-C and SIGTERM for the binary: the first cancels the run (the summary still
-//! prints, exit 130), the second exits at once.
+//! Signals for the binary: Ctrl-C and SIGTERM (the first cancels the run, the summary
+//! still prints, exit 130; the second exits at once), and SIGXFSZ (ignored, so a write
+//! past `ulimit -f` fails that file with "file too large" instead of killing ferry).
 
 use crate::error::ExitCode;
 use crate::pipeline::{CancelReason, CancelToken};
@@ -20,5 +21,16 @@ pub fn cancel_on_ctrl_c(token: &CancelToken) {
     });
     if let Err(e) = handler {
         eprintln!("ferry: warning: cannot handle Ctrl-C ({e})");
+    }
+}
+
+/// Ignores SIGXFSZ, so that a write past the file-size limit (`ulimit -f`) returns EFBIG:
+/// that file fails with "file too large" and the run goes on, as for a full disk. Without
+/// this the default action kills the process, and nothing is summarised.
+pub fn ignore_file_size_signal() {
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code; it is
+    // done once, at start, before any thread that writes files exists.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
 }

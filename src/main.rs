@@ -26,6 +26,7 @@ fn deliver(args: RunArgs) -> Result<ExitCode, FerryError> {
     let config = args.into_config()?;
     let cancel = CancelToken::new();
     ferry::interrupt::cancel_on_ctrl_c(&cancel);
+    ferry::interrupt::ignore_file_size_signal();
     let summary = ferry::run(&config, cancel)?;
     if !quiet {
         eprint!("{}", summary.render_text());

@@ -12,7 +12,7 @@ use crate::report::{Level, Log, Reporter, Summary};
 use crate::task::{FileTask, Outcome, Packed, Segment};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Runs ferry: every file under the configured inputs is loaded, gzip-compressed and
 /// delivered to the sink. Stops early, cleanly, when `cancel` is cancelled.
@@ -26,6 +26,13 @@ use std::time::{Duration, Instant};
 pub fn run(config: &Config, cancel: CancelToken) -> Result<Summary, FerryError> {
     let started = Instant::now();
     let mut plan = Plan::prepare(config, &cancel)?;
+    // Dropped when the run is over, which stops the --timeout watchdog.
+    let (_deadline_done, deadline_rx) = crossbeam_channel::bounded::<()>(0);
+    if let Some(t) = config.delivery().timeout {
+        cancel
+            .deadline(t, deadline_rx)
+            .map_err(|e| FerryError::Usage(format!("cannot start the --timeout watchdog: {e}")))?;
+    }
     let metrics = Arc::new(RunMetrics::default());
     let out = config.output();
     let (reporter, log) = Reporter::start(out.progress, out.log_level, metrics.clone());
@@ -53,7 +60,7 @@ pub fn run(config: &Config, cancel: CancelToken) -> Result<Summary, FerryError> 
     let stages = pipeline.metrics();
     reporter.set_stages(stages.clone());
     // Even when building failed part-way, wait for what was started to drain.
-    let waited = wait(pipeline, &cancel, config.delivery().timeout);
+    let waited = pipeline.wait();
     let ledgers = match ledgers {
         Ok(l) => l.into_vec(),
         Err(e) => {
@@ -125,26 +132,12 @@ fn stage(name: &str, workers: NonZeroUsize, t: &Tuning) -> StageSpec {
     StageSpec::new(name, workers).queue(t.queue)
 }
 
-/// Waits for the pipeline to drain, cancelling it if `timeout` passes first.
-fn wait(
-    pipeline: Pipeline,
-    cancel: &CancelToken,
-    timeout: Option<Duration>,
-) -> Result<(), PipelineError> {
-    let (done, done_rx) = crossbeam_channel::bounded::<()>(0);
-    if let Some(t) = timeout {
-        let _ = cancel.deadline(t, done_rx);
-    }
-    let waited = pipeline.wait();
-    drop(done);
-    waited
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sink::SinkSpec;
     use std::io::Read;
+    use std::time::Duration;
 
     /// A panic in a load, compress or upload worker fails that file alone, by name; every
     /// other file is delivered whole and the run ends (the test hooks panic on the name).

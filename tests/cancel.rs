@@ -110,3 +110,55 @@ fn the_library_token_cancels_without_signals() {
         .iter()
         .all(|p| p.extension() != Some("gz".as_ref())));
 }
+
+#[test]
+fn a_deadline_ends_a_run_whose_file_list_never_closes() {
+    let t = tempfile::tempdir().unwrap();
+    write(t.path(), "d/first.txt", &text(1000, 1));
+    let out = t.path().join("out");
+    // stdin stays open for the whole test: only the deadline can end the run.
+    let args = [
+        "--files-from",
+        "-",
+        "--timeout",
+        "1s",
+        "--report",
+        "-",
+        "--to",
+    ];
+    let mut ferry = Running::spawn_in(
+        Some(t.path()),
+        args.iter().map(OsStr::new).chain([out.as_os_str()]),
+    );
+    let stdin = ferry.stdin.as_mut().unwrap();
+    stdin.write_all(b"d/first.txt\n").unwrap();
+    stdin.flush().unwrap();
+    let (status, err, stdout) = ferry.finish();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("deadline reached"), "{err}");
+    assert_eq!(report(&stdout)["cancelled"], "deadline reached");
+}
+
+#[test]
+fn the_report_file_appears_whole_under_its_name() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    write(&src, "a", b"a");
+    let target = t.path().join("report.json");
+    std::fs::write(&target, b"an older report").unwrap();
+    ferry()
+        .arg(&src)
+        .arg("--report")
+        .arg(&target)
+        .arg("--to")
+        .arg(t.path().join("out"))
+        .assert()
+        .success();
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&target).unwrap()).unwrap();
+    assert_eq!(v["totals"]["succeeded"], 1);
+    let names: Vec<_> = std::fs::read_dir(t.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains("ferry-tmp")), "{names:?}");
+}

@@ -443,3 +443,25 @@ fn a_rerun_confirms_unchanged_files_with_one_listing_not_a_request_each() {
         "{requests} requests to confirm {N} unchanged files"
     );
 }
+
+#[test]
+fn a_multipart_upload_of_many_small_parts_round_trips() {
+    let s3 = s3();
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("p");
+    let big = noise(17 << 20);
+    write(&src, "parts.bin", &big);
+    let prefix = unique("parts");
+    // 5 MiB parts (S3's smallest): four parts, the last one short.
+    let r = s3
+        .ferry()
+        .env("FERRY_S3_PART_SIZE", (5u64 << 20).to_string())
+        .arg(&src)
+        .args(["--report", "-", "--to", &s3.url(&prefix)])
+        .assert()
+        .success();
+    assert_eq!(report(&r.get_output().stdout)["totals"]["succeeded"], 1);
+    let down = t.path().join("down");
+    s3.download(&prefix, &down);
+    assert_eq!(gunzip(&down.join("p/parts.bin.gz")), big);
+}

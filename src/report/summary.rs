@@ -189,7 +189,15 @@ impl Summary {
                 r => r,
             }
         } else {
-            std::fs::write(target, format!("{json}\n"))
+            // Written beside the target and renamed over it: a crash mid-write never
+            // leaves half a JSON file under the name a script reads.
+            let mut temp = target.as_os_str().to_owned();
+            temp.push(format!(".ferry-tmp-{}", std::process::id()));
+            std::fs::write(&temp, format!("{json}\n"))
+                .and_then(|_| std::fs::rename(&temp, target))
+                .inspect_err(|_| {
+                    let _ = std::fs::remove_file(&temp);
+                })
         }
     }
 

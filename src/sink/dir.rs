@@ -205,7 +205,15 @@ impl Upload for DirUpload {
                 file.sync_all()?;
             }
             drop(file);
-            fs::rename(&self.temp, &self.target)
+            fs::rename(&self.temp, &self.target)?;
+            if self.fsync {
+                // The rename is an entry in the directory: without this it can be lost
+                // on power loss even though the file's bytes were synced.
+                if let Some(dir) = self.target.parent() {
+                    File::open(dir)?.sync_all()?;
+                }
+            }
+            Ok(())
         };
         finish().map_err(|e| {
             let _ = fs::remove_file(&self.temp);

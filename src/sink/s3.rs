@@ -29,6 +29,29 @@ use std::time::Instant;
 
 /// Compressed bytes gathered before a multipart part is sent.
 const PART_SIZE: usize = 8 << 20;
+/// S3's limits: parts per upload, and the smallest part but the last.
+const MAX_PARTS: u64 = 10_000;
+const MIN_PART: u64 = 5 << 20;
+/// How long an abort may take before ferry gives up on it and warns.
+const ABORT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The part size for an object from a source of `source_size` bytes: 8 MiB, or larger
+/// (in whole MiB) when 10,000 parts of 8 MiB would not hold the gzip of the source, even
+/// incompressible, up to S3's 5 TiB object limit. `FERRY_S3_PART_SIZE` (bytes, at least
+/// 5 MiB) overrides it, for tests.
+pub fn part_size(source_size: u64) -> usize {
+    if let Some(forced) = std::env::var("FERRY_S3_PART_SIZE")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        return forced.max(MIN_PART) as usize;
+    }
+    // Deflate never grows data by more than a few bytes per 16 KiB; 1/1000 + 1 MiB covers
+    // that and the gzip framing with room to spare.
+    let bound = source_size + source_size / 1000 + (1 << 20);
+    let per_part = bound.div_ceil(MAX_PARTS).next_multiple_of(1 << 20);
+    per_part.max(PART_SIZE as u64) as usize
+}
 
 /// Where objects go: bucket and key prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,6 +205,7 @@ impl Sink for S3Sink {
             );
         }
         Ok(Box::new(S3Upload {
+            part_size: part_size(meta.source_size),
             requests: self.requests.clone(),
             store: self.store.clone(),
             handle: self.runtime.handle().clone(),
@@ -331,6 +355,8 @@ impl Read for StreamRead {
 
 /// One object: a single PUT, or a multipart upload once it outgrows one part.
 struct S3Upload {
+    /// Bytes gathered before a part is sent.
+    part_size: usize,
     requests: Arc<AtomicU64>,
     store: Arc<AmazonS3>,
     handle: tokio::runtime::Handle,
@@ -382,7 +408,7 @@ impl Upload for S3Upload {
     fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
         self.buf.extend_from_slice(bytes);
         self.bytes += bytes.len() as u64;
-        if self.buf.len() >= PART_SIZE {
+        if self.buf.len() >= self.part_size {
             self.send_part()?;
         }
         Ok(())
@@ -420,7 +446,14 @@ impl Upload for S3Upload {
         if !self.done {
             self.done = true;
             if let Some(mp) = self.multipart.as_mut() {
-                let _ = run(&self.handle, &self.requests, None, mp.abort());
+                // Bounded: a store that does not answer must not hold up the shutdown.
+                let deadline = Some(Instant::now() + ABORT_WAIT);
+                if let Err(e) = run(&self.handle, &self.requests, deadline, mp.abort()) {
+                    eprintln!(
+                        "ferry: warning: the multipart upload of {} may be left incomplete ({e}); an S3 lifecycle rule (AbortIncompleteMultipartUpload) removes such uploads",
+                        self.path
+                    );
+                }
             }
         }
     }
@@ -436,6 +469,20 @@ impl Drop for S3Upload {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parts_fit_any_object_up_to_5_tib_in_10000() {
+        const MIB: u64 = 1 << 20;
+        assert_eq!(part_size(0), 8 << 20);
+        assert_eq!(part_size(70 << 30), 8 << 20);
+        for size in [80u64 << 30, 1 << 40, 5 << 40] {
+            let part = part_size(size) as u64;
+            assert_eq!(part % MIB, 0);
+            let worst = size + size / 1000 + MIB;
+            assert!(worst.div_ceil(part) <= MAX_PARTS, "{size}: {part}");
+            assert!(part <= 5 << 30, "{size}: {part}");
+        }
+    }
 
     #[test]
     fn parses_bucket_and_prefix() {
