@@ -241,16 +241,56 @@ pub struct JournalEnd {
     pub error: Option<String>,
 }
 
+/// Entries recorded and not yet saved, shared by the collector and the writer.
+#[derive(Default)]
+struct Pending {
+    /// JSON Lines, ready to save.
+    bytes: Vec<u8>,
+    /// Entries in `bytes`.
+    count: u64,
+    /// When the oldest of them was recorded.
+    oldest: Option<Instant>,
+}
+
+/// What wakes the writer before its one-second tick.
+enum Kick {
+    /// A segment's worth of entries is waiting.
+    Full,
+    /// The run is over: save what is left and stop.
+    Stop,
+}
+
+/// The collector's end of the journal: records an entry with one uncontended lock, no
+/// thread wake-up (the writer wakes on its own once a second, or when a segment is full).
+#[derive(Clone)]
+pub struct Recorder {
+    pending: Arc<std::sync::Mutex<Pending>>,
+    kick: Sender<Kick>,
+    every: u64,
+}
+
+impl Recorder {
+    /// Records a delivery; it is saved within a second.
+    pub fn record(&self, e: &Entry) {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        crate::manifest::write_entry(&mut p.bytes, e);
+        p.count += 1;
+        p.oldest.get_or_insert_with(Instant::now);
+        if p.count == self.every {
+            let _ = self.kick.try_send(Kick::Full);
+        }
+    }
+}
+
 /// The journal writer: a thread that saves entries as numbered segments.
 pub struct Journal {
-    /// `Some(entry)` to record; `None` to save what is left and stop (senders may outlive
-    /// the run in engine closures, so disconnection alone is not relied on).
-    tx: Sender<Option<Entry>>,
+    recorder: Recorder,
     handle: JoinHandle<JournalEnd>,
 }
 
 impl Journal {
-    /// Starts the writer for `shard` at `sink`, numbering segments from `first_seq`.
+    /// Starts the writer for `shard` at `sink`, numbering segments from `first_seq`, a
+    /// segment at least every second and every `every` entries.
     ///
     /// # Errors
     /// If the thread cannot start.
@@ -261,25 +301,36 @@ impl Journal {
         every: usize,
         log: Log,
     ) -> std::io::Result<Journal> {
-        // Bounded: a sink slower than the deliveries holds the collector back, not memory.
-        let (tx, rx) = crossbeam_channel::bounded(4 * every.max(1));
-        let prefix = journal_prefix(shard);
-        let mut writer = Writer::new(sink, prefix, first_seq, log);
-        writer.every = every.max(1) as u64;
+        let (kick, kicks) = crossbeam_channel::bounded(1);
+        let recorder = Recorder {
+            pending: Arc::default(),
+            kick,
+            every: every.max(1) as u64,
+        };
+        let writer = Writer {
+            sink,
+            prefix: journal_prefix(shard),
+            seq: first_seq,
+            log,
+            pending: recorder.pending.clone(),
+            unsaved: Pending::default(),
+            end: JournalEnd::default(),
+        };
         let handle = std::thread::Builder::new()
             .name("ferry-journal".into())
-            .spawn(move || writer.run(rx))?;
-        Ok(Journal { tx, handle })
+            .spawn(move || writer.run(kicks))?;
+        Ok(Journal { recorder, handle })
     }
 
-    /// Where the collector sends each delivered file's entry.
-    pub fn sender(&self) -> Sender<Option<Entry>> {
-        self.tx.clone()
+    /// The collector's end.
+    pub fn recorder(&self) -> Recorder {
+        self.recorder.clone()
     }
 
     /// Saves what is left and waits for the writer.
     pub fn finish(self) -> JournalEnd {
-        let _ = self.tx.send(None);
+        // Blocking send: a queued Full kick is taken first, then this.
+        let _ = self.recorder.kick.send(Kick::Stop);
         self.handle.join().unwrap_or_else(|_| JournalEnd {
             error: Some("the journal writer panicked".into()),
             ..JournalEnd::default()
@@ -292,75 +343,65 @@ struct Writer {
     prefix: String,
     seq: u64,
     log: Log,
-    buf: Vec<u8>,
-    pending: u64,
-    oldest: Option<Instant>,
-    /// Entries that make a segment on their own.
-    every: u64,
+    pending: Arc<std::sync::Mutex<Pending>>,
+    /// Taken but not yet saved (a save failed): saved first next time.
+    unsaved: Pending,
     end: JournalEnd,
 }
 
 impl Writer {
-    fn new(sink: Arc<dyn Sink>, prefix: String, seq: u64, log: Log) -> Self {
-        Writer {
-            sink,
-            prefix,
-            seq,
-            log,
-            buf: Vec::new(),
-            pending: 0,
-            oldest: None,
-            every: FLUSH_RECORDS as u64,
-            end: JournalEnd::default(),
-        }
-    }
-
-    fn run(mut self, rx: Receiver<Option<Entry>>) -> JournalEnd {
+    fn run(mut self, kicks: Receiver<Kick>) -> JournalEnd {
         loop {
-            let wait = self.oldest.map_or(Duration::from_secs(3600), |t| {
-                (t + FLUSH_EVERY).saturating_duration_since(Instant::now())
-            });
-            match rx.recv_timeout(wait) {
-                Ok(Some(e)) => {
-                    crate::manifest::write_entry(&mut self.buf, &e);
-                    self.pending += 1;
-                    self.oldest.get_or_insert_with(Instant::now);
-                    if self.pending >= self.every {
-                        self.flush();
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => self.flush(),
-                Ok(None) | Err(RecvTimeoutError::Disconnected) => {
-                    self.flush();
-                    self.end.unsaved = self.pending;
-                    return self.end;
-                }
+            let kick = kicks.recv_timeout(self.until_due());
+            self.flush();
+            if matches!(kick, Ok(Kick::Stop) | Err(RecvTimeoutError::Disconnected)) {
+                self.end.unsaved = self.unsaved.count;
+                return self.end;
             }
         }
     }
 
+    /// How long until the oldest waiting entry is a second old.
+    fn until_due(&self) -> Duration {
+        let oldest = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .oldest;
+        match self.unsaved.oldest.or(oldest) {
+            Some(t) => (t + FLUSH_EVERY).saturating_duration_since(Instant::now()),
+            None => FLUSH_EVERY,
+        }
+    }
+
     fn flush(&mut self) {
-        if self.pending == 0 {
+        {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let taken = std::mem::take(&mut *p);
+            drop(p);
+            self.unsaved.bytes.extend_from_slice(&taken.bytes);
+            self.unsaved.count += taken.count;
+            self.unsaved.oldest = self.unsaved.oldest.or(taken.oldest);
+        }
+        if self.unsaved.count == 0 {
             return;
         }
         let name = journal_segment(&self.prefix, self.seq);
-        let n = self.pending;
+        let n = self.unsaved.count;
         self.log
             .debug(|| format!("[journal] flushing {n} records to {name}"));
-        match self.sink.write_meta(&name, &self.buf) {
+        match self.sink.write_meta(&name, &self.unsaved.bytes) {
             Ok(()) => {
                 self.seq += 1;
                 self.end.saved += n;
-                self.buf.clear();
-                self.pending = 0;
-                self.oldest = None;
+                self.unsaved = Pending::default();
                 let total = self.end.saved;
                 self.log
                     .debug(|| format!("[journal] flushed {n} records ({total} in all)"));
             }
             Err(e) => {
                 // Kept, and tried again at the next flush.
-                self.oldest = Some(Instant::now());
+                self.unsaved.oldest = Some(Instant::now());
                 if self.end.error.is_none() {
                     self.log
                         .warn(|| format!("cannot save the journal ({e}); will retry"));

@@ -1,11 +1,10 @@
 //! The collector stage's state: every outcome counted in the run's metrics, failures
 //! listed for the summary, deliveries sent to the journal.
 
-use crate::manifest::Entry;
+use crate::journal::Recorder;
 use crate::metrics::RunMetrics;
 use crate::report::{Failure, Log};
 use crate::task::{Outcome, Verdict};
-use crossbeam_channel::Sender;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -17,7 +16,7 @@ pub struct Ledger {
     /// Files that failed, with stage and cause.
     pub failures: Vec<Failure>,
     /// The journal, which records each delivery durably as the run goes on.
-    journal: Sender<Option<Entry>>,
+    journal: Recorder,
 }
 
 impl Clone for Ledger {
@@ -29,7 +28,7 @@ impl Clone for Ledger {
 
 impl Ledger {
     /// An empty ledger.
-    pub fn new(metrics: Arc<RunMetrics>, log: Log, journal: Sender<Option<Entry>>) -> Self {
+    pub fn new(metrics: Arc<RunMetrics>, log: Log, journal: Recorder) -> Self {
         Ledger {
             metrics,
             log,
@@ -47,7 +46,7 @@ impl Ledger {
                 m.bytes_out.fetch_add(entry.bytes_out, Relaxed);
                 // Only a delivered, visible object reaches here, so the journal never
                 // claims one that is not there. (The writer outlives the collectors.)
-                let _ = self.journal.send(Some(entry));
+                self.journal.record(&entry);
                 m.succeeded.fetch_add(1, Relaxed);
             }
             Err(Verdict::Skipped(why)) => {

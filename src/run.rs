@@ -48,7 +48,7 @@ pub fn run(config: &Config, cancel: CancelToken) -> Result<Summary, FerryError> 
             return Err(e);
         }
     };
-    let ledger = Ledger::new(metrics.clone(), log.clone(), journal.sender());
+    let ledger = Ledger::new(metrics.clone(), log.clone(), journal.recorder());
     let ledgers = build(
         &mut pipeline,
         &plan,
