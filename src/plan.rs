@@ -30,7 +30,7 @@ pub struct Plan<'c> {
     /// The first journal segment this run writes.
     next_seq: u64,
     /// Problems found reading the history (torn records), for the summary.
-    pub warnings: Vec<String>,
+    warnings: Vec<String>,
 }
 
 impl<'c> Plan<'c> {
@@ -139,24 +139,29 @@ impl<'c> Plan<'c> {
         .map_err(|e| FerryError::Usage(format!("cannot start the journal writer: {e}")))
     }
 
-    /// Folds the journal into the manifest at the sink, once the run is over.
-    ///
-    /// # Errors
-    /// A warning for the summary when it cannot: the journal stays, and the next run
-    /// reads it, so nothing is redone.
-    pub fn compact(self, log: &Log) -> Result<(), String> {
+    /// Once the run is over: saves the rest of the journal, folds it into the manifest,
+    /// and returns the warnings for the summary (a torn record read at the start, a
+    /// journal that could not be saved, a compaction that failed — then the journal
+    /// stays, and the next run reads both, so nothing is redone).
+    pub fn finish(self, journal: Journal, log: &Log) -> Vec<String> {
+        let mut warnings = self.warnings;
+        let saved = journal.finish();
+        if let Some(e) = saved.error.filter(|_| saved.unsaved > 0) {
+            warnings.push(format!(
+                "could not save the journal ({e}); the next run will redo {} files",
+                saved.unsaved
+            ));
+        }
+        if let Some(n) = self.sink.requests() {
+            log.debug(|| format!("[sink] {n} requests"));
+        }
         drop(self.index);
-        compact(self.sink.as_ref(), self.config.inputs().shard, log)
-            .map(|_| ())
-            .map_err(|e| {
-                format!(
-                    "could not fold the journal into the manifest ({e}); the next run reads both"
-                )
-            })
-    }
-
-    /// Requests sent to a remote sink so far (`-vv`).
-    pub fn sink_requests(&self) -> Option<u64> {
-        self.sink.requests()
+        let shard = self.config.inputs().shard;
+        if let Err(e) = compact(self.sink.as_ref(), shard, log) {
+            warnings.push(format!(
+                "could not fold the journal into the manifest ({e}); the next run reads both"
+            ));
+        }
+        warnings
     }
 }

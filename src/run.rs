@@ -25,14 +25,8 @@ use std::time::Instant;
 /// [`FerryError::Sink`] for an unusable sink — both before any file is read.
 pub fn run(config: &Config, cancel: CancelToken) -> Result<Summary, FerryError> {
     let started = Instant::now();
-    let mut plan = Plan::prepare(config, &cancel)?;
-    // Dropped when the run is over, which stops the --timeout watchdog.
-    let (_deadline_done, deadline_rx) = crossbeam_channel::bounded::<()>(0);
-    if let Some(t) = config.delivery().timeout {
-        cancel
-            .deadline(t, deadline_rx)
-            .map_err(|e| FerryError::Usage(format!("cannot start the --timeout watchdog: {e}")))?;
-    }
+    let plan = Plan::prepare(config, &cancel)?;
+    let _deadline = start_deadline(&cancel, config.delivery().timeout)?;
     let metrics = Arc::new(RunMetrics::default());
     let out = config.output();
     let (reporter, log) = Reporter::start(out.progress, out.log_level, metrics.clone());
@@ -41,58 +35,46 @@ pub fn run(config: &Config, cancel: CancelToken) -> Result<Summary, FerryError> 
         let l = log.clone();
         pipeline.observe(move |e| l.debug(|| e.to_string()));
     }
-    let journal = match plan.journal(&log) {
-        Ok(j) => j,
-        Err(e) => {
-            reporter.finish();
-            return Err(e);
-        }
-    };
+    let journal = plan.journal(&log)?;
     let ledger = Ledger::new(metrics.clone(), log.clone(), journal.recorder());
-    let ledgers = build(
-        &mut pipeline,
-        &plan,
-        config.tuning(),
-        ledger,
-        &metrics,
-        &log,
-    );
+    let t = config.tuning();
+    let ledgers = build(&mut pipeline, &plan, t, ledger, &metrics, &log);
     let stages = pipeline.metrics();
     reporter.set_stages(stages.clone());
     // Even when building failed part-way, wait for what was started to drain.
     let waited = pipeline.wait();
-    let ledgers = match ledgers {
-        Ok(l) => l.into_vec(),
-        Err(e) => {
-            reporter.finish();
-            return Err(e.into());
-        }
-    };
-    let failures = Ledger::merge(ledgers);
-    let saved = journal.finish();
-    let mut warnings: Vec<String> = std::mem::take(&mut plan.warnings);
-    warnings.extend(waited.err().map(|e| e.to_string()));
-    if let Some(e) = saved.error.filter(|_| saved.unsaved > 0) {
-        warnings.push(format!(
-            "could not save the journal ({e}); the next run will redo {} files",
-            saved.unsaved
-        ));
-    }
+    let ledgers = ledgers?.into_vec();
     let sink = plan.describe_sink();
-    if let Some(n) = plan.sink_requests() {
-        log.debug(|| format!("[sink] {n} requests"));
-    }
-    warnings.extend(plan.compact(&log).err());
+    let mut warnings: Vec<String> = waited.err().map(|e| e.to_string()).into_iter().collect();
+    warnings.extend(plan.finish(journal, &log));
     reporter.finish();
     Ok(Summary::build(
         &metrics,
         &stages,
-        failures,
+        Ledger::merge(ledgers),
         cancel.reason(),
         warnings,
         sink,
         started.elapsed(),
     ))
+}
+
+/// Starts the `--timeout` watchdog; it stops when the returned sender is dropped.
+///
+/// # Errors
+/// [`FerryError::Usage`] when its thread cannot start: a deadline that silently would not
+/// fire is worse than none.
+fn start_deadline(
+    cancel: &CancelToken,
+    timeout: Option<std::time::Duration>,
+) -> Result<crossbeam_channel::Sender<()>, FerryError> {
+    let (done, done_rx) = crossbeam_channel::bounded::<()>(0);
+    if let Some(t) = timeout {
+        cancel
+            .deadline(t, done_rx)
+            .map_err(|e| FerryError::Usage(format!("cannot start the --timeout watchdog: {e}")))?;
+    }
+    Ok(done)
 }
 
 /// Declares the stages: walk → load → compress → upload → record.

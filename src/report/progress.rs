@@ -55,9 +55,16 @@ impl Reporter {
         let _ = self.tx.send(Event::Stages(stages));
     }
 
-    /// Prints what is queued, clears the bars and stops the thread.
-    pub fn finish(mut self) {
-        let _ = self.stop.send(());
+    /// Prints what is queued, clears the bars and stops the thread (as dropping it does,
+    /// so an early return on an error path cleans up too).
+    pub fn finish(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        let _ = self.stop.try_send(());
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
