@@ -185,6 +185,10 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "K/N")]
     pub shard: Option<Shard>,
 
+    /// Write what was found as JSON to FILE (`-` for stdout): checked, ok, mismatches.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
     /// `-q` / `-v`.
     #[command(flatten)]
     pub verbosity: Verbosity,

@@ -37,6 +37,10 @@ fn deliver(args: RunArgs) -> Result<ExitCode, FerryError> {
 
 /// `ferry verify --to SINK`.
 fn verify(args: VerifyArgs) -> Result<ExitCode, FerryError> {
-    let report = ferry::verify::verify(&args.to, args.shard)?;
-    Ok(report.print(args.verbosity.level()))
+    let found = ferry::verify::verify(&args.to, args.shard)?;
+    let code = found.print(args.verbosity.level());
+    let reported = args.report.map_or(ExitCode::Success, |r| {
+        ferry::report::write_json(&r, &found.to_json())
+    });
+    Ok(code.max(reported))
 }

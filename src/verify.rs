@@ -14,6 +14,13 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 impl VerifyReport {
+    /// The report as pretty JSON: `checked`, `ok`, and `mismatches` (key, problem).
+    pub fn to_json(&self) -> String {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        v["ok"] = (self.checked - self.mismatches.len()).into();
+        serde_json::to_string_pretty(&v).unwrap_or_default()
+    }
+
     /// Prints each bad object as an error and, unless `level` is errors only, the tally;
     /// returns the exit code: 0 when every object checks out, 1 otherwise.
     pub fn print(&self, level: Level) -> ExitCode {
@@ -38,16 +45,21 @@ impl VerifyReport {
 }
 
 /// One object that did not check out.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Mismatch {
     /// The object's key at the sink.
+    #[serde(serialize_with = "lossy_path")]
     pub key: PathBuf,
     /// What is wrong with it.
     pub problem: String,
 }
 
-/// What `verify` found.
-#[derive(Debug, Default)]
+fn lossy_path<S: serde::Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&p.to_string_lossy())
+}
+
+/// What `verify` found (`--report` writes it as JSON, with `ok` added).
+#[derive(Debug, Default, serde::Serialize)]
 pub struct VerifyReport {
     /// Objects checked.
     pub checked: usize,
@@ -55,16 +67,31 @@ pub struct VerifyReport {
     pub mismatches: Vec<Mismatch>,
 }
 
-/// Checks one object's bytes against its manifest entry.
-pub fn check_object(entry: &Entry, bytes: &[u8]) -> Result<(), String> {
-    if bytes.len() as u64 != entry.bytes_out {
-        return Err(format!(
-            "size {} but the manifest says {}",
-            bytes.len(),
-            entry.bytes_out
-        ));
+/// Counts the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    n: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.n += n as u64;
+        Ok(n)
     }
-    let mut d = GzDecoder::new(bytes);
+}
+
+/// Checks one object, read as a stream, against its manifest entry: one gzip member that
+/// decodes to the recorded length and CRC-32, at the recorded compressed size.
+///
+/// # Errors
+/// What is wrong, in words.
+pub fn check_object(entry: &Entry, object: impl Read) -> Result<(), String> {
+    let mut counted = Counted {
+        inner: object,
+        n: 0,
+    };
+    let mut d = GzDecoder::new(std::io::BufReader::with_capacity(256 << 10, &mut counted));
     let mut crc = crc32fast::Hasher::new();
     let mut len = 0u64;
     let mut buf = vec![0u8; 256 * 1024];
@@ -78,8 +105,17 @@ pub fn check_object(entry: &Entry, bytes: &[u8]) -> Result<(), String> {
             Err(e) => return Err(format!("does not decode: {e}")),
         }
     }
-    if !d.into_inner().is_empty() {
+    let mut rest = d.into_inner();
+    let after = std::io::copy(&mut rest, &mut std::io::sink()).map_err(|e| e.to_string())?;
+    drop(rest);
+    if after > 0 {
         return Err("data after the gzip member".into());
+    }
+    if counted.n != entry.bytes_out {
+        return Err(format!(
+            "size {} but the manifest says {}",
+            counted.n, entry.bytes_out
+        ));
     }
     let crc = crc.finalize();
     if len != entry.size || crc != entry.crc32 {
@@ -133,9 +169,9 @@ pub fn verify_entries(sink: &dyn Sink, entries: &[Entry], report: &mut VerifyRep
         .filter_map(|e| {
             let key = object_key(&PathBuf::from(&e.key));
             let result = sink
-                .read_object(Path::new(&key))
+                .open_object(Path::new(&key))
                 .map_err(|err| err.to_string())
-                .and_then(|bytes| check_object(e, &bytes));
+                .and_then(|object| check_object(e, object));
             result.err().map(|problem| Mismatch { key, problem })
         })
         .collect();

@@ -513,3 +513,47 @@ fn device_nodes_are_never_opened() {
         (Some(1), Some(1))
     );
 }
+
+/// `ferry verify --report - --to OUT` with its private memory (RLIMIT_DATA) capped at
+/// 64 MiB: an object read whole would not fit. Returns the exit code and the JSON.
+fn verify_in_64_mib(out: &Path) -> (Option<i32>, serde_json::Value) {
+    let script = format!(
+        "ulimit -d 65536; exec '{}' verify --report - --to '{}'",
+        assert_cmd::cargo::cargo_bin("ferry").display(),
+        out.display()
+    );
+    let o = Command::new("sh").arg("-c").arg(&script).output().unwrap();
+    let v = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+    (o.status.code(), v)
+}
+
+#[test]
+fn verify_streams_an_object_bigger_than_the_memory_budget_and_reports_json() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    write(&src, "big.bin", &noise(96 << 20));
+    write(&src, "small.txt", b"small");
+    let out = t.path().join("out");
+    ferry()
+        .arg(&src)
+        .args(["--memory", "16MiB", "--to"])
+        .arg(&out)
+        .assert()
+        .success();
+    let (code, v) = verify_in_64_mib(&out);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(
+        (v["checked"].as_u64(), v["ok"].as_u64()),
+        (Some(2), Some(2)),
+        "{v}"
+    );
+    // A truncated object is named in the JSON, and the exit code says so.
+    let gz = out.join("s/big.bin.gz");
+    let f = std::fs::OpenOptions::new().write(true).open(&gz).unwrap();
+    f.set_len(50 << 20).unwrap();
+    let (code, v) = verify_in_64_mib(&out);
+    assert_eq!(code, Some(1));
+    assert_eq!(v["ok"], 1);
+    assert_eq!(v["mismatches"][0]["key"], "s/big.bin.gz");
+}

@@ -8,4 +8,4 @@ mod summary;
 
 pub use log::{Level, Log};
 pub use progress::{ProgressMode, Reporter};
-pub use summary::{Failure, StageSummary, Summary, Totals};
+pub use summary::{write_json, Failure, StageSummary, Summary, Totals};

@@ -175,45 +175,9 @@ impl Summary {
         }
     }
 
-    /// Writes the JSON report to `target`, or to stdout for `-` (where a closed pipe, as
-    /// in `ferry … --report - | head`, is not an error).
-    ///
-    /// # Errors
-    /// The I/O error, when the report could not be written.
-    pub fn write_report(&self, target: &Path) -> std::io::Result<()> {
-        let json = self.to_json();
-        if target.as_os_str() == "-" {
-            let mut out = std::io::stdout().lock();
-            match writeln!(out, "{json}").and_then(|_| out.flush()) {
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-                r => r,
-            }
-        } else {
-            // Written beside the target and renamed over it: a crash mid-write never
-            // leaves half a JSON file under the name a script reads.
-            let mut temp = target.as_os_str().to_owned();
-            temp.push(format!(".ferry-tmp-{}", std::process::id()));
-            std::fs::write(&temp, format!("{json}\n"))
-                .and_then(|_| std::fs::rename(&temp, target))
-                .inspect_err(|_| {
-                    let _ = std::fs::remove_file(&temp);
-                })
-        }
-    }
-
-    /// [`Summary::write_report`] for the binary: a failure is printed and makes the run's
-    /// exit code at least 1.
+    /// Writes the JSON report to `target`, or to stdout for `-`; see [`write_json`].
     pub fn report_to(&self, target: &Path) -> ExitCode {
-        match self.write_report(target) {
-            Ok(()) => ExitCode::Success,
-            Err(e) => {
-                eprintln!(
-                    "ferry: cannot write the report to {}: {e}",
-                    target.display()
-                );
-                ExitCode::Failures
-            }
-        }
+        write_json(target, &self.to_json())
     }
 
     /// The process exit code this outcome calls for (design promise 6).
@@ -278,6 +242,38 @@ impl Summary {
             let _ = writeln!(s, "ferry: warning: {w}");
         }
         s
+    }
+}
+
+/// Writes a JSON report to `target` (beside it under a temp name, then renamed over it, so
+/// a crash never leaves half a file under the name a script reads), or to stdout for `-`
+/// (where a closed pipe, as in `ferry … --report - | head`, is not an error). A failure is
+/// printed and makes the exit code at least 1.
+pub fn write_json(target: &Path, json: &str) -> ExitCode {
+    let written = if target.as_os_str() == "-" {
+        let mut out = std::io::stdout().lock();
+        match writeln!(out, "{json}").and_then(|_| out.flush()) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            r => r,
+        }
+    } else {
+        let mut temp = target.as_os_str().to_owned();
+        temp.push(format!(".ferry-tmp-{}", std::process::id()));
+        std::fs::write(&temp, format!("{json}\n"))
+            .and_then(|_| std::fs::rename(&temp, target))
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(&temp);
+            })
+    };
+    match written {
+        Ok(()) => ExitCode::Success,
+        Err(e) => {
+            eprintln!(
+                "ferry: cannot write the report to {}: {e}",
+                target.display()
+            );
+            ExitCode::Failures
+        }
     }
 }
 

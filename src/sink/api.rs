@@ -186,12 +186,13 @@ pub trait Sink: Send + Sync {
     fn local_root(&self) -> Option<&Path> {
         None
     }
-    /// Reads a stored object back whole (for `ferry verify`).
+    /// Opens a stored object to read back as a stream (for `ferry verify`): an object of
+    /// any size is checked in bounded memory.
     ///
     /// # Errors
-    /// [`SinkError::NoSuchObject`] if it is missing, another error if unreadable, and
+    /// [`SinkError::NoSuchObject`] or an I/O error if it is missing or unreadable, and
     /// [`SinkError::Misuse`] if the sink stores nothing.
-    fn read_object(&self, key: &Path) -> Result<Vec<u8>, SinkError> {
+    fn open_object(&self, key: &Path) -> Result<Box<dyn Read + Send>, SinkError> {
         let _ = key;
         Err(SinkError::Misuse("this sink keeps no objects to read back"))
     }

@@ -163,8 +163,11 @@ impl Sink for DirSink {
         Some(&self.root)
     }
 
-    fn read_object(&self, key: &Path) -> Result<Vec<u8>, SinkError> {
-        fs::read(self.root.join(key)).map_err(|e| SinkError::io("", e))
+    fn open_object(&self, key: &Path) -> Result<Box<dyn Read + Send>, SinkError> {
+        match File::open(self.root.join(key)) {
+            Ok(f) => Ok(Box::new(f)),
+            Err(e) => Err(SinkError::io("", e)),
+        }
     }
 }
 

@@ -308,15 +308,18 @@ impl Sink for S3Sink {
         Some(self.requests.load(Relaxed))
     }
 
-    fn read_object(&self, key: &Path) -> Result<Vec<u8>, SinkError> {
+    fn open_object(&self, key: &Path) -> Result<Box<dyn Read + Send>, SinkError> {
         let path = self.path(key);
-        self.runtime
-            .block_on(async { self.store.get(&path).await?.bytes().await })
-            .map(|b| b.to_vec())
-            .map_err(|e| match e {
-                object_store::Error::NotFound { .. } => SinkError::NoSuchObject,
-                other => SinkError::Store(other),
-            })
+        self.requests.fetch_add(1, Relaxed);
+        match self.runtime.block_on(self.store.get(&path)) {
+            Ok(r) => Ok(Box::new(StreamRead {
+                stream: r.into_stream(),
+                handle: self.runtime.handle().clone(),
+                chunk: Bytes::new(),
+            })),
+            Err(object_store::Error::NotFound { .. }) => Err(SinkError::NoSuchObject),
+            Err(e) => Err(SinkError::Store(e)),
+        }
     }
 
     fn write_meta(&self, name: &str, bytes: &[u8]) -> Result<(), SinkError> {
