@@ -130,6 +130,16 @@ impl History {
     }
 }
 
+/// Removes the manifest and every journal segment of `shard` (for `--force` over a damaged
+/// history).
+///
+/// # Errors
+/// A [`SinkError`] when one cannot be removed.
+pub fn forget(sink: &dyn Sink, shard: Option<Shard>) -> Result<(), SinkError> {
+    let (names, _) = sources(sink, shard)?;
+    names.iter().try_for_each(|n| sink.delete_meta(n))
+}
+
 /// Calls `visit` once for each key's current entry (the last one across the manifest and
 /// the journal segments, in order), streaming: memory is 24 bytes an entry read, not the
 /// entries themselves. Returns how many entries were visited and the torn-record warnings.

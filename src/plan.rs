@@ -49,12 +49,16 @@ impl<'c> Plan<'c> {
         let sink = sink::open(&delivery.sink, &options)?;
         let history = match History::read(sink.as_ref(), config.inputs().shard) {
             Ok(h) => h,
-            // --force rewrites everything, so a damaged history is not in the way.
-            Err(crate::journal::HistoryError::Manifest(_)) if delivery.force => History {
-                index: Index::default(),
-                next_seq: 0,
-                warnings: Vec::new(),
-            },
+            // --force rewrites everything, so a damaged history is not in the way: it is
+            // removed, and this run's deliveries make the new one.
+            Err(crate::journal::HistoryError::Manifest(e)) if delivery.force => {
+                crate::journal::forget(sink.as_ref(), config.inputs().shard)?;
+                History {
+                    index: Index::default(),
+                    next_seq: 0,
+                    warnings: vec![format!("{e}; replaced, as --force asks")],
+                }
+            }
             Err(crate::journal::HistoryError::Manifest(e)) => {
                 return Err(FerryError::Usage(e.to_string()))
             }

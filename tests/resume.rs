@@ -147,3 +147,35 @@ fn a_torn_last_journal_record_is_ignored_with_a_warning() {
     assert_eq!(manifest_keys(&out).len(), 20);
     assert!(!out.join(".ferry-journal.0000000007.jsonl").exists());
 }
+
+#[test]
+fn a_damaged_manifest_stops_a_run_and_force_replaces_it() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    for i in 0..5 {
+        write(&src, &format!("f{i}"), &text(100, i));
+    }
+    let out = t.path().join("out");
+    deliver(&src, &out);
+    std::fs::write(
+        out.join(".ferry-manifest.json"),
+        "{\"ferry_manifest\":2,\"entries\":1}\nnot json\n",
+    )
+    .unwrap();
+    ferry()
+        .arg(&src)
+        .arg("--to")
+        .arg(&out)
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains(".ferry-manifest.json is damaged"));
+    let r = ferry()
+        .arg(&src)
+        .args(["--force", "--report", "-", "--to"])
+        .arg(&out)
+        .assert()
+        .success();
+    assert_eq!(report(&r.get_output().stdout)["totals"]["succeeded"], 5);
+    assert_eq!(manifest_keys(&out).len(), 5);
+    assert_eq!(deliver(&src, &out)["totals"]["skipped"], 5);
+}
