@@ -16,7 +16,39 @@ use crate::upload::Uploader;
 use crate::walk::{Sources, Walker};
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// A log attached after it is first written to: lines before then wait, in order.
+#[derive(Default)]
+struct LateLog {
+    log: OnceLock<Log>,
+    early: Mutex<Vec<String>>,
+}
+
+impl LateLog {
+    fn debug(&self, line: &str) {
+        match self.log.get() {
+            Some(l) => l.debug(|| line.to_string()),
+            None => self
+                .early
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(line.to_string()),
+        }
+    }
+
+    fn attach(&self, log: &Log) {
+        let _ = self.log.set(log.clone());
+        for line in self
+            .early
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            log.debug(|| line);
+        }
+    }
+}
 
 /// Everything a run needs before its first file is read.
 pub struct Plan<'c> {
@@ -31,6 +63,8 @@ pub struct Plan<'c> {
     next_seq: u64,
     /// Problems found reading the history (torn records), for the summary.
     warnings: Vec<String>,
+    /// The run's log, once it has one, for the sink client's events.
+    log: Arc<LateLog>,
 }
 
 impl<'c> Plan<'c> {
@@ -42,9 +76,15 @@ impl<'c> Plan<'c> {
     pub fn prepare(config: &'c Config, cancel: &CancelToken) -> Result<Self, FerryError> {
         let sources = Sources::prepare(config.inputs())?;
         let delivery = config.delivery();
+        // The sink opens before the reporter starts: its client's events (retries) wait
+        // here until the run attaches its log.
+        let log = Arc::new(LateLog::default());
+        let late = log.clone();
         let options = SinkOptions {
             fsync: delivery.fsync,
             cancel: cancel.clone(),
+            retry: Some((delivery.retries, delivery.retry_backoff)),
+            on_event: Some(Arc::new(move |line: &str| late.debug(line))),
         };
         let sink = sink::open(&delivery.sink, &options)?;
         let history = match History::read(sink.as_ref(), config.inputs().shard) {
@@ -71,6 +111,7 @@ impl<'c> Plan<'c> {
             index: Arc::new(history.index),
             next_seq: history.next_seq,
             warnings: history.warnings,
+            log,
         })
     }
 
@@ -128,11 +169,17 @@ impl<'c> Plan<'c> {
         )
     }
 
+    /// Requests the sink's own client retried (S3), for the summary.
+    pub fn sink_retries(&self) -> u64 {
+        self.sink.client_retries()
+    }
+
     /// Starts the journal writer for this run's deliveries.
     ///
     /// # Errors
     /// [`FerryError::Pipeline`]-like setup failure when its thread cannot start.
     pub fn journal(&self, log: &Log) -> Result<Journal, FerryError> {
+        self.log.attach(log);
         Journal::start(
             self.sink.clone(),
             self.config.inputs().shard,

@@ -11,6 +11,7 @@ use crate::plan::Plan;
 use crate::report::{Level, Log, Reporter, Summary};
 use crate::task::{FileTask, Outcome, Packed, Segment};
 use std::num::NonZeroUsize;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -45,6 +46,7 @@ pub fn run(config: &Config, cancel: CancelToken) -> Result<Summary, FerryError> 
     let waited = pipeline.wait();
     let ledgers = ledgers?.into_vec();
     let sink = plan.describe_sink();
+    metrics.retries.fetch_add(plan.sink_retries(), Relaxed);
     let mut warnings: Vec<String> = waited.err().map(|e| e.to_string()).into_iter().collect();
     warnings.extend(plan.finish(journal, &log));
     reporter.finish();

@@ -465,3 +465,85 @@ fn a_multipart_upload_of_many_small_parts_round_trips() {
     s3.download(&prefix, &down);
     assert_eq!(gunzip(&down.join("p/parts.bin.gz")), big);
 }
+
+/// A TCP proxy to `upstream` (`http://host:port`) that closes its first `drop_first`
+/// connections at once, as a flaky network would, and relays the rest.
+fn flaky_proxy(upstream: &str, drop_first: usize) -> String {
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let upstream = upstream.trim_start_matches("http://").to_string();
+    std::thread::spawn(move || {
+        for (i, conn) in listener.incoming().enumerate() {
+            let Ok(client) = conn else { continue };
+            if i < drop_first {
+                drop(client);
+                continue;
+            }
+            let Ok(server) = TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let (mut c, mut s) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c, &mut s);
+                let _ = s.shutdown(Shutdown::Write);
+            });
+            let (mut c, mut s) = (client, server);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s, &mut c);
+                let _ = c.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn retries_follow_the_flags_show_at_vv_and_are_counted() {
+    let s3 = s3();
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("r");
+    for i in 0..3 {
+        write(&src, &format!("f{i}"), &text(1000, i));
+    }
+    let url = s3.url(&unique("retry"));
+    // Two connections dropped: the store's client retries them (up to --retries).
+    let r = s3
+        .ferry()
+        .env("AWS_ENDPOINT_URL", flaky_proxy(&s3.endpoint, 2))
+        .arg(&src)
+        .args([
+            "--retries",
+            "3",
+            "--retry-backoff",
+            "10ms",
+            "-vv",
+            "--report",
+            "-",
+        ])
+        .args(["--to", &url])
+        .assert()
+        .success();
+    let v = report(&r.get_output().stdout);
+    assert_eq!(v["totals"]["succeeded"], 3);
+    let retries: u64 = v["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["retries"].as_u64().unwrap())
+        .sum();
+    assert!(retries >= 2, "{v}");
+    let err = String::from_utf8_lossy(&r.get_output().stderr);
+    assert!(
+        err.contains("[s3] ") && err.contains("retry 1 of 3"),
+        "{err}"
+    );
+    // With --retries 0 the first dropped connection is final: the sink cannot be used.
+    s3.ferry()
+        .env("AWS_ENDPOINT_URL", flaky_proxy(&s3.endpoint, 2))
+        .arg(&src)
+        .args(["--retries", "0", "--to", &url])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("cannot use output"));
+}

@@ -182,6 +182,10 @@ pub trait Sink: Send + Sync {
     fn requests(&self) -> Option<u64> {
         None
     }
+    /// Requests the sink's own client retried (S3), for the summary's `retries`.
+    fn client_retries(&self) -> u64 {
+        0
+    }
     /// The local directory behind the sink, so the walk can leave it out of the inputs.
     fn local_root(&self) -> Option<&Path> {
         None
@@ -218,11 +222,28 @@ pub trait Upload: Send {
     fn abort(&mut self);
 }
 
+/// A callback that takes one line about what a sink's client did.
+pub type OnEvent = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
 /// Options that shape how sinks deliver.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct SinkOptions {
     /// fsync each object before it becomes visible (durable against power loss, slower).
     pub fsync: bool,
     /// The run's token: waits inside a sink end early when it is cancelled.
     pub cancel: CancelToken,
+    /// `--retries` and `--retry-backoff`, for sinks whose client retries by itself (S3);
+    /// `None` keeps the client's defaults.
+    pub retry: Option<(u32, std::time::Duration)>,
+    /// Where a sink's client reports what it does (each retry), for `-vv`.
+    pub on_event: Option<OnEvent>,
+}
+
+impl std::fmt::Debug for SinkOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkOptions")
+            .field("fsync", &self.fsync)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
 }

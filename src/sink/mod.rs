@@ -82,7 +82,7 @@ pub fn open(spec: &SinkSpec, opts: &SinkOptions) -> Result<std::sync::Arc<dyn Si
             opts.cancel.clone(),
         ))),
         #[cfg(feature = "s3")]
-        SinkSpec::S3(s) => Ok(std::sync::Arc::new(S3Sink::open(s)?)),
+        SinkSpec::S3(s) => Ok(std::sync::Arc::new(S3Sink::open(s, opts)?)),
     }
 }
 

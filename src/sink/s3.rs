@@ -11,7 +11,7 @@
 //! starts, before the CRC is known). `object_store` already retries failed requests
 //! with backoff, so its errors reach ferry as permanent.
 
-use super::api::{ObjectMeta, Receipt, Sink, SinkError, Upload};
+use super::api::{ObjectMeta, OnEvent, Receipt, Sink, SinkError, SinkOptions, Upload};
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
@@ -20,6 +20,7 @@ use object_store::{
     Attribute, AttributeValue, Attributes, MultipartUpload, ObjectStore, PutMultipartOptions,
     PutOptions, PutPayload,
 };
+use object_store::{BackoffConfig, RetryConfig};
 use std::future::Future;
 use std::io::Read;
 use std::path::Path;
@@ -87,8 +88,68 @@ pub struct S3Sink {
     store: Arc<AmazonS3>,
     runtime: tokio::runtime::Runtime,
     spec: S3Spec,
+    /// Request counting and event capture, shared with the uploads.
+    client: Client,
+    /// object_store's retries, seen through its `tracing` events.
+    events: ClientEvents,
+}
+
+/// What every blocking call into object_store goes through.
+#[derive(Clone)]
+struct Client {
     /// Requests sent (object_store's own retries aside), for `-vv`.
     requests: Arc<AtomicU64>,
+    /// The subscriber object_store's events go to, set around each blocking call.
+    dispatch: tracing::Dispatch,
+}
+
+impl Client {
+    /// Runs `f` (which blocks on object_store) with its events captured.
+    fn within<R>(&self, f: impl FnOnce() -> R) -> R {
+        tracing::dispatcher::with_default(&self.dispatch, f)
+    }
+}
+
+/// Receives object_store's `tracing` events: each retry is counted (by the event's
+/// source, the client's retry module) and forwarded as a line for `-vv`.
+#[derive(Clone)]
+struct ClientEvents {
+    retries: Arc<AtomicU64>,
+    forward: Option<OnEvent>,
+}
+
+/// Collects an event's message.
+struct Message(String);
+
+impl tracing::field::Visit for Message {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}");
+        }
+    }
+}
+
+impl tracing::Subscriber for ClientEvents {
+    fn enabled(&self, m: &tracing::Metadata<'_>) -> bool {
+        m.target().starts_with("object_store") && *m.level() <= tracing::Level::INFO
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        if event.metadata().target() == "object_store::client::retry" {
+            self.retries.fetch_add(1, Relaxed);
+        }
+        if let Some(f) = &self.forward {
+            let mut m = Message(String::new());
+            event.record(&mut m);
+            f(&format!("[s3] {}", m.0));
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
 }
 
 impl S3Sink {
@@ -97,7 +158,7 @@ impl S3Sink {
     ///
     /// # Errors
     /// [`SinkError::Setup`] saying which: no such bucket, access denied, unreachable.
-    pub fn open(spec: &S3Spec) -> Result<Self, SinkError> {
+    pub fn open(spec: &S3Spec, opts: &SinkOptions) -> Result<Self, SinkError> {
         let target = format!("s3://{}/{}", spec.bucket, spec.prefix);
         let setup = |cause: String| SinkError::Setup {
             target: target.clone(),
@@ -115,7 +176,23 @@ impl S3Sink {
         {
             b = b.with_region("us-east-1");
         }
+        if let Some((retries, backoff)) = opts.retry {
+            b = b.with_retry(RetryConfig {
+                backoff: BackoffConfig {
+                    init_backoff: backoff,
+                    max_backoff: backoff.saturating_mul(1 << retries.min(16)),
+                    base: 2.0,
+                },
+                max_retries: retries as usize,
+                retry_timeout: std::time::Duration::from_secs(180),
+            });
+        }
         let store = Arc::new(b.build().map_err(|e| setup(e.to_string()))?);
+        let events = ClientEvents {
+            retries: Arc::new(AtomicU64::new(0)),
+            forward: opts.on_event.clone(),
+        };
+        let dispatch = tracing::Dispatch::new(events.clone());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("ferry-s3")
@@ -123,8 +200,9 @@ impl S3Sink {
             .build()
             .map_err(|e| setup(e.to_string()))?;
         let prefix = ObjPath::from(spec.prefix.as_str());
-        runtime
-            .block_on(store.list_with_delimiter(Some(&prefix)))
+        tracing::dispatcher::with_default(&dispatch, || {
+            runtime.block_on(store.list_with_delimiter(Some(&prefix)))
+        })
             .map_err(|e| {
                 let text = e.to_string();
                 if matches!(e, object_store::Error::NotFound { .. }) || text.contains("NoSuchBucket") {
@@ -145,7 +223,11 @@ impl S3Sink {
             store,
             runtime,
             spec: spec.clone(),
-            requests: Arc::new(AtomicU64::new(1)),
+            client: Client {
+                requests: Arc::new(AtomicU64::new(1)),
+                dispatch,
+            },
+            events,
         })
     }
 
@@ -162,20 +244,20 @@ impl S3Sink {
 /// Runs `fut` on the sink's runtime, bounded by the file's deadline.
 fn run<T>(
     handle: &tokio::runtime::Handle,
-    requests: &AtomicU64,
+    client: &Client,
     deadline: Option<Instant>,
     fut: impl Future<Output = object_store::Result<T>>,
 ) -> Result<T, SinkError> {
-    requests.fetch_add(1, Relaxed);
-    let result = match deadline {
-        None => handle.block_on(fut),
+    client.requests.fetch_add(1, Relaxed);
+    let result = client.within(|| match deadline {
+        None => Ok(handle.block_on(fut)),
         Some(d) => {
             let left = d.saturating_duration_since(Instant::now());
             handle
                 .block_on(async { tokio::time::timeout(left, fut).await })
-                .map_err(|_| SinkError::TimedOut)?
+                .map_err(|_| SinkError::TimedOut)
         }
-    };
+    })?;
     result.map_err(SinkError::Store)
 }
 
@@ -206,7 +288,7 @@ impl Sink for S3Sink {
         }
         Ok(Box::new(S3Upload {
             part_size: part_size(meta.source_size),
-            requests: self.requests.clone(),
+            client: self.client.clone(),
             store: self.store.clone(),
             handle: self.runtime.handle().clone(),
             path: self.path(key),
@@ -221,19 +303,17 @@ impl Sink for S3Sink {
 
     fn has(&self, key: &Path, len: u64) -> bool {
         let handle = self.runtime.handle();
-        run(
-            handle,
-            &self.requests,
-            None,
-            self.store.head(&self.path(key)),
-        )
-        .is_ok_and(|m| m.size == len)
+        run(handle, &self.client, None, self.store.head(&self.path(key)))
+            .is_ok_and(|m| m.size == len)
     }
 
     fn open_meta(&self, name: &str) -> Result<Option<Box<dyn Read + Send>>, SinkError> {
         let path = self.path(Path::new(name));
-        self.requests.fetch_add(1, Relaxed);
-        match self.runtime.block_on(self.store.get(&path)) {
+        self.client.requests.fetch_add(1, Relaxed);
+        match self
+            .client
+            .within(|| self.runtime.block_on(self.store.get(&path)))
+        {
             Ok(r) => Ok(Some(Box::new(StreamRead {
                 stream: r.into_stream(),
                 handle: self.runtime.handle().clone(),
@@ -251,7 +331,7 @@ impl Sink for S3Sink {
         let dir = ObjPath::from(self.spec.prefix.as_str());
         let listed = run(
             self.runtime.handle(),
-            &self.requests,
+            &self.client,
             None,
             self.store.list_with_delimiter(Some(&dir)),
         )?;
@@ -269,7 +349,7 @@ impl Sink for S3Sink {
         let path = self.path(Path::new(name));
         match run(
             self.runtime.handle(),
-            &self.requests,
+            &self.client,
             None,
             self.store.delete(&path),
         ) {
@@ -284,12 +364,12 @@ impl Sink for S3Sink {
         let mut stream = self.store.list(Some(&dir));
         let mut seen = 0u64;
         // object_store pages the listing (1,000 keys a request) and streams the pages.
-        self.requests.fetch_add(1, Relaxed);
-        while let Some(item) = handle.block_on(stream.next()) {
+        self.client.requests.fetch_add(1, Relaxed);
+        while let Some(item) = self.client.within(|| handle.block_on(stream.next())) {
             let meta = item.map_err(SinkError::Store)?;
             seen += 1;
             if seen % 1000 == 0 {
-                self.requests.fetch_add(1, Relaxed);
+                self.client.requests.fetch_add(1, Relaxed);
             }
             let full = meta.location.as_ref();
             let key = match self.spec.prefix.as_str() {
@@ -305,13 +385,20 @@ impl Sink for S3Sink {
     }
 
     fn requests(&self) -> Option<u64> {
-        Some(self.requests.load(Relaxed))
+        Some(self.client.requests.load(Relaxed))
+    }
+
+    fn client_retries(&self) -> u64 {
+        self.events.retries.load(Relaxed)
     }
 
     fn open_object(&self, key: &Path) -> Result<Box<dyn Read + Send>, SinkError> {
         let path = self.path(key);
-        self.requests.fetch_add(1, Relaxed);
-        match self.runtime.block_on(self.store.get(&path)) {
+        self.client.requests.fetch_add(1, Relaxed);
+        match self
+            .client
+            .within(|| self.runtime.block_on(self.store.get(&path)))
+        {
             Ok(r) => Ok(Box::new(StreamRead {
                 stream: r.into_stream(),
                 handle: self.runtime.handle().clone(),
@@ -326,7 +413,7 @@ impl Sink for S3Sink {
         let path = self.path(Path::new(name));
         run(
             self.runtime.handle(),
-            &self.requests,
+            &self.client,
             None,
             self.store.put(&path, PutPayload::from(bytes.to_vec())),
         )
@@ -360,7 +447,7 @@ impl Read for StreamRead {
 struct S3Upload {
     /// Bytes gathered before a part is sent.
     part_size: usize,
-    requests: Arc<AtomicU64>,
+    client: Client,
     store: Arc<AmazonS3>,
     handle: tokio::runtime::Handle,
     path: ObjPath,
@@ -382,7 +469,7 @@ impl S3Upload {
             };
             let mp = run(
                 &self.handle,
-                &self.requests,
+                &self.client,
                 self.deadline,
                 self.store.put_multipart_opts(&self.path, opts),
             )?;
@@ -391,7 +478,7 @@ impl S3Upload {
         let data = PutPayload::from(std::mem::take(&mut self.buf));
         let part = self.multipart.as_mut().map(|mp| mp.put_part(data));
         match part {
-            Some(p) => run(&self.handle, &self.requests, self.deadline, p),
+            Some(p) => run(&self.handle, &self.client, self.deadline, p),
             None => Ok(()),
         }
     }
@@ -426,7 +513,7 @@ impl Upload for S3Upload {
             let payload = PutPayload::from(std::mem::take(&mut self.buf));
             run(
                 &self.handle,
-                &self.requests,
+                &self.client,
                 self.deadline,
                 self.store.put_opts(&self.path, payload, opts),
             )?;
@@ -435,7 +522,7 @@ impl Upload for S3Upload {
                 self.send_part()?;
             }
             if let Some(mp) = self.multipart.as_mut() {
-                run(&self.handle, &self.requests, self.deadline, mp.complete())?;
+                run(&self.handle, &self.client, self.deadline, mp.complete())?;
             }
         }
         self.done = true;
@@ -451,7 +538,7 @@ impl Upload for S3Upload {
             if let Some(mp) = self.multipart.as_mut() {
                 // Bounded: a store that does not answer must not hold up the shutdown.
                 let deadline = Some(Instant::now() + ABORT_WAIT);
-                if let Err(e) = run(&self.handle, &self.requests, deadline, mp.abort()) {
+                if let Err(e) = run(&self.handle, &self.client, deadline, mp.abort()) {
                     eprintln!(
                         "ferry: warning: the multipart upload of {} may be left incomplete ({e}); an S3 lifecycle rule (AbortIncompleteMultipartUpload) removes such uploads",
                         self.path
