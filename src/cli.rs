@@ -189,6 +189,10 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
 
+    /// Progress bars on stderr.
+    #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
+    pub progress: ProgressArg,
+
     /// `-q` / `-v`.
     #[command(flatten)]
     pub verbosity: Verbosity,

@@ -37,7 +37,12 @@ fn deliver(args: RunArgs) -> Result<ExitCode, FerryError> {
 
 /// `ferry verify --to SINK`.
 fn verify(args: VerifyArgs) -> Result<ExitCode, FerryError> {
-    let found = ferry::verify::verify(&args.to, args.shard)?;
+    let opts = ferry::verify::VerifyOptions {
+        progress: args.progress.into(),
+        log_level: args.verbosity.level(),
+        ..Default::default()
+    };
+    let found = ferry::verify::verify(&args.to, args.shard, opts)?;
     let code = found.print(args.verbosity.level());
     let reported = args.report.map_or(ExitCode::Success, |r| {
         ferry::report::write_json(&r, &found.to_json())

@@ -4,14 +4,19 @@
 use crate::error::{ExitCode, FerryError};
 use crate::journal::{for_each_current, HistoryError};
 use crate::manifest::{manifest_name, Entry};
+use crate::metrics::RunMetrics;
+use crate::pipeline::{CancelToken, Emitter, Pipeline, Producer, StageSpec};
 use crate::report::{Level, Log};
+use crate::report::{ProgressMode, Reporter};
 use crate::shard::Shard;
-use crate::sink::{self, Sink, SinkOptions, SinkSpec};
+use crate::sink::{self, SinkOptions, SinkSpec};
 use crate::task::object_key;
 use flate2::read::GzDecoder;
-use rayon::prelude::*;
 use std::io::Read;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
 
 impl VerifyReport {
     /// The report as pretty JSON: `checked`, `ok`, and `mismatches` (key, problem).
@@ -127,54 +132,114 @@ pub fn check_object(entry: &Entry, object: impl Read) -> Result<(), String> {
     Ok(())
 }
 
+/// How `verify` runs: where it shows progress and how much it says.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifyOptions {
+    /// Progress bars.
+    pub progress: ProgressMode,
+    /// Log level.
+    pub log_level: Level,
+    /// Objects checked at once.
+    pub workers: NonZeroUsize,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            progress: ProgressMode::Never,
+            log_level: Level::Warn,
+            workers: crate::config::cores().max(NonZeroUsize::new(4).unwrap_or(NonZeroUsize::MIN)),
+        }
+    }
+}
+
+/// One object checked: its key, and what is wrong with it, if anything.
+type Checked = (PathBuf, Result<(), String>);
+
 /// Verifies every object the sink's manifest and journal list (the current entry of each
-/// key), in parallel, a batch at a time so memory does not grow with the count.
+/// key) on the pipeline engine: a producer streams the entries, `check` workers stream
+/// each object through the decoder, a collector tallies. Progress shows as for a run.
 ///
 /// # Errors
 /// [`FerryError::Usage`] when the sink has no manifest or journal, or one is damaged;
 /// [`FerryError::Sink`] when it cannot be opened or read.
-pub fn verify(spec: &SinkSpec, shard: Option<Shard>) -> Result<VerifyReport, FerryError> {
+pub fn verify(
+    spec: &SinkSpec,
+    shard: Option<Shard>,
+    opts: VerifyOptions,
+) -> Result<VerifyReport, FerryError> {
     let sink = sink::open(spec, &SinkOptions::default())?;
-    let mut report = VerifyReport::default();
-    let mut batch = Vec::with_capacity(BATCH);
-    let read = for_each_current(sink.as_ref(), shard, |e| {
-        batch.push(e);
-        if batch.len() == BATCH {
-            verify_entries(sink.as_ref(), &std::mem::take(&mut batch), &mut report);
-        }
+    let describe = sink.describe();
+    let metrics = Arc::new(RunMetrics::default());
+    let (reporter, _log) = Reporter::start(opts.progress, opts.log_level, metrics.clone());
+    let read: Arc<Mutex<Option<Result<u64, HistoryError>>>> = Arc::default();
+    let (src, m, result) = (sink.clone(), metrics.clone(), read.clone());
+    let producer: Producer<Entry> = Box::new(move |out: &Emitter<Entry>| {
+        let r = for_each_current(src.as_ref(), shard, |e| {
+            m.discovered.fetch_add(1, Relaxed);
+            m.opened_bytes.fetch_add(e.bytes_out, Relaxed);
+            let _ = out.emit(e);
+        });
+        m.discovery_done.store(true, Relaxed);
+        *result.lock().unwrap_or_else(|e| e.into_inner()) = Some(r.map(|(n, _)| n));
     });
-    let (n, _) = read.map_err(|e| match e {
-        HistoryError::Sink(e) => FerryError::Sink(e),
-        HistoryError::Manifest(e) => FerryError::Usage(e.to_string()),
-    })?;
-    verify_entries(sink.as_ref(), &batch, &mut report);
+    let mut p = Pipeline::new(CancelToken::new());
+    let (m, m2) = (metrics.clone(), metrics.clone());
+    let collected = p
+        .source(
+            "manifest",
+            NonZeroUsize::new(64).unwrap_or(NonZeroUsize::MIN),
+            vec![producer],
+        )?
+        .stage(StageSpec::new("check", opts.workers), move |_| {
+            let (sink, m) = (sink.clone(), m.clone());
+            move |e: Entry, out: &Emitter<Checked>| {
+                let key = object_key(&PathBuf::from(&e.key));
+                let r = sink
+                    .open_object(&key)
+                    .map_err(|err| err.to_string())
+                    .and_then(|object| check_object(&e, object));
+                m.bytes_read.fetch_add(e.bytes_out, Relaxed);
+                m.opened.fetch_add(1, Relaxed);
+                let _ = out.emit((key, r));
+            }
+        })?
+        .collect(
+            "tally",
+            NonZeroUsize::MIN,
+            |_| VerifyReport::default(),
+            move |rep, (key, r): Checked| {
+                rep.checked += 1;
+                match r {
+                    Ok(()) => m2.succeeded.fetch_add(1, Relaxed),
+                    Err(problem) => {
+                        rep.mismatches.push(Mismatch { key, problem });
+                        m2.failed.fetch_add(1, Relaxed)
+                    }
+                };
+            },
+        )?;
+    reporter.set_stages(p.metrics());
+    p.wait()?;
+    drop(reporter);
+    let found = read.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let n = match found {
+        Some(Ok(n)) => n,
+        Some(Err(HistoryError::Sink(e))) => return Err(FerryError::Sink(e)),
+        Some(Err(HistoryError::Manifest(e))) => return Err(FerryError::Usage(e.to_string())),
+        None => 0,
+    };
     if n == 0 {
         return Err(FerryError::Usage(format!(
-            "{}: no manifest ({}) to verify against",
-            sink.describe(),
+            "{describe}: no manifest ({}) to verify against",
             manifest_name(shard)
         )));
     }
+    let mut report = VerifyReport::default();
+    for r in collected.into_vec() {
+        report.checked += r.checked;
+        report.mismatches.extend(r.mismatches);
+    }
     report.mismatches.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(report)
-}
-
-/// Entries verified in parallel at a time.
-const BATCH: usize = 4096;
-
-/// Verifies the objects of `entries` at `sink`, adding to `report`.
-pub fn verify_entries(sink: &dyn Sink, entries: &[Entry], report: &mut VerifyReport) {
-    let mismatches: Vec<Mismatch> = entries
-        .par_iter()
-        .filter_map(|e| {
-            let key = object_key(&PathBuf::from(&e.key));
-            let result = sink
-                .open_object(Path::new(&key))
-                .map_err(|err| err.to_string())
-                .and_then(|object| check_object(e, object));
-            result.err().map(|problem| Mismatch { key, problem })
-        })
-        .collect();
-    report.checked += entries.len();
-    report.mismatches.extend(mismatches);
 }
