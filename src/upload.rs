@@ -363,7 +363,11 @@ fn undelivered(file: &FileCtx, v: Verdict) -> Outcome {
 }
 
 fn failed(file: &FileCtx, e: FileError) -> Outcome {
-    undelivered(file, Verdict::failed(Stage::Upload, e))
+    match e {
+        // The sink gave up waiting because the run was cancelled: not the file's fault.
+        FileError::Sink(SinkError::Cancelled) => undelivered(file, Verdict::Cancelled),
+        e => undelivered(file, Verdict::failed(Stage::Upload, e)),
+    }
 }
 
 fn system_time((secs, nanos): (i64, u32)) -> SystemTime {

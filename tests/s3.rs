@@ -17,7 +17,8 @@ use predicates::prelude::*;
 use s3_server::{TestServer, ACCESS_KEY, SECRET_KEY};
 use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, OnceLock};
 
 /// The bucket of the in-process server.
 const BUCKET: &str = "ferry-test";
@@ -467,12 +468,38 @@ fn a_multipart_upload_of_many_small_parts_round_trips() {
 }
 
 /// A TCP proxy to `upstream` (`http://host:port`) that closes its first `drop_first`
-/// connections at once, as a flaky network would, and relays the rest.
-fn flaky_proxy(upstream: &str, drop_first: usize) -> String {
+/// connections at once, as a flaky network would, and relays the rest; once the returned
+/// flag is set it stops answering altogether (holds every connection, relays nothing), as
+/// a store that hangs would.
+fn proxy(upstream: &str, drop_first: usize) -> (String, Arc<AtomicBool>) {
+    use std::io::{Read, Write};
     use std::net::{Shutdown, TcpListener, TcpStream};
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let upstream = upstream.trim_start_matches("http://").to_string();
+    let frozen = Arc::new(AtomicBool::new(false));
+    let hang = |frozen: &AtomicBool| {
+        if frozen.load(SeqCst) {
+            // Hold the connection for good: nothing is ever sent on it.
+            let (_keep, never) = crossbeam_channel::bounded::<()>(0);
+            let _ = never.recv();
+        }
+    };
+    let relay = move |mut from: TcpStream, mut to: TcpStream, frozen: Arc<AtomicBool>| {
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            hang(&frozen);
+            if to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(Shutdown::Write);
+    };
+    let flag = frozen.clone();
     std::thread::spawn(move || {
         for (i, conn) in listener.incoming().enumerate() {
             let Ok(client) = conn else { continue };
@@ -480,22 +507,57 @@ fn flaky_proxy(upstream: &str, drop_first: usize) -> String {
                 drop(client);
                 continue;
             }
-            let Ok(server) = TcpStream::connect(&upstream) else {
-                continue;
-            };
-            let (mut c, mut s) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (flag, upstream) = (flag.clone(), upstream.clone());
             std::thread::spawn(move || {
-                let _ = std::io::copy(&mut c, &mut s);
-                let _ = s.shutdown(Shutdown::Write);
-            });
-            let (mut c, mut s) = (client, server);
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut s, &mut c);
-                let _ = c.shutdown(Shutdown::Write);
+                hang(&flag);
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    return;
+                };
+                let (c, s) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let back = flag.clone();
+                std::thread::spawn(move || relay(s, c, back));
+                relay(client, server, flag);
             });
         }
     });
-    format!("http://{addr}")
+    (format!("http://{addr}"), frozen)
+}
+
+#[test]
+fn cancelling_while_the_store_stops_answering_still_ends_the_run() {
+    let s3 = s3();
+    let (endpoint, freeze) = proxy(&s3.endpoint, 0);
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    write(&src, "big.bin", &noise(40 << 20));
+    let url = s3.url(&unique("hang"));
+    let args = [
+        src.to_str().unwrap(),
+        "--to",
+        &url,
+        "-vv",
+        "--memory",
+        "4MiB",
+    ];
+    let mut ferry = Running::spawn_env(
+        args,
+        [
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+            ("AWS_REGION", "us-east-1"),
+        ],
+    );
+    // Parts are on the server (see the cancel test above) when the store stops answering.
+    ferry.wait_for("big.bin segment 20/40");
+    freeze.store(true, SeqCst);
+    ferry.signal(libc::SIGINT);
+    // The part in flight ends with the cancel; the abort gets no answer and is given up
+    // after its bound, with a warning naming the object. (The watchdog fails a hang.)
+    let (status, err, _) = ferry.finish();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("big.bin.gz may be left incomplete"), "{err}");
+    assert!(err.contains("1 cancelled"), "{err}");
 }
 
 #[test]
@@ -510,7 +572,7 @@ fn retries_follow_the_flags_show_at_vv_and_are_counted() {
     // Two connections dropped: the store's client retries them (up to --retries).
     let r = s3
         .ferry()
-        .env("AWS_ENDPOINT_URL", flaky_proxy(&s3.endpoint, 2))
+        .env("AWS_ENDPOINT_URL", proxy(&s3.endpoint, 2).0)
         .arg(&src)
         .args([
             "--retries",
@@ -540,7 +602,7 @@ fn retries_follow_the_flags_show_at_vv_and_are_counted() {
     );
     // With --retries 0 the first dropped connection is final: the sink cannot be used.
     s3.ferry()
-        .env("AWS_ENDPOINT_URL", flaky_proxy(&s3.endpoint, 2))
+        .env("AWS_ENDPOINT_URL", proxy(&s3.endpoint, 2).0)
         .arg(&src)
         .args(["--retries", "0", "--to", &url])
         .assert()

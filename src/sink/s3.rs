@@ -99,6 +99,9 @@ pub struct S3Sink {
 struct Client {
     /// Requests sent (object_store's own retries aside), for `-vv`.
     requests: Arc<AtomicU64>,
+    /// The run's token: a request in flight ends when it is cancelled (but an abort,
+    /// which cleans up after a cancel, runs to its own deadline).
+    cancel: crate::pipeline::CancelToken,
     /// The subscriber object_store's events go to, set around each blocking call.
     dispatch: tracing::Dispatch,
 }
@@ -225,6 +228,7 @@ impl S3Sink {
             spec: spec.clone(),
             client: Client {
                 requests: Arc::new(AtomicU64::new(1)),
+                cancel: opts.cancel.clone(),
                 dispatch,
             },
             events,
@@ -248,15 +252,45 @@ fn run<T>(
     deadline: Option<Instant>,
     fut: impl Future<Output = object_store::Result<T>>,
 ) -> Result<T, SinkError> {
+    run_with(handle, client, deadline, true, fut)
+}
+
+/// [`run`], ended early by the run's cancel token when `cancellable`.
+fn run_with<T>(
+    handle: &tokio::runtime::Handle,
+    client: &Client,
+    deadline: Option<Instant>,
+    cancellable: bool,
+    fut: impl Future<Output = object_store::Result<T>>,
+) -> Result<T, SinkError> {
     client.requests.fetch_add(1, Relaxed);
-    let result = client.within(|| match deadline {
-        None => Ok(handle.block_on(fut)),
-        Some(d) => {
-            let left = d.saturating_duration_since(Instant::now());
-            handle
-                .block_on(async { tokio::time::timeout(left, fut).await })
-                .map_err(|_| SinkError::TimedOut)
+    let bounded = async {
+        match deadline {
+            None => Ok(fut.await),
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                tokio::time::timeout(left, fut)
+                    .await
+                    .map_err(|_| SinkError::TimedOut)
+            }
         }
+    };
+    let cancel = client.cancel.clone();
+    let result = client.within(|| {
+        handle.block_on(async {
+            if !cancellable {
+                return bounded.await;
+            }
+            let cancelled = async {
+                while !cancel.is_cancelled() {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            };
+            match futures::future::select(Box::pin(bounded), Box::pin(cancelled)).await {
+                futures::future::Either::Left((r, _)) => r,
+                futures::future::Either::Right(_) => Err(SinkError::Cancelled),
+            }
+        })
     })?;
     result.map_err(SinkError::Store)
 }
@@ -538,7 +572,7 @@ impl Upload for S3Upload {
             if let Some(mp) = self.multipart.as_mut() {
                 // Bounded: a store that does not answer must not hold up the shutdown.
                 let deadline = Some(Instant::now() + ABORT_WAIT);
-                if let Err(e) = run(&self.handle, &self.client, deadline, mp.abort()) {
+                if let Err(e) = run_with(&self.handle, &self.client, deadline, false, mp.abort()) {
                     eprintln!(
                         "ferry: warning: the multipart upload of {} may be left incomplete ({e}); an S3 lifecycle rule (AbortIncompleteMultipartUpload) removes such uploads",
                         self.path
