@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use std::ffi::OsStr;
 use std::io::Write;
+use std::path::Path;
 
 fn interrupt_mid_run(signal: i32) {
     let t = tempfile::tempdir().unwrap();
@@ -13,14 +14,8 @@ fn interrupt_mid_run(signal: i32) {
     let out = t.path().join("out");
     // Paths come from stdin, which stays open: the run cannot end by itself, so the signal
     // is what ends it, and the producer is blocked in a read when it arrives.
-    let args = ["--files-from", "-", "-v", "--report", "-", "--to"];
-    let mut ferry = Running::spawn_in(
-        Some(t.path()),
-        args.iter().map(OsStr::new).chain([out.as_os_str()]),
-    );
-    let stdin = ferry.stdin.as_mut().unwrap();
-    stdin.write_all(b"d/first.txt\n").unwrap();
-    stdin.flush().unwrap();
+    let mut ferry =
+        listing_from_open_stdin(t.path(), &["-v", "--report", "-"], &out, b"d/first.txt\n");
     // Wait for the pipeline's own event: the first file delivered.
     ferry.wait_for("[done]");
     ferry.signal(signal);
@@ -32,6 +27,23 @@ fn interrupt_mid_run(signal: i32) {
     assert_eq!(v["cancelled"], "interrupted");
     assert_eq!(gunzip(&out.join("d/first.txt.gz")), text(1000, 1));
     outputs_are_whole(&out);
+}
+
+/// Starts `ferry ARGS --to OUT` in `dir` reading paths from a stdin that stays open, and
+/// sends it one path: the run cannot end by reaching the end of its list.
+fn listing_from_open_stdin(dir: &Path, args: &[&str], out: &Path, first: &[u8]) -> Running {
+    let mut ferry = Running::spawn_in(
+        Some(dir),
+        ["--files-from", "-"]
+            .iter()
+            .chain(args)
+            .map(OsStr::new)
+            .chain([OsStr::new("--to"), out.as_os_str()]),
+    );
+    let stdin = ferry.stdin.as_mut().unwrap();
+    stdin.write_all(first).unwrap();
+    stdin.flush().unwrap();
+    ferry
 }
 
 #[test]
@@ -117,22 +129,8 @@ fn a_deadline_ends_a_run_whose_file_list_never_closes() {
     write(t.path(), "d/first.txt", &text(1000, 1));
     let out = t.path().join("out");
     // stdin stays open for the whole test: only the deadline can end the run.
-    let args = [
-        "--files-from",
-        "-",
-        "--timeout",
-        "1s",
-        "--report",
-        "-",
-        "--to",
-    ];
-    let mut ferry = Running::spawn_in(
-        Some(t.path()),
-        args.iter().map(OsStr::new).chain([out.as_os_str()]),
-    );
-    let stdin = ferry.stdin.as_mut().unwrap();
-    stdin.write_all(b"d/first.txt\n").unwrap();
-    stdin.flush().unwrap();
+    let args = ["--timeout", "1s", "--report", "-"];
+    let ferry = listing_from_open_stdin(t.path(), &args, &out, b"d/first.txt\n");
     let (status, err, stdout) = ferry.finish();
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("deadline reached"), "{err}");

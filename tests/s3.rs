@@ -20,6 +20,20 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, OnceLock};
 
+/// Starts `ferry ARGS` (harness: stderr events, signals) against the S3 `endpoint`, with the
+/// test key pair.
+fn spawn_with_keys<const N: usize>(args: [&str; N], endpoint: &str) -> Running {
+    Running::spawn_env(
+        args,
+        [
+            ("AWS_ENDPOINT_URL", endpoint),
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+            ("AWS_REGION", "us-east-1"),
+        ],
+    )
+}
+
 /// The bucket of the in-process server.
 const BUCKET: &str = "ferry-test";
 
@@ -364,15 +378,7 @@ fn cancelling_a_multipart_upload_aborts_it_and_leaves_no_object() {
         "--memory",
         "4MiB",
     ];
-    let mut ferry = Running::spawn_env(
-        args,
-        [
-            ("AWS_ENDPOINT_URL", s3.endpoint.as_str()),
-            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
-            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
-            ("AWS_REGION", "us-east-1"),
-        ],
-    );
+    let mut ferry = spawn_with_keys(args, s3.endpoint.as_str());
     ferry.wait_for("big.bin segment 20/40");
     ferry.signal(libc::SIGINT);
     let (status, err, _) = ferry.finish();
@@ -539,15 +545,7 @@ fn cancelling_while_the_store_stops_answering_still_ends_the_run() {
         "--memory",
         "4MiB",
     ];
-    let mut ferry = Running::spawn_env(
-        args,
-        [
-            ("AWS_ENDPOINT_URL", endpoint.as_str()),
-            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
-            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
-            ("AWS_REGION", "us-east-1"),
-        ],
-    );
+    let mut ferry = spawn_with_keys(args, endpoint.as_str());
     // Parts are on the server (see the cancel test above) when the store stops answering.
     ferry.wait_for("big.bin segment 20/40");
     freeze.store(true, SeqCst);
