@@ -47,10 +47,12 @@ fn probe_test_facilities() {
         let _ = std::fs::remove_file(&probe);
         made
     };
+    let strace = ok("strace", &["-f", "-qq", "-e", "trace=none", "true"]).is_some();
     let mut missing = Vec::new();
     for (cfg, present, what) in [
         ("ferry_test_setpriv", root && setpriv, "root and setpriv"),
         ("ferry_test_mknod", mknod, "root allowed to mknod"),
+        ("ferry_test_strace", strace, "strace, allowed to trace"),
     ] {
         println!("cargo::rustc-check-cfg=cfg({cfg})");
         if present {

@@ -123,6 +123,30 @@ mod tests {
     use std::io::Read;
     use std::time::Duration;
 
+    /// A `--timeout` whose watchdog thread cannot start is a setup error naming it, before
+    /// any file is read — never a run that silently has no deadline.
+    #[test]
+    fn a_timeout_whose_watchdog_cannot_start_is_a_setup_error() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("a"), "a\n").unwrap();
+        let out = t.path().join("out");
+        let config = Config::builder(vec![src], SinkSpec::Dir(out.clone()))
+            .timeout(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        crate::pipeline::FAIL_DEADLINE_SPAWN.set(true);
+        let result = run(&config, CancelToken::new());
+        crate::pipeline::FAIL_DEADLINE_SPAWN.set(false);
+        let err = result.expect_err("a run without its deadline went ahead");
+        assert!(matches!(err, FerryError::Usage(_)), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("--timeout watchdog"), "{msg}");
+        assert!(msg.contains("Resource temporarily unavailable"), "{msg}");
+        assert!(!out.join("src/a.gz").exists());
+    }
+
     /// A panic in a load, compress or upload worker fails that file alone, by name; every
     /// other file is delivered whole and the run ends (the test hooks panic on the name).
     #[test]

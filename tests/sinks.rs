@@ -161,3 +161,86 @@ fn shards_split_the_files_exactly_once() {
     assert_eq!(unique.len(), 80);
     ferry().arg(&src).args(["--shard", "4/4"]).assert().code(2);
 }
+
+/// `--fsync` makes each rename durable too: after an output is renamed into its
+/// directory, that directory is opened and fsynced by the same worker (watched by strace,
+/// one trace file per thread, so each rename is followed in its own thread's order).
+#[test]
+#[cfg_attr(not(ferry_test_strace), ignore = "needs strace")]
+fn fsync_syncs_each_output_directory_after_the_rename() {
+    let t = tempfile::tempdir().unwrap();
+    let src = tree(t.path(), 20);
+    let out = t.path().join("out");
+    let traces = t.path().join("trace");
+    let status = std::process::Command::new("strace")
+        .args([
+            "-ff",
+            "-qq",
+            "-e",
+            "trace=openat,fsync,rename,renameat,renameat2",
+            "-o",
+        ])
+        .arg(&traces)
+        .arg(assert_cmd::cargo::cargo_bin("ferry"))
+        .args(["--progress", "never", "-q", "--fsync"])
+        .arg(&src)
+        .arg("--to")
+        .arg(format!("dir:{}", out.display()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(outputs_are_whole(&out), 20);
+    // Directories whose every renamed-in output was followed by an fsync of the directory.
+    let mut synced_after_rename = BTreeSet::new();
+    let mut renamed_into = BTreeSet::new();
+    for trace in std::fs::read_dir(t.path()).unwrap() {
+        let trace = trace.unwrap().path();
+        if !trace
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("trace.")
+        {
+            continue;
+        }
+        let text = std::fs::read_to_string(&trace).unwrap();
+        let mut pending: Option<String> = None; // the directory of the last rename
+        let mut open_dirs = std::collections::HashMap::new(); // fd → directory
+        for line in text.lines() {
+            let quoted: Vec<&str> = line.split('"').skip(1).step_by(2).collect();
+            if line.starts_with("rename") && line.ends_with("= 0") {
+                let target = Path::new(quoted[quoted.len() - 1]);
+                if target.extension().is_some_and(|e| e == "gz") {
+                    let dir = target.parent().unwrap().display().to_string();
+                    renamed_into.insert(dir.clone());
+                    pending = Some(dir);
+                }
+            } else if line.starts_with("openat(") {
+                if let Some(fd) = line.rsplit("= ").next().and_then(|f| f.parse::<i32>().ok()) {
+                    open_dirs.insert(fd, quoted[0].to_string());
+                }
+            } else if let Some(rest) = line.strip_prefix("fsync(") {
+                let fd: i32 = rest.split(')').next().unwrap().parse().unwrap();
+                if let (Some(dir), Some(opened)) = (&pending, open_dirs.get(&fd)) {
+                    if dir == opened && line.ends_with("= 0") {
+                        synced_after_rename.insert(dir.clone());
+                        pending = None;
+                    }
+                }
+            }
+        }
+        assert!(
+            pending.is_none(),
+            "{}: a rename into {pending:?} was never followed by an fsync of that directory",
+            trace.display()
+        );
+    }
+    let subdirs: BTreeSet<String> = (0..5)
+        .map(|d| out.join(format!("s/d{d}")).display().to_string())
+        .collect();
+    assert!(renamed_into.is_superset(&subdirs), "{renamed_into:?}");
+    assert!(
+        synced_after_rename.is_superset(&subdirs),
+        "{synced_after_rename:?}"
+    );
+}

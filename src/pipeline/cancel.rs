@@ -135,6 +135,11 @@ impl CancelToken {
     /// Cancels with [`CancelReason::Deadline`] after `after`, unless `done` is signalled
     /// (sent to or dropped) first. Runs on a small named thread.
     pub fn deadline(&self, after: Duration, done: Receiver<()>) -> std::io::Result<()> {
+        #[cfg(test)]
+        if FAIL_DEADLINE_SPAWN.get() {
+            // What `spawn` returns when the process is out of threads (RLIMIT_NPROC).
+            return Err(std::io::Error::from_raw_os_error(11));
+        }
         let token = self.clone();
         std::thread::Builder::new()
             .name("ferry-deadline".into())
@@ -148,6 +153,13 @@ impl CancelToken {
             })
             .map(|_| ())
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Test hook: [`CancelToken::deadline`] on this thread fails as a spawn would when the
+    /// process may start no more threads (which a test cannot provoke for one thread alone).
+    pub(crate) static FAIL_DEADLINE_SPAWN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 #[cfg(test)]

@@ -32,6 +32,8 @@
 mod cancel;
 mod metrics;
 
+#[cfg(test)]
+pub(crate) use cancel::FAIL_DEADLINE_SPAWN;
 pub use cancel::{CancelReason, CancelToken};
 pub use metrics::{Histogram, StageMetrics};
 
