@@ -352,7 +352,7 @@ fn stress_tiny_tasks_capacity_one_random_delays_and_cancellation() {
             let seed = rng.next();
             let delay = move |salt: u64| {
                 let mut r = Rng(seed ^ salt.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
-                if r.next() % 16 == 0 {
+                if r.next().is_multiple_of(16) {
                     std::thread::sleep(Duration::from_micros(r.next() % 200));
                 }
             };

@@ -39,7 +39,7 @@ pub enum SinkError {
         source: std::io::Error,
     },
     /// The object store refused (after its own retries).
-    #[cfg(feature = "s3")]
+    #[cfg(feature = "cloud")]
     #[error("{}", store_words(.0))]
     Store(#[source] object_store::Error),
     /// The object to read back does not exist.
@@ -92,12 +92,12 @@ fn io_text(context: &str, e: &std::io::Error) -> String {
 }
 
 /// An object store error in words, with what to check when access is denied.
-#[cfg(feature = "s3")]
+#[cfg(feature = "cloud")]
 fn store_words(e: &object_store::Error) -> String {
     match e {
         object_store::Error::PermissionDenied { .. }
         | object_store::Error::Unauthenticated { .. } => {
-            format!("access denied ({e}); check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+            format!("access denied ({e}); check the store's credentials")
         }
         other => other.to_string(),
     }

@@ -2,18 +2,21 @@
 //! part by part and then committed (made visible whole) or aborted (leaves nothing).
 
 mod api;
+#[cfg(feature = "cloud")]
+mod cloud;
 mod dir;
-#[cfg(feature = "s3")]
-mod s3;
 mod sim;
 
 pub use api::{ObjectMeta, Receipt, Sink, SinkError, SinkOptions, Upload};
+#[cfg(feature = "cloud")]
+pub use cloud::{part_size, Cloud, CloudSink, CloudSpec, UrlStyle};
 pub use dir::DirSink;
-#[cfg(feature = "s3")]
-pub use s3::{S3Sink, S3Spec};
 pub use sim::{SimSink, SimSpec};
 
 use std::path::PathBuf;
+
+/// Every form `--to` takes, for help and error texts.
+pub const SCHEMES: &str = "dir:PATH (or a bare path), s3://bucket/prefix, gs://bucket/prefix, az://container/prefix, sim:latency=…,bandwidth=…,fail=…";
 
 /// Which sink to use, parsed from `--to`.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,9 +25,9 @@ pub enum SinkSpec {
     Dir(PathBuf),
     /// `sim:latency=…,bandwidth=…,jitter=…,fail=…,seed=…`: a simulated network upload.
     Sim(SimSpec),
-    /// `s3://bucket/prefix`: an S3-compatible object store.
-    #[cfg(feature = "s3")]
-    S3(S3Spec),
+    /// `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix`: an object store.
+    #[cfg(feature = "cloud")]
+    Cloud(CloudSpec),
 }
 
 impl SinkSpec {
@@ -43,13 +46,18 @@ impl SinkSpec {
             }
             return Ok(SinkSpec::Dir(PathBuf::from(path)));
         }
-        if spec.starts_with("s3://") {
-            #[cfg(feature = "s3")]
-            return S3Spec::parse(spec)
-                .map(SinkSpec::S3)
+        if ["s3://", "gs://", "az://"]
+            .iter()
+            .any(|s| spec.starts_with(s))
+        {
+            #[cfg(feature = "cloud")]
+            return CloudSpec::parse(spec)
+                .map(SinkSpec::Cloud)
                 .map_err(|why| bad(&why));
-            #[cfg(not(feature = "s3"))]
-            return Err(bad("this build has no s3 support (cargo feature 's3')"));
+            #[cfg(not(feature = "cloud"))]
+            return Err(bad(
+                "this build has no object store support (cargo features 's3', 'gcs', 'azure')",
+            ));
         }
         if let Some(params) = spec.strip_prefix("sim:").or((spec == "sim").then_some("")) {
             return SimSpec::parse(params)
@@ -59,7 +67,7 @@ impl SinkSpec {
         if let Some((scheme, _)) = spec.split_once(':') {
             if !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric()) {
                 return Err(bad(&format!(
-                    "unknown sink type '{scheme}' (known: dir:PATH, sim:…, s3://bucket/prefix)"
+                    "unknown sink type '{scheme}' (known: {SCHEMES})"
                 )));
             }
         }
@@ -81,8 +89,8 @@ pub fn open(spec: &SinkSpec, opts: &SinkOptions) -> Result<std::sync::Arc<dyn Si
             s.clone(),
             opts.cancel.clone(),
         ))),
-        #[cfg(feature = "s3")]
-        SinkSpec::S3(s) => Ok(std::sync::Arc::new(S3Sink::open(s, opts)?)),
+        #[cfg(feature = "cloud")]
+        SinkSpec::Cloud(s) => Ok(std::sync::Arc::new(CloudSink::open(s, opts)?)),
     }
 }
 

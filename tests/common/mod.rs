@@ -69,7 +69,7 @@ pub fn text(n: usize, seed: u64) -> Vec<u8> {
         x ^= x >> 7;
         x ^= x << 17;
         v.extend_from_slice(words[(x % 8) as usize]);
-        if x % 5 == 0 {
+        if x.is_multiple_of(5) {
             v.push((x >> 8) as u8);
         }
     }

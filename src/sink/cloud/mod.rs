@@ -1,24 +1,27 @@
-//! `s3://bucket/prefix` — a real S3-compatible object store, through the `object_store`
-//! crate (Apache Arrow's), on a small tokio runtime owned by the sink.
+//! Object stores — `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix` —
+//! through the `object_store` crate (Apache Arrow's), on a small tokio runtime owned by
+//! the sink. Nothing here is specific to one cloud but building the store (`stores.rs`,
+//! from each cloud's usual environment and files) and the words of its setup errors.
 //!
-//! Configuration comes from the usual AWS environment: `AWS_ACCESS_KEY_ID`,
-//! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION` (default `us-east-1`) and
-//! `AWS_ENDPOINT_URL` for S3-compatible servers (then path-style requests, http allowed).
 //! An object smaller than one part is one PUT; a larger one is a multipart upload of
-//! 8 MiB parts (S3 wants ≥ 5 MiB), completed on commit and aborted on any failure, so
-//! nothing half-made is ever visible. Metadata: source size and mtime on every object, and
-//! the source CRC-32 on single-PUT objects (a multipart upload fixes its metadata when it
-//! starts, before the CRC is known). `object_store` already retries failed requests
-//! with backoff, so its errors reach ferry as permanent.
+//! 8 MiB parts or more (S3 wants ≥ 5 MiB and ≤ 10,000 parts), completed on commit and
+//! aborted on any failure, so nothing half-made is ever visible. Metadata: source size
+//! and mtime on every object, and the source CRC-32 on single-PUT objects (a multipart
+//! upload fixes its metadata when it starts, before the CRC is known). `object_store`
+//! retries failed requests itself, with ferry's `--retries`/`--retry-backoff`.
+
+mod spec;
+mod stores;
+
+pub use spec::{Cloud, CloudSpec, UrlStyle};
 
 use super::api::{ObjectMeta, OnEvent, Receipt, Sink, SinkError, SinkOptions, Upload};
 use bytes::Bytes;
 use futures::StreamExt;
-use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjPath;
 use object_store::{
-    Attribute, AttributeValue, Attributes, MultipartUpload, ObjectStore, PutMultipartOptions,
-    PutOptions, PutPayload,
+    Attribute, AttributeValue, Attributes, MultipartUpload, ObjectStore, ObjectStoreExt,
+    PutMultipartOptions, PutOptions, PutPayload,
 };
 use object_store::{BackoffConfig, RetryConfig};
 use std::future::Future;
@@ -54,40 +57,11 @@ pub fn part_size(source_size: u64) -> usize {
     per_part.max(PART_SIZE as u64) as usize
 }
 
-/// Where objects go: bucket and key prefix.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S3Spec {
-    /// The bucket.
-    pub bucket: String,
-    /// The key prefix (no leading or trailing `/`), possibly empty.
-    pub prefix: String,
-}
-
-impl S3Spec {
-    /// Parses `s3://bucket/prefix` (the prefix may be empty).
-    ///
-    /// # Errors
-    /// A message when the bucket is missing.
-    pub fn parse(spec: &str) -> Result<Self, String> {
-        let rest = spec
-            .strip_prefix("s3://")
-            .ok_or_else(|| "expected s3://bucket/prefix".to_string())?;
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.is_empty() {
-            return Err("the bucket name is empty (s3://bucket/prefix)".into());
-        }
-        Ok(S3Spec {
-            bucket: bucket.to_string(),
-            prefix: prefix.trim_matches('/').to_string(),
-        })
-    }
-}
-
-/// The S3 sink.
-pub struct S3Sink {
-    store: Arc<AmazonS3>,
+/// A sink over any object store.
+pub struct CloudSink {
+    store: Arc<dyn ObjectStore>,
     runtime: tokio::runtime::Runtime,
-    spec: S3Spec,
+    spec: CloudSpec,
     /// Request counting and event capture, shared with the uploads.
     client: Client,
     /// object_store's retries, seen through its `tracing` events.
@@ -119,6 +93,13 @@ impl Client {
 struct ClientEvents {
     retries: Arc<AtomicU64>,
     forward: Option<OnEvent>,
+    /// `[s3]`, `[gs]` or `[az]`: what the forwarded lines start with.
+    tag: String,
+}
+
+/// The first line of an error's text (object_store's carry the whole response body).
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or(text)
 }
 
 /// Collects an event's message.
@@ -148,81 +129,91 @@ impl tracing::Subscriber for ClientEvents {
         if let Some(f) = &self.forward {
             let mut m = Message(String::new());
             event.record(&mut m);
-            f(&format!("[s3] {}", m.0));
+            f(&format!("{} {}", self.tag, m.0));
         }
     }
     fn enter(&self, _: &tracing::span::Id) {}
     fn exit(&self, _: &tracing::span::Id) {}
 }
 
-impl S3Sink {
+impl CloudSink {
     /// Connects and checks, with one listing request, that the bucket exists and the
     /// credentials work — before any file is read.
     ///
     /// # Errors
-    /// [`SinkError::Setup`] saying which: no such bucket, access denied, unreachable.
-    pub fn open(spec: &S3Spec, opts: &SinkOptions) -> Result<Self, SinkError> {
-        let target = format!("s3://{}/{}", spec.bucket, spec.prefix);
+    /// [`SinkError::Setup`] saying which: no such bucket, access denied (naming every
+    /// way to give credentials), unreachable.
+    pub fn open(spec: &CloudSpec, opts: &SinkOptions) -> Result<Self, SinkError> {
+        let target = spec.url();
         let setup = |cause: String| SinkError::Setup {
             target: target.clone(),
             cause,
         };
-        let mut b = AmazonS3Builder::from_env().with_bucket_name(&spec.bucket);
-        if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
-            b = b
-                .with_endpoint(endpoint)
-                .with_allow_http(true)
-                .with_virtual_hosted_style_request(false);
-        }
-        if std::env::var_os("AWS_REGION").is_none()
-            && std::env::var_os("AWS_DEFAULT_REGION").is_none()
-        {
-            b = b.with_region("us-east-1");
-        }
-        if let Some((retries, backoff)) = opts.retry {
-            b = b.with_retry(RetryConfig {
-                backoff: BackoffConfig {
-                    init_backoff: backoff,
-                    max_backoff: backoff.saturating_mul(1 << retries.min(16)),
-                    base: 2.0,
-                },
-                max_retries: retries as usize,
-                retry_timeout: std::time::Duration::from_secs(180),
-            });
-        }
-        let store = Arc::new(b.build().map_err(|e| setup(e.to_string()))?);
+        let retry = opts.retry.map(|(retries, backoff)| RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: backoff,
+                max_backoff: backoff.saturating_mul(1 << retries.min(16)),
+                base: 2.0,
+            },
+            max_retries: retries as usize,
+            retry_timeout: std::time::Duration::from_secs(180),
+        });
+        let built = stores::build(spec, retry, &stores::process_env).map_err(&setup)?;
+        let store = built.store;
         let events = ClientEvents {
             retries: Arc::new(AtomicU64::new(0)),
             forward: opts.on_event.clone(),
+            tag: format!("[{}]", spec.cloud.scheme()),
         };
         let dispatch = tracing::Dispatch::new(events.clone());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
-            .thread_name("ferry-s3")
+            .thread_name("ferry-cloud")
             .enable_all()
             .build()
             .map_err(|e| setup(e.to_string()))?;
         let prefix = ObjPath::from(spec.prefix.as_str());
+        let bucket = format!("{} '{}'", spec.cloud.bucket_word(), spec.bucket);
         tracing::dispatcher::with_default(&dispatch, || {
             runtime.block_on(store.list_with_delimiter(Some(&prefix)))
         })
-            .map_err(|e| {
-                let text = e.to_string();
-                if matches!(e, object_store::Error::NotFound { .. }) || text.contains("NoSuchBucket") {
-                    setup(format!("bucket '{}' does not exist", spec.bucket))
-                } else if ["InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403 Forbidden"]
-                    .iter()
-                    .any(|c| text.contains(c))
-                {
-                    setup(format!(
-                        "access denied to bucket '{}'; check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
-                        spec.bucket
-                    ))
-                } else {
-                    setup(SinkError::Store(e).to_string())
-                }
-            })?;
-        Ok(S3Sink {
+        .map_err(|e| {
+            let text = e.to_string();
+            if matches!(e, object_store::Error::NotFound { .. })
+                || [
+                    "NoSuchBucket",
+                    "ContainerNotFound",
+                    "The specified bucket does not exist",
+                ]
+                .iter()
+                .any(|c| text.contains(c))
+            {
+                setup(format!("{bucket} does not exist"))
+            } else if matches!(
+                e,
+                object_store::Error::PermissionDenied { .. }
+                    | object_store::Error::Unauthenticated { .. }
+            ) || [
+                "403 Forbidden",
+                "401 Unauthorized",
+                "InvalidAccessKeyId",
+                "SignatureDoesNotMatch",
+                "AccessDenied",
+                "AuthenticationFailed",
+            ]
+            .iter()
+            .any(|c| text.contains(c))
+            {
+                setup(format!(
+                    "access denied to {bucket} ({}); {}",
+                    first_line(&text),
+                    built.access_hint
+                ))
+            } else {
+                setup(SinkError::Store(e).to_string())
+            }
+        })?;
+        Ok(CloudSink {
             store,
             runtime,
             spec: spec.clone(),
@@ -295,9 +286,9 @@ fn run_with<T>(
     result.map_err(SinkError::Store)
 }
 
-impl Sink for S3Sink {
+impl Sink for CloudSink {
     fn describe(&self) -> String {
-        format!("s3://{}/{}", self.spec.bucket, self.spec.prefix)
+        self.spec.url()
     }
 
     fn begin(&self, key: &Path, meta: &ObjectMeta) -> Result<Box<dyn Upload>, SinkError> {
@@ -311,6 +302,9 @@ impl Sink for S3Sink {
             Attribute::Metadata("ferry-source-size".into()),
             AttributeValue::from(meta.source_size.to_string()),
         );
+        if let Some(class) = &self.spec.storage_class {
+            attributes.insert(Attribute::StorageClass, AttributeValue::from(class.clone()));
+        }
         if let Some(t) = meta
             .mtime
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
@@ -320,7 +314,7 @@ impl Sink for S3Sink {
                 AttributeValue::from(format!("{}.{:09}", t.as_secs(), t.subsec_nanos())),
             );
         }
-        Ok(Box::new(S3Upload {
+        Ok(Box::new(CloudUpload {
             part_size: part_size(meta.source_size),
             client: self.client.clone(),
             store: self.store.clone(),
@@ -402,7 +396,7 @@ impl Sink for S3Sink {
         while let Some(item) = self.client.within(|| handle.block_on(stream.next())) {
             let meta = item.map_err(SinkError::Store)?;
             seen += 1;
-            if seen % 1000 == 0 {
+            if seen.is_multiple_of(1000) {
                 self.client.requests.fetch_add(1, Relaxed);
             }
             let full = meta.location.as_ref();
@@ -478,11 +472,11 @@ impl Read for StreamRead {
 }
 
 /// One object: a single PUT, or a multipart upload once it outgrows one part.
-struct S3Upload {
+struct CloudUpload {
     /// Bytes gathered before a part is sent.
     part_size: usize,
     client: Client,
-    store: Arc<AmazonS3>,
+    store: Arc<dyn ObjectStore>,
     handle: tokio::runtime::Handle,
     path: ObjPath,
     attributes: Attributes,
@@ -494,7 +488,7 @@ struct S3Upload {
     done: bool,
 }
 
-impl S3Upload {
+impl CloudUpload {
     fn send_part(&mut self) -> Result<(), SinkError> {
         if self.multipart.is_none() {
             let opts = PutMultipartOptions {
@@ -518,7 +512,7 @@ impl S3Upload {
     }
 }
 
-impl Upload for S3Upload {
+impl Upload for CloudUpload {
     fn source_crc32(&mut self, crc: u32) {
         // Only a single PUT can still take metadata; a multipart upload set it at creation.
         if self.multipart.is_none() {
@@ -574,7 +568,7 @@ impl Upload for S3Upload {
                 let deadline = Some(Instant::now() + ABORT_WAIT);
                 if let Err(e) = run_with(&self.handle, &self.client, deadline, false, mp.abort()) {
                     eprintln!(
-                        "ferry: warning: the multipart upload of {} may be left incomplete ({e}); an S3 lifecycle rule (AbortIncompleteMultipartUpload) removes such uploads",
+                        "ferry: warning: the multipart upload of {} may be left incomplete ({e}); a lifecycle rule (S3: AbortIncompleteMultipartUpload) removes such uploads",
                         self.path
                     );
                 }
@@ -583,7 +577,7 @@ impl Upload for S3Upload {
     }
 }
 
-impl Drop for S3Upload {
+impl Drop for CloudUpload {
     fn drop(&mut self) {
         // Neither committed nor aborted (a panic on the way): leave no parts behind.
         self.abort();
@@ -606,18 +600,5 @@ mod tests {
             assert!(worst.div_ceil(part) <= MAX_PARTS, "{size}: {part}");
             assert!(part <= 5 << 30, "{size}: {part}");
         }
-    }
-
-    #[test]
-    fn parses_bucket_and_prefix() {
-        assert_eq!(
-            S3Spec::parse("s3://b/a/b/").unwrap(),
-            S3Spec {
-                bucket: "b".into(),
-                prefix: "a/b".into()
-            }
-        );
-        assert_eq!(S3Spec::parse("s3://b").unwrap().prefix, "");
-        assert!(S3Spec::parse("s3:///x").is_err());
     }
 }
