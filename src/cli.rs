@@ -2,7 +2,7 @@
 //! Values are parsed by clap (`value_parser`), so a bad one is a usage error naming its
 //! flag; [`RunArgs::into_config`] then builds the library's [`Config`].
 
-use crate::config::Config;
+use crate::config::{Config, Listing};
 use crate::error::{ExitCode, FerryError};
 use crate::report::{Level, ProgressMode};
 use crate::shard::Shard;
@@ -18,7 +18,7 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(
     name = "ferry",
-    version,
+    version = build_info(),
     about,
     long_about = None,
     args_conflicts_with_subcommands = true,
@@ -35,10 +35,59 @@ pub struct Cli {
 
 /// ferry's subcommands.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum Command {
     /// Check every delivered object against the manifest: one gzip member that decodes to
     /// the recorded length and CRC-32.
     Verify(VerifyArgs),
+    /// Print a shell completion script, e.g. `ferry completions bash > /etc/bash_completion.d/ferry`.
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `ferry man > ferry.1; man ./ferry.1`.
+    Man,
+}
+
+/// `ferry --version`: the version, the gzip engine and the sinks built in.
+pub fn build_info() -> &'static str {
+    static INFO: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    INFO.get_or_init(|| {
+        let sinks: Vec<&str> = [
+            ("dir", true),
+            ("sim", true),
+            ("s3", cfg!(feature = "s3")),
+            ("gs", cfg!(feature = "gcs")),
+            ("az", cfg!(feature = "azure")),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect();
+        format!(
+            "{} (gzip engine: {}; sinks: {})",
+            env!("CARGO_PKG_VERSION"),
+            crate::gzip::ENGINE,
+            sinks.join(", ")
+        )
+    })
+}
+
+/// Writes what `ferry completions` and `ferry man` print.
+///
+/// # Errors
+/// Only an error writing to `out`.
+pub fn write_generated(command: &Command, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    let mut cli = Cli::command();
+    match command {
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut cli, "ferry", out);
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(cli).render(out),
+        Command::Verify(_) => Ok(()),
+    }
 }
 
 /// `-q` / `-v`, the same for every command.
@@ -70,42 +119,54 @@ impl Verbosity {
 pub struct RunArgs {
     /// Files or directories to ferry. Keys keep each input's own name, like tar:
     /// `ferry ./logs` delivers `logs/a/b.log` as `logs/a/b.log.gz`. (An input named
-    /// `verify` is written `./verify`.)
+    /// `verify` is written `./verify`; so are `completions` and `man`.)
     #[arg(value_name = "INPUT", required_unless_present = "files_from")]
     pub inputs: Vec<PathBuf>,
 
-    /// Where to deliver: `dir:PATH` (a local directory), `s3://bucket/prefix`, or
-    /// `sim:latency=…,bandwidth=…,fail=…` (a simulated network).
-    #[arg(long, value_name = "SINK", default_value = "dir:ferry-out", value_parser = sink_spec)]
+    /// Where to deliver: `dir:PATH` or a bare path (a local directory),
+    /// `s3://bucket/prefix` (AWS S3 or an S3-compatible server), `gs://bucket/prefix`
+    /// (Google Cloud Storage), `az://container/prefix` (Azure Blob Storage), or
+    /// `sim:latency=…,bandwidth=…,jitter=…,fail=…,seed=…` (a simulated network).
+    #[arg(long, env = "FERRY_TO", value_name = "SINK", default_value = "dir:ferry-out", value_parser = sink_spec)]
     pub to: SinkSpec,
 
     /// Gzip level, 0 (store) to 9 (smallest); `-1` … `-9` work too.
-    #[arg(short, long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9))]
+    #[arg(short, long, env = "FERRY_LEVEL", default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9))]
     pub level: u32,
 
     /// Compress workers [default: available cores].
-    #[arg(short, long, value_name = "N")]
+    #[arg(short, long, env = "FERRY_JOBS", value_name = "N")]
     pub jobs: Option<NonZeroUsize>,
 
     /// Load (file read) workers.
-    #[arg(long, value_name = "N", default_value = "2")]
+    #[arg(
+        long,
+        env = "FERRY_LOAD_WORKERS",
+        value_name = "N",
+        default_value = "2"
+    )]
     pub load_workers: NonZeroUsize,
 
     /// Upload (sink write) workers.
-    #[arg(long, value_name = "N", default_value = "2")]
+    #[arg(
+        long,
+        env = "FERRY_UPLOAD_WORKERS",
+        value_name = "N",
+        default_value = "2"
+    )]
     pub upload_workers: NonZeroUsize,
 
     /// Capacity of each channel between stages, in items.
-    #[arg(long, value_name = "N", default_value = "64")]
+    #[arg(long, env = "FERRY_QUEUE", value_name = "N", default_value = "64")]
     pub queue: NonZeroUsize,
 
     /// Large files are cut into segments of this size, compressed in parallel.
-    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = size)]
+    #[arg(long, env = "FERRY_SEGMENT_SIZE", value_name = "SIZE", default_value = "1MiB", value_parser = size)]
     pub segment_size: u64,
 
     /// Most bytes in flight between reading and delivery
     /// [default: the larger of 16MiB and 4 × jobs × segment size].
-    #[arg(long, value_name = "SIZE", value_parser = size)]
+    #[arg(long, env = "FERRY_MEMORY", value_name = "SIZE", value_parser = size)]
     pub memory: Option<u64>,
 
     /// Also read paths from FILE (`-` for stdin), one per line.
@@ -133,11 +194,38 @@ pub struct RunArgs {
     pub force: bool,
 
     /// fsync each output before it becomes visible (durable on power loss; slower).
-    #[arg(long)]
+    #[arg(long, env = "FERRY_FSYNC")]
     pub fsync: bool,
 
+    /// Walk, filter, shard and check the manifest, then list what would be sent and what
+    /// skipped, without reading any file's contents or writing to the sink.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+
+    /// Leave out paths matching the globs in FILE, one per line (`#` comments and blank
+    /// lines ignored), as --exclude does; repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub exclude_from: Vec<PathBuf>,
+
+    /// Leave out files smaller than SIZE (e.g. `1`, `10KiB`).
+    #[arg(long, value_name = "SIZE", value_parser = size_or_zero)]
+    pub min_size: Option<u64>,
+
+    /// Leave out files larger than SIZE (e.g. `2GiB`).
+    #[arg(long, value_name = "SIZE", value_parser = size_or_zero)]
+    pub max_size: Option<u64>,
+
+    /// Object store settings.
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    /// Storage class (tier) for new objects: S3 STANDARD_IA, GLACIER_IR, DEEP_ARCHIVE …;
+    /// GCS NEARLINE, COLDLINE …; Azure Hot, Cool, Cold, Archive.
+    #[arg(long, env = "FERRY_STORAGE_CLASS", value_name = "CLASS")]
+    pub storage_class: Option<String>,
+
     /// Progress bars on stderr.
-    #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
+    #[arg(long, env = "FERRY_PROGRESS", value_enum, default_value_t = ProgressArg::Auto)]
     pub progress: ProgressArg,
 
     /// `-q` / `-v`.
@@ -149,19 +237,19 @@ pub struct RunArgs {
     pub report: Option<PathBuf>,
 
     /// Stop the whole run after this long (e.g. `90s`, `5m`); the rest is cancelled.
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    #[arg(long, env = "FERRY_TIMEOUT", value_name = "DURATION", value_parser = duration)]
     pub timeout: Option<Duration>,
 
     /// Fail a file that is not delivered within this long of being opened; the run goes on.
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    #[arg(long, env = "FERRY_TASK_TIMEOUT", value_name = "DURATION", value_parser = duration)]
     pub task_timeout: Option<Duration>,
 
     /// Retries of a transient sink failure, per operation.
-    #[arg(long, value_name = "N", default_value_t = 3)]
+    #[arg(long, env = "FERRY_RETRIES", value_name = "N", default_value_t = 3)]
     pub retries: u32,
 
     /// First retry delay; it doubles on each retry, with jitter.
-    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = duration)]
+    #[arg(long, env = "FERRY_RETRY_BACKOFF", value_name = "DURATION", default_value = "200ms", value_parser = duration)]
     pub retry_backoff: Duration,
 
     /// Journal segment size in files (hidden: tests use a small one to see many flushes).
@@ -170,19 +258,42 @@ pub struct RunArgs {
 
     /// Take only the files whose key hashes to shard K of N (0 ≤ K < N); N processes with
     /// K = 0…N-1 deliver every file exactly once.
-    #[arg(long, value_name = "K/N")]
+    #[arg(long, env = "FERRY_SHARD", value_name = "K/N")]
     pub shard: Option<Shard>,
+}
+
+/// How to reach an object store: flags shared by `ferry` and `ferry verify`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct StoreArgs {
+    /// Send object store requests to URL instead of the cloud's own (MinIO, Ceph, R2,
+    /// an emulator); for S3 also AWS_ENDPOINT_URL or the profile's endpoint_url.
+    #[arg(long, env = "FERRY_ENDPOINT_URL", value_name = "URL")]
+    pub endpoint_url: Option<String>,
+
+    /// S3 addressing: `path` (endpoint/bucket/key) or `virtual` (bucket.endpoint/key)
+    /// [default: path with a custom endpoint, virtual for AWS].
+    #[arg(long, env = "FERRY_URL_STYLE", value_enum, value_name = "STYLE")]
+    pub url_style: Option<crate::sink::UrlStyle>,
+
+    /// The AWS named profile (in ~/.aws/credentials and ~/.aws/config) [default:
+    /// AWS_PROFILE, else `default`].
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
 }
 
 /// `ferry verify --to SINK`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// The sink to check, as given to `ferry --to`.
-    #[arg(long, value_name = "SINK", default_value = "dir:ferry-out", value_parser = sink_spec)]
+    #[arg(long, env = "FERRY_TO", value_name = "SINK", default_value = "dir:ferry-out", value_parser = sink_spec)]
     pub to: SinkSpec,
 
+    /// Object store settings.
+    #[command(flatten)]
+    pub store: StoreArgs,
+
     /// Check the manifest of shard K of N (as written by `ferry --shard K/N`).
-    #[arg(long, value_name = "K/N")]
+    #[arg(long, env = "FERRY_SHARD", value_name = "K/N")]
     pub shard: Option<Shard>,
 
     /// Write what was found as JSON to FILE (`-` for stdout): checked, ok, mismatches.
@@ -226,7 +337,12 @@ impl RunArgs {
     /// [`FerryError::Usage`] for settings that only conflict together, such as a
     /// `--memory` smaller than `--segment-size`.
     pub fn into_config(self) -> Result<Config, FerryError> {
-        let mut b = Config::builder(self.inputs, self.to)
+        let mut exclude = self.exclude;
+        for file in &self.exclude_from {
+            exclude.extend(read_globs(file)?);
+        }
+        let sink = self.store.apply(self.to, self.storage_class)?;
+        let mut b = Config::builder(self.inputs, sink)
             .level(self.level)
             .load_workers(self.load_workers)
             .upload_workers(self.upload_workers)
@@ -235,14 +351,21 @@ impl RunArgs {
             .null_separated(self.null)
             .follow(self.follow)
             .include(self.include)
-            .exclude(self.exclude)
+            .exclude(exclude)
             .force(self.force)
             .fsync(self.fsync)
             .progress(self.progress.into())
             .log_level(self.verbosity.level())
             .retries(self.retries)
             .retry_backoff(self.retry_backoff)
-            .journal_every(self.journal_every);
+            .journal_every(self.journal_every)
+            .dry_run(self.dry_run)
+            .min_size(self.min_size)
+            .max_size(self.max_size)
+            .listing(match self.report.as_deref() {
+                Some(r) if r.as_os_str() == "-" => Listing::Stderr,
+                _ => Listing::Stdout,
+            });
         if let Some(j) = self.jobs {
             b = b.jobs(j);
         }
@@ -265,6 +388,61 @@ impl RunArgs {
     }
 }
 
+impl StoreArgs {
+    /// `spec` with these settings (and `storage_class`) applied.
+    ///
+    /// # Errors
+    /// [`FerryError::Usage`] when one is given for a sink that is not an object store.
+    pub fn apply(
+        self,
+        spec: SinkSpec,
+        storage_class: Option<String>,
+    ) -> Result<SinkSpec, FerryError> {
+        let given: Vec<&str> = [
+            ("--endpoint-url", self.endpoint_url.is_some()),
+            ("--url-style", self.url_style.is_some()),
+            ("--profile", self.profile.is_some()),
+            ("--storage-class", storage_class.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, on)| on.then_some(flag))
+        .collect();
+        match spec {
+            #[cfg(feature = "cloud")]
+            SinkSpec::Cloud(mut c) => {
+                c.endpoint = self.endpoint_url;
+                c.url_style = self.url_style;
+                c.profile = self.profile;
+                c.storage_class = storage_class;
+                Ok(SinkSpec::Cloud(c))
+            }
+            other if given.is_empty() => Ok(other),
+            _ => Err(FerryError::Usage(format!(
+                "{} only apply to an object store (--to s3://, gs://, az://)",
+                given.join(", ")
+            ))),
+        }
+    }
+}
+
+/// The globs of an `--exclude-from` file: one per line, blank lines and `#` comments
+/// left out (gitignore's own rules).
+fn read_globs(file: &std::path::Path) -> Result<Vec<String>, FerryError> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        FerryError::Usage(format!(
+            "--exclude-from {}: {}",
+            file.display(),
+            crate::words::io_words(&e)
+        ))
+    })?;
+    Ok(text
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect())
+}
+
 /// Parses the process's arguments. On a usage error clap's message is printed and the
 /// exit code returned: 2, or 0 for `--help` / `--version`.
 ///
@@ -283,6 +461,11 @@ pub fn parse() -> Result<Cli, ExitCode> {
 /// `--to`: a sink spec.
 fn sink_spec(s: &str) -> Result<SinkSpec, String> {
     SinkSpec::parse(s).map_err(|e| e.to_string())
+}
+
+/// A size such as `0`, `10KiB` or `2GiB`.
+fn size_or_zero(s: &str) -> Result<u64, String> {
+    parse_size::parse_size(s).map_err(|e| format!("{e} (try 0, 10KiB, 2GiB)"))
 }
 
 /// A size such as `1MiB`, `64KiB` or `512K`, more than 0.

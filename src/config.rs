@@ -28,6 +28,10 @@ pub struct Inputs {
     pub exclude: Vec<String>,
     /// `--shard K/N`: take only the keys of this shard.
     pub shard: Option<Shard>,
+    /// `--min-size`: leave out regular files smaller than this many bytes.
+    pub min_size: Option<u64>,
+    /// `--max-size`: leave out regular files larger than this many bytes.
+    pub max_size: Option<u64>,
 }
 
 /// How hard to work, and within what memory.
@@ -68,6 +72,9 @@ pub struct Delivery {
     pub task_timeout: Option<Duration>,
     /// Deliveries per journal segment, at most (a segment is also saved every second).
     pub journal_every: NonZeroUsize,
+    /// `--dry-run`: decide and list what would be sent or skipped; read no file contents
+    /// and write nothing to the sink.
+    pub dry_run: bool,
 }
 
 /// What to show while running.
@@ -77,6 +84,17 @@ pub struct Output {
     pub progress: ProgressMode,
     /// Log level.
     pub log_level: Level,
+    /// Where a dry run lists its files.
+    pub listing: Listing,
+}
+
+/// Where a dry run lists its files: stdout, unless the JSON report goes there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
 }
 
 /// Everything a run needs to know, already checked. Build it with [`Config::builder`].
@@ -128,6 +146,8 @@ impl Config {
                     include: Vec::new(),
                     exclude: Vec::new(),
                     shard: None,
+                    min_size: None,
+                    max_size: None,
                 },
                 tuning: Tuning {
                     level: 6,
@@ -147,10 +167,12 @@ impl Config {
                     timeout: None,
                     task_timeout: None,
                     journal_every: nz(crate::journal::FLUSH_RECORDS),
+                    dry_run: false,
                 },
                 output: Output {
                     progress: ProgressMode::Never,
                     log_level: Level::Warn,
+                    listing: Listing::Stdout,
                 },
             },
             memory: None,
@@ -205,6 +227,8 @@ impl ConfigBuilder {
         inputs.follow: bool, "Follow symbolic links.";
         inputs.include: Vec<String>, "Take only paths matching these globs.";
         inputs.exclude: Vec<String>, "Leave out paths matching these globs.";
+        inputs.min_size: Option<u64>, "Leave out regular files smaller than this.";
+        inputs.max_size: Option<u64>, "Leave out regular files larger than this.";
         tuning.level: u32, "Gzip level 0–9.";
         tuning.jobs: NonZeroUsize, "Compress workers.";
         tuning.load_workers: NonZeroUsize, "Load workers.";
@@ -216,8 +240,10 @@ impl ConfigBuilder {
         delivery.retries: u32, "Retries of a transient sink failure.";
         delivery.retry_backoff: Duration, "First retry delay.";
         delivery.journal_every: NonZeroUsize, "Deliveries per journal segment, at most.";
+        delivery.dry_run: bool, "Only list what would be sent or skipped.";
         output.progress: ProgressMode, "When to draw progress bars.";
         output.log_level: Level, "How much to log.";
+        output.listing: Listing, "Where a dry run lists its files.";
     }
 
     /// Also reads paths from this file (`-` for stdin).
@@ -275,6 +301,13 @@ impl ConfigBuilder {
             }
             Some(m) => m,
         };
+        if let (Some(min), Some(max)) = (c.inputs.min_size, c.inputs.max_size) {
+            if min > max {
+                return usage(format!(
+                    "--min-size ({min} bytes) is larger than --max-size ({max} bytes)"
+                ));
+            }
+        }
         let d = &c.delivery;
         for (flag, value) in [
             ("timeout", d.timeout),

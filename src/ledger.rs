@@ -1,10 +1,12 @@
 //! The collector stage's state: every outcome counted in the run's metrics, failures
 //! listed for the summary, deliveries sent to the journal.
 
+use crate::config::Listing;
 use crate::journal::Recorder;
 use crate::metrics::RunMetrics;
 use crate::report::{Failure, Log};
-use crate::task::{Outcome, Verdict};
+use crate::task::{Outcome, Skip, Verdict};
+use crate::words::human_bytes;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -17,12 +19,15 @@ pub struct Ledger {
     pub failures: Vec<Failure>,
     /// The journal, which records each delivery durably as the run goes on.
     journal: Recorder,
+    /// `--dry-run`: where each file's line (would send / would skip) is printed.
+    listing: Option<Listing>,
 }
 
 impl Clone for Ledger {
     /// A fresh, empty ledger counting into the same metrics (one per collector worker).
     fn clone(&self) -> Self {
         Ledger::new(self.metrics.clone(), self.log.clone(), self.journal.clone())
+            .listing(self.listing)
     }
 }
 
@@ -34,7 +39,24 @@ impl Ledger {
             log,
             failures: Vec::new(),
             journal,
+            listing: None,
         }
+    }
+
+    /// Lists each file's outcome as a dry run does, on `to`.
+    pub fn listing(mut self, to: Option<Listing>) -> Self {
+        self.listing = to;
+        self
+    }
+
+    fn list(&self, line: std::fmt::Arguments) {
+        use std::io::Write;
+        // A closed pipe (`ferry -n … | head`) ends the listing, not the run.
+        let _ = match self.listing {
+            Some(Listing::Stdout) => writeln!(std::io::stdout().lock(), "{line}"),
+            Some(Listing::Stderr) => writeln!(std::io::stderr().lock(), "{line}"),
+            None => Ok(()),
+        };
     }
 
     /// Counts one file's outcome.
@@ -49,7 +71,18 @@ impl Ledger {
                 self.journal.record(&entry);
                 m.succeeded.fetch_add(1, Relaxed);
             }
+            Err(Verdict::Skipped(Skip::DryRun { size })) => {
+                self.list(format_args!(
+                    "would send: {} ({})",
+                    o.path.display(),
+                    human_bytes(size)
+                ));
+                m.would_send.fetch_add(1, Relaxed);
+                m.would_send_bytes.fetch_add(size, Relaxed);
+                m.skipped.fetch_add(1, Relaxed);
+            }
             Err(Verdict::Skipped(why)) => {
+                self.list(format_args!("would skip: {} ({why})", o.path.display()));
                 self.log
                     .info(|| format!("[skip] {}: {why}", o.path.display()));
                 m.skipped.fetch_add(1, Relaxed);

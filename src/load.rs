@@ -47,6 +47,8 @@ pub struct Loader {
     pub task_timeout: Option<Duration>,
     /// Segment events at `-vv`.
     pub log: crate::report::Log,
+    /// `--dry-run`: decide from one stat what would happen, and open nothing.
+    pub dry_run: bool,
 }
 
 impl Loader {
@@ -98,6 +100,10 @@ impl Loader {
         if self.unchanged(&task, None) {
             return stop(task, Verdict::Skipped(Skip::Unchanged));
         }
+        if self.dry_run {
+            let v = self.dry_run_verdict(&task);
+            return stop(task, v);
+        }
         // O_NONBLOCK: a file swapped for a FIFO after the walk must not block the open.
         let mut flags = libc::O_NONBLOCK | libc::O_CLOEXEC;
         if !self.follow {
@@ -135,6 +141,22 @@ impl Loader {
         let ctx = FileCtx::new(task, size, mtime, deadline);
         sent.file.set(Some(ctx.clone()));
         self.read_segments(ctx, file, out, sent);
+    }
+
+    /// What a `--dry-run` says of a file that is not unchanged: from one stat, what
+    /// loading it would find — a file to send, a link not followed, a special file, or
+    /// the error of the stat.
+    fn dry_run_verdict(&self, task: &FileTask) -> Verdict {
+        let meta = match self.follow {
+            true => std::fs::metadata(&task.path),
+            false => std::fs::symlink_metadata(&task.path),
+        };
+        match meta {
+            Ok(m) if m.is_file() => Verdict::Skipped(Skip::DryRun { size: m.len() }),
+            Ok(m) if m.file_type().is_symlink() => Verdict::Skipped(Skip::SymlinkNotFollowed),
+            Ok(_) => Verdict::Skipped(Skip::Special("not a regular file")),
+            Err(e) => Verdict::failed(Stage::Load, e),
+        }
     }
 
     /// Whether `task` was delivered before and has not changed since: same size and

@@ -11,6 +11,19 @@ fn main() -> std::process::ExitCode {
             command: Some(Command::Verify(args)),
             ..
         }) => verify(args),
+        Ok(Cli {
+            command: Some(generated),
+            ..
+        }) => {
+            let mut out = std::io::stdout().lock();
+            match ferry::cli::write_generated(&generated, &mut out) {
+                // `ferry man | head` closes the pipe early: that is not an error.
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    Err(FerryError::Usage(format!("cannot write: {e}")))
+                }
+                _ => Ok(ExitCode::Success),
+            }
+        }
         Ok(cli) => deliver(cli.run),
     };
     let code = code.unwrap_or_else(|e| {
@@ -42,7 +55,8 @@ fn verify(args: VerifyArgs) -> Result<ExitCode, FerryError> {
         log_level: args.verbosity.level(),
         ..Default::default()
     };
-    let found = ferry::verify::verify(&args.to, args.shard, opts)?;
+    let spec = args.store.apply(args.to, None)?;
+    let found = ferry::verify::verify(&spec, args.shard, opts)?;
     let code = found.print(args.verbosity.level());
     let reported = args.report.map_or(ExitCode::Success, |r| {
         ferry::report::write_json(&r, &found.to_json())

@@ -38,6 +38,10 @@ pub struct RunMetrics {
     pub bytes_in_flight: Arc<AtomicU64>,
     /// Sink operations retried after a transient failure (by the upload stage).
     pub retries: AtomicU64,
+    /// `--dry-run`: files that would be sent (counted among the skipped), and their bytes.
+    pub would_send: AtomicU64,
+    /// `--dry-run`: source bytes of the files that would be sent.
+    pub would_send_bytes: AtomicU64,
 }
 
 impl RunMetrics {

@@ -85,6 +85,7 @@ impl<'c> Plan<'c> {
             cancel: cancel.clone(),
             retry: Some((delivery.retries, delivery.retry_backoff)),
             on_event: Some(Arc::new(move |line: &str| late.debug(line))),
+            read_only: delivery.dry_run,
         };
         let sink = sink::open(&delivery.sink, &options)?;
         let history = match History::read(sink.as_ref(), config.inputs().shard) {
@@ -92,7 +93,9 @@ impl<'c> Plan<'c> {
             // --force rewrites everything, so a damaged history is not in the way: it is
             // removed, and this run's deliveries make the new one.
             Err(crate::journal::HistoryError::Manifest(e)) if delivery.force => {
-                crate::journal::forget(sink.as_ref(), config.inputs().shard)?;
+                if !delivery.dry_run {
+                    crate::journal::forget(sink.as_ref(), config.inputs().shard)?;
+                }
                 History {
                     index: Index::default(),
                     next_seq: 0,
@@ -136,6 +139,10 @@ impl<'c> Plan<'c> {
             log: log.clone(),
             next_id: AtomicU64::new(0),
             shard: inputs.shard,
+            sizes: crate::walk::SizeFilter {
+                min: inputs.min_size,
+                max: inputs.max_size,
+            },
         };
         walker.producers(self.sources.clone())
     }
@@ -153,6 +160,7 @@ impl<'c> Plan<'c> {
             metrics: metrics.clone(),
             task_timeout: self.config.delivery().task_timeout,
             log: log.clone(),
+            dry_run: self.config.delivery().dry_run,
         }
     }
 
@@ -208,6 +216,9 @@ impl<'c> Plan<'c> {
         }
         drop(self.index);
         let shard = self.config.inputs().shard;
+        if self.config.delivery().dry_run {
+            return warnings;
+        }
         if let Err(e) = compact(self.sink.as_ref(), shard, log) {
             warnings.push(format!(
                 "could not fold the journal into the manifest ({e}); the next run reads both"

@@ -37,7 +37,8 @@ pub fn run(config: &Config, cancel: CancelToken) -> Result<Summary, FerryError> 
         pipeline.observe(move |e| l.debug(|| e.to_string()));
     }
     let journal = plan.journal(&log)?;
-    let ledger = Ledger::new(metrics.clone(), log.clone(), journal.recorder());
+    let listing = config.delivery().dry_run.then_some(out.listing);
+    let ledger = Ledger::new(metrics.clone(), log.clone(), journal.recorder()).listing(listing);
     let t = config.tuning();
     let ledgers = build(&mut pipeline, &plan, t, ledger, &metrics, &log);
     let stages = pipeline.metrics();
@@ -50,7 +51,7 @@ pub fn run(config: &Config, cancel: CancelToken) -> Result<Summary, FerryError> 
     let mut warnings: Vec<String> = waited.err().map(|e| e.to_string()).into_iter().collect();
     warnings.extend(plan.finish(journal, &log));
     reporter.finish();
-    Ok(Summary::build(
+    let mut summary = Summary::build(
         &metrics,
         &stages,
         Ledger::merge(ledgers),
@@ -58,7 +59,11 @@ pub fn run(config: &Config, cancel: CancelToken) -> Result<Summary, FerryError> 
         warnings,
         sink,
         started.elapsed(),
-    ))
+    );
+    if config.delivery().dry_run {
+        summary.mark_dry_run(&metrics);
+    }
+    Ok(summary)
 }
 
 /// Starts the `--timeout` watchdog; it stops when the returned sender is dropped.

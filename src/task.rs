@@ -28,6 +28,11 @@ pub enum Skip {
     Directory,
     /// Delivered by an earlier run, and neither size nor mtime has changed since.
     Unchanged,
+    /// `--dry-run`: this file of `size` bytes would be sent.
+    DryRun {
+        /// Its size, from one stat.
+        size: u64,
+    },
 }
 
 impl std::fmt::Display for Skip {
@@ -42,6 +47,7 @@ impl std::fmt::Display for Skip {
             ),
             Skip::Directory => f.write_str("is a directory"),
             Skip::Unchanged => f.write_str("unchanged since last run"),
+            Skip::DryRun { size } => write!(f, "dry run: would send {size} bytes"),
         }
     }
 }

@@ -168,7 +168,13 @@ pub fn verify(
     shard: Option<Shard>,
     opts: VerifyOptions,
 ) -> Result<VerifyReport, FerryError> {
-    let sink = sink::open(spec, &SinkOptions::default())?;
+    let sink = sink::open(
+        spec,
+        &SinkOptions {
+            read_only: true,
+            ..SinkOptions::default()
+        },
+    )?;
     let describe = sink.describe();
     let metrics = Arc::new(RunMetrics::default());
     let (reporter, _log) = Reporter::start(opts.progress, opts.log_level, metrics.clone());

@@ -169,6 +169,36 @@ pub struct Walker {
     pub next_id: AtomicU64,
     /// `--shard K/N`: keep only the keys of this shard.
     pub shard: Option<Shard>,
+    /// `--min-size` / `--max-size`: regular files outside these bounds are left out, as
+    /// an excluded path is (not discovered, not counted).
+    pub sizes: SizeFilter,
+}
+
+/// `--min-size` / `--max-size`, inclusive; unset bounds take everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SizeFilter {
+    /// Smallest size taken, in bytes.
+    pub min: Option<u64>,
+    /// Largest size taken, in bytes.
+    pub max: Option<u64>,
+}
+
+impl SizeFilter {
+    /// Whether any bound is set (then the walk needs each file's size: one stat).
+    pub fn is_set(&self) -> bool {
+        self.min.is_some() || self.max.is_some()
+    }
+
+    /// Whether a regular file of `len` bytes is left out.
+    pub fn leaves_out(&self, len: u64) -> bool {
+        self.min.is_some_and(|m| len < m) || self.max.is_some_and(|m| len > m)
+    }
+
+    /// Whether the regular file at `meta` is left out (`None`, unreadable: kept, so the
+    /// load stage says why it cannot be read).
+    fn leaves_out_meta(&self, meta: Option<std::fs::Metadata>) -> bool {
+        meta.is_some_and(|m| m.is_file() && self.leaves_out(m.len()))
+    }
 }
 
 /// Why an entry that is not a regular file is skipped.
@@ -249,6 +279,7 @@ impl Walker {
     fn walk(&self, root: &Root, overrides: Option<Override>, out: &Emitter<FileTask>) {
         if !root.is_dir {
             let kind = match std::fs::metadata(&root.path) {
+                Ok(m) if m.is_file() && self.sizes.leaves_out(m.len()) => return,
                 Ok(m) if m.is_file() => None,
                 Ok(m) => Some(Verdict::Skipped(special_skip(&m.file_type()))),
                 Err(e) => walk_failure(e.into()),
@@ -290,8 +321,13 @@ impl Walker {
                     if ft.is_dir() || entry.depth() == 0 {
                         continue;
                     }
-                    // The type comes from the directory entry itself; no stat here.
+                    // The type comes from the directory entry itself; no stat here,
+                    // unless a size filter needs the size.
                     let kind = if ft.is_file() {
+                        if self.sizes.is_set() && self.sizes.leaves_out_meta(entry.metadata().ok())
+                        {
+                            continue;
+                        }
                         None
                     } else {
                         Some(Verdict::Skipped(special_skip(&ft)))
@@ -381,6 +417,7 @@ impl Walker {
             std::fs::symlink_metadata(&path)
         };
         let kind = match meta {
+            Ok(m) if m.is_file() && self.sizes.leaves_out(m.len()) => return true,
             Ok(m) if m.is_file() => None,
             Ok(m) if m.is_dir() => Some(Verdict::Skipped(Skip::Directory)),
             Ok(m) => Some(Verdict::Skipped(special_skip(&m.file_type()))),

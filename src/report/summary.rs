@@ -119,6 +119,20 @@ pub struct Summary {
     pub(crate) cancel_reason: Option<CancelReason>,
     /// Problems that are not about one file (e.g. the manifest could not be saved).
     pub warnings: Vec<String>,
+    /// `--dry-run`: nothing was read or written; every file was only decided upon.
+    pub dry_run: bool,
+    /// `--dry-run`: what would have been sent (those files count as skipped).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_send: Option<WouldSend>,
+}
+
+/// What a dry run would have sent.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct WouldSend {
+    /// Files.
+    pub files: u64,
+    /// Their source bytes.
+    pub bytes: u64,
 }
 
 impl Summary {
@@ -172,7 +186,18 @@ impl Summary {
             cancelled: reason.map(|r| r.to_string()),
             cancel_reason: reason,
             warnings,
+            dry_run: false,
+            would_send: None,
         }
+    }
+
+    /// Marks this as the summary of a dry run, with what would have been sent.
+    pub fn mark_dry_run(&mut self, metrics: &RunMetrics) {
+        self.dry_run = true;
+        self.would_send = Some(WouldSend {
+            files: metrics.would_send.load(Relaxed),
+            bytes: metrics.would_send_bytes.load(Relaxed),
+        });
     }
 
     /// Writes the JSON report to `target`, or to stdout for `-`; see [`write_json`].
@@ -199,6 +224,15 @@ impl Summary {
     pub fn render_text(&self) -> String {
         let t = &self.totals;
         let mut s = String::new();
+        if let Some(w) = self.would_send {
+            let _ = writeln!(
+                s,
+                "ferry: dry run: {} files ({}) would be sent, {} skipped; nothing was read or written",
+                w.files,
+                human_bytes(w.bytes),
+                t.skipped - w.files
+            );
+        }
         let _ = writeln!(
             s,
             "ferry: {} discovered: {} succeeded, {} skipped, {} failed, {} cancelled",
@@ -304,6 +338,8 @@ mod tests {
             cancelled: None,
             cancel_reason: None,
             warnings: vec![],
+            dry_run: false,
+            would_send: None,
         };
         let v: serde_json::Value = serde_json::from_str(&s.to_json()).unwrap();
         for k in [

@@ -237,6 +237,9 @@ pub struct SinkOptions {
     pub retry: Option<(u32, std::time::Duration)>,
     /// Where a sink's client reports what it does (each retry), for `-vv`.
     pub on_event: Option<OnEvent>,
+    /// Open only to read (`--dry-run`, `ferry verify`): create, clean up and write
+    /// nothing; a missing local directory reads as empty.
+    pub read_only: bool,
 }
 
 impl std::fmt::Debug for SinkOptions {
@@ -244,6 +247,16 @@ impl std::fmt::Debug for SinkOptions {
         f.debug_struct("SinkOptions")
             .field("fsync", &self.fsync)
             .field("retry", &self.retry)
+            .field("read_only", &self.read_only)
             .finish_non_exhaustive()
     }
+}
+
+/// How an S3 request names its bucket: in the path, or in the host name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UrlStyle {
+    /// `https://endpoint/bucket/key`: what S3-compatible servers (MinIO, moto) expect.
+    Path,
+    /// `https://bucket.endpoint/key`: what AWS itself prefers.
+    Virtual,
 }

@@ -36,6 +36,22 @@ impl DirSink {
             target: format!("dir:{}", root.display()),
             cause,
         };
+        if opts.read_only {
+            // Nothing created, nothing cleaned up: a missing directory reads as empty.
+            match fs::metadata(root) {
+                Ok(m) if !m.is_dir() => return Err(setup("not a directory".into())),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(setup(io_words(&e))),
+            }
+            return Ok(DirSink {
+                root: root.to_path_buf(),
+                made: Mutex::new(HashSet::new()),
+                opts,
+                seq: AtomicU64::new(0),
+                pid: std::process::id(),
+            });
+        }
         fs::create_dir_all(root).map_err(|e| setup(io_words(&e)))?;
         let sink = DirSink {
             root: root.to_path_buf(),
@@ -89,6 +105,9 @@ impl Sink for DirSink {
     }
 
     fn begin(&self, key: &Path, meta: &ObjectMeta) -> Result<Box<dyn Upload>, SinkError> {
+        if self.opts.read_only {
+            return Err(SinkError::Misuse("write to a sink opened read-only"));
+        }
         let target = self.root.join(key);
         let dir = target.parent().unwrap_or(&self.root);
         let known = self
@@ -140,7 +159,12 @@ impl Sink for DirSink {
     }
 
     fn list_meta(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
-        let rd = fs::read_dir(&self.root).map_err(|e| SinkError::io("cannot list", e))?;
+        let rd = match fs::read_dir(&self.root) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.opts.read_only => {
+                return Ok(Vec::new())
+            }
+            r => r.map_err(|e| SinkError::io("cannot list", e))?,
+        };
         let mut names: Vec<String> = rd
             .flatten()
             .filter_map(|e| e.file_name().into_string().ok())
@@ -151,6 +175,9 @@ impl Sink for DirSink {
     }
 
     fn delete_meta(&self, name: &str) -> Result<(), SinkError> {
+        if self.opts.read_only {
+            return Err(SinkError::Misuse("delete in a sink opened read-only"));
+        }
         match fs::remove_file(self.root.join(name)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(SinkError::io(format!("cannot remove {name}"), e))

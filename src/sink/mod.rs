@@ -7,9 +7,9 @@ mod cloud;
 mod dir;
 mod sim;
 
-pub use api::{ObjectMeta, Receipt, Sink, SinkError, SinkOptions, Upload};
+pub use api::{ObjectMeta, Receipt, Sink, SinkError, SinkOptions, Upload, UrlStyle};
 #[cfg(feature = "cloud")]
-pub use cloud::{part_size, Cloud, CloudSink, CloudSpec, UrlStyle};
+pub use cloud::{part_size, Cloud, CloudSink, CloudSpec};
 pub use dir::DirSink;
 pub use sim::{SimSink, SimSpec};
 

@@ -13,7 +13,7 @@
 mod spec;
 mod stores;
 
-pub use spec::{Cloud, CloudSpec, UrlStyle};
+pub use spec::{Cloud, CloudSpec};
 
 use super::api::{ObjectMeta, OnEvent, Receipt, Sink, SinkError, SinkOptions, Upload};
 use bytes::Bytes;

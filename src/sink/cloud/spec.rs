@@ -1,6 +1,8 @@
 //! What `--to s3://…`, `gs://…` or `az://…` names, with the flags that say how to reach
 //! it; read by the sink and by the store builders.
 
+use crate::sink::api::UrlStyle;
+
 /// Which object store service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cloud {
@@ -28,15 +30,6 @@ impl Cloud {
             _ => "bucket",
         }
     }
-}
-
-/// How an S3 request names its bucket: in the path, or in the host name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum UrlStyle {
-    /// `https://endpoint/bucket/key`: what S3-compatible servers (MinIO, moto) expect.
-    Path,
-    /// `https://bucket.endpoint/key`: what AWS itself prefers.
-    Virtual,
 }
 
 /// Where objects go and how to reach them: the store, bucket (or container), key

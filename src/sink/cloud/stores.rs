@@ -2,7 +2,8 @@
 //! environment of each (`AWS_*`, `GOOGLE_*`, `AZURE_*`), for S3 also the AWS shared
 //! files (`~/.aws/credentials`, `~/.aws/config`, `AWS_PROFILE`), and ferry's flags on top.
 
-use super::spec::{Cloud, CloudSpec, UrlStyle};
+use super::spec::{Cloud, CloudSpec};
+use crate::sink::api::UrlStyle;
 use object_store::{ClientOptions, ObjectStore, RetryConfig};
 use std::collections::HashMap;
 use std::path::PathBuf;
