@@ -207,7 +207,7 @@ pub fn compact(sink: &dyn Sink, shard: Option<Shard>, log: &Log) -> Result<u64, 
         source_size: 0,
         deadline: None,
     };
-    let mut upload = sink.begin(Path::new(&name), &meta)?;
+    let mut upload = sink.begin_meta(&name, &meta)?;
     let mut buf = crate::manifest::header(count);
     let mut failed: Option<SinkError> = None;
     let read = read_sources(sink, &names, |item| {

@@ -478,6 +478,17 @@ fn a_multipart_upload_of_many_small_parts_round_trips() {
 /// flag is set it stops answering altogether (holds every connection, relays nothing), as
 /// a store that hangs would.
 fn proxy(upstream: &str, drop_first: usize) -> (String, Arc<AtomicBool>) {
+    let (url, freeze, _) = recording_proxy(upstream, drop_first);
+    (url, freeze)
+}
+
+/// [`proxy`], also keeping every byte the client sent (the requests, headers and all).
+fn recording_proxy(
+    upstream: &str,
+    drop_first: usize,
+) -> (String, Arc<AtomicBool>, Arc<std::sync::Mutex<Vec<u8>>>) {
+    let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = sent.clone();
     use std::io::{Read, Write};
     use std::net::{Shutdown, TcpListener, TcpStream};
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -491,13 +502,19 @@ fn proxy(upstream: &str, drop_first: usize) -> (String, Arc<AtomicBool>) {
             let _ = never.recv();
         }
     };
-    let relay = move |mut from: TcpStream, mut to: TcpStream, frozen: Arc<AtomicBool>| {
+    let relay = move |mut from: TcpStream,
+                      mut to: TcpStream,
+                      frozen: Arc<AtomicBool>,
+                      record: Option<Arc<std::sync::Mutex<Vec<u8>>>>| {
         let mut buf = vec![0u8; 64 << 10];
         loop {
             let n = match from.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
+            if let Some(r) = &record {
+                r.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
             hang(&frozen);
             if to.write_all(&buf[..n]).is_err() {
                 break;
@@ -513,7 +530,7 @@ fn proxy(upstream: &str, drop_first: usize) -> (String, Arc<AtomicBool>) {
                 drop(client);
                 continue;
             }
-            let (flag, upstream) = (flag.clone(), upstream.clone());
+            let (flag, upstream, record) = (flag.clone(), upstream.clone(), record.clone());
             std::thread::spawn(move || {
                 hang(&flag);
                 let Ok(server) = TcpStream::connect(&upstream) else {
@@ -521,12 +538,12 @@ fn proxy(upstream: &str, drop_first: usize) -> (String, Arc<AtomicBool>) {
                 };
                 let (c, s) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                 let back = flag.clone();
-                std::thread::spawn(move || relay(s, c, back));
-                relay(client, server, flag);
+                std::thread::spawn(move || relay(s, c, back, None));
+                relay(client, server, flag, Some(record));
             });
         }
     });
-    (format!("http://{addr}"), frozen)
+    (format!("http://{addr}"), frozen, sent)
 }
 
 #[test]
@@ -606,4 +623,207 @@ fn retries_follow_the_flags_show_at_vv_and_are_counted() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("cannot use output"));
+}
+
+/// ferry with no AWS_* variable from this process, HOME set to `home`: what a user with
+/// only `~/.aws` files (or nothing at all) runs.
+fn ferry_without_aws_env(home: &Path) -> assert_cmd::Command {
+    let mut c = ferry();
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("AWS_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("HOME", home);
+    c
+}
+
+/// `--endpoint-url`, `--storage-class` and the server-side encryption variables reach the
+/// server as the headers S3 defines (seen by a proxy in front of it); the objects read
+/// back whole. Against moto, awscli also reads the class and encryption back.
+#[test]
+fn endpoint_storage_class_and_encryption_reach_the_server() {
+    let s3 = s3();
+    let (endpoint, _, sent) = recording_proxy(&s3.endpoint, 0);
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("enc");
+    write(&src, "small.txt", &text(2_000, 1));
+    write(&src, "big.bin", &noise(9 << 20));
+    let prefix = unique("sse");
+    // KMS needs a key the server knows; moto has none, so it gets AES256 (S3-managed).
+    // The in-process server takes only STANDARD and REDUCED_REDUNDANCY as classes.
+    let (sse, key_id, class) = match s3.local {
+        Some(_) => ("aws:kms", Some("ferry-test-key"), "REDUCED_REDUNDANCY"),
+        None => ("AES256", None, "STANDARD_IA"),
+    };
+    let mut c = ferry();
+    c.env_remove("AWS_ENDPOINT_URL")
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_SERVER_SIDE_ENCRYPTION", sse);
+    if let Some(k) = key_id {
+        c.env("AWS_SSE_KMS_KEY_ID", k);
+    }
+    c.arg(&src)
+        .args(["--to", &s3.url(&prefix), "--endpoint-url", &endpoint])
+        .args(["--storage-class", class])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("2 succeeded"));
+    let requests = String::from_utf8_lossy(&sent.lock().unwrap()).to_ascii_lowercase();
+    // One single PUT and one multipart creation carry them.
+    assert!(
+        requests
+            .matches(&format!(
+                "x-amz-storage-class: {}",
+                class.to_ascii_lowercase()
+            ))
+            .count()
+            >= 2,
+        "{requests}"
+    );
+    assert!(
+        requests
+            .matches(&format!(
+                "x-amz-server-side-encryption: {}",
+                sse.to_ascii_lowercase()
+            ))
+            .count()
+            >= 2
+    );
+    if let Some(k) = key_id {
+        assert!(requests.contains(&format!("x-amz-server-side-encryption-aws-kms-key-id: {k}")));
+    }
+    let down = t.path().join("down");
+    s3.download(&prefix, &down);
+    assert_eq!(gunzip(&down.join("enc/small.txt.gz")), text(2_000, 1));
+    assert_eq!(gunzip(&down.join("enc/big.bin.gz")), noise(9 << 20));
+    if s3.local.is_none() {
+        for key in ["enc/small.txt.gz", "enc/big.bin.gz"] {
+            let out = s3.aws(&[
+                "s3api",
+                "head-object",
+                "--bucket",
+                &s3.bucket,
+                "--key",
+                &format!("{prefix}/{key}"),
+            ]);
+            let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(h["StorageClass"], "STANDARD_IA", "{key}: {h}");
+            assert_eq!(h["ServerSideEncryption"], "AES256", "{key}: {h}");
+        }
+    }
+}
+
+/// A named profile in `~/.aws` gives keys, region and endpoint; keys in the environment
+/// win over the profile's; a profile that is not there is a setup error naming the files.
+#[test]
+fn aws_profiles_from_the_shared_files_and_their_precedence() {
+    let s3 = s3();
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path().join("home");
+    std::fs::create_dir_all(home.join(".aws")).unwrap();
+    std::fs::write(
+        home.join(".aws/credentials"),
+        format!(
+            "[ferry]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n\
+             [wrong]\naws_access_key_id = AKIAWRONG\naws_secret_access_key = wrong\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        home.join(".aws/config"),
+        format!(
+            "[profile ferry]\nregion = us-east-1\nendpoint_url = {0}\n\
+             [profile wrong]\nregion = us-east-1\nendpoint_url = {0}\n",
+            s3.endpoint
+        ),
+    )
+    .unwrap();
+    let src = t.path().join("p");
+    write(&src, "a.txt", &text(3_000, 7));
+    let prefix = unique("profile");
+    ferry_without_aws_env(&home)
+        .arg(&src)
+        .args(["--to", &s3.url(&prefix), "--profile", "ferry"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("1 succeeded"));
+    let down = t.path().join("down");
+    s3.download(&prefix, &down);
+    assert_eq!(gunzip(&down.join("p/a.txt.gz")), text(3_000, 7));
+
+    // AWS_PROFILE names it as well; the environment's keys beat the profile's wrong ones.
+    ferry_without_aws_env(&home)
+        .env("AWS_PROFILE", "wrong")
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .arg(&src)
+        .args(["--to", &s3.url(&unique("precedence"))])
+        .assert()
+        .success();
+    ferry_without_aws_env(&home)
+        .arg(&src)
+        .args(["--to", &s3.url("x"), "--profile", "nope"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("AWS profile 'nope' is not in"));
+}
+
+/// With no credentials anywhere (and, as the AWS CLI's switch says, not on EC2), the setup
+/// error names every way to give them.
+#[test]
+fn missing_credentials_name_every_way_to_give_them() {
+    let s3 = s3();
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("p");
+    write(&src, "a.txt", b"a");
+    ferry_without_aws_env(t.path())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .arg(&src)
+        .args(["--to", &s3.url("x"), "--endpoint-url", &s3.endpoint])
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("no S3 credentials found")
+                .and(predicate::str::contains("AWS_ACCESS_KEY_ID"))
+                .and(predicate::str::contains("AWS_PROFILE"))
+                .and(predicate::str::contains("~/.aws/credentials"))
+                .and(predicate::str::contains("AWS_WEB_IDENTITY_TOKEN_FILE")),
+        );
+}
+
+/// An object in an archive class cannot be read back until restored: `ferry verify` says
+/// so for each such object, instead of a bare 403. (moto enforces archive classes; the
+/// in-process server stores every class alike, so this runs where .ci/run starts moto.)
+#[test]
+fn verify_explains_objects_in_an_archive_class() {
+    let s3 = s3();
+    if s3.local.is_some() {
+        eprintln!("needs a server that enforces archive classes: runs against moto in .ci/run");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("cold");
+    write(&src, "a.txt", &text(1_000, 3));
+    let prefix = unique("glacier");
+    s3.ferry()
+        .arg(&src)
+        .args(["--to", &s3.url(&prefix), "--storage-class", "GLACIER"])
+        .assert()
+        .success();
+    let mut verify = assert_cmd::Command::cargo_bin("ferry").unwrap();
+    verify
+        .env("AWS_ENDPOINT_URL", &s3.endpoint)
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_REGION", "us-east-1")
+        .args(["verify", "--progress", "never", "--to", &s3.url(&prefix)])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "cold/a.txt.gz: the object is in an archive storage class",
+        ))
+        .stderr(predicate::str::contains("restore-object"));
 }

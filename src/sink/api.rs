@@ -45,6 +45,10 @@ pub enum SinkError {
     /// The object to read back does not exist.
     #[error("no such object")]
     NoSuchObject,
+    /// The object is in an archive storage class (S3 GLACIER / DEEP_ARCHIVE, Azure
+    /// Archive), which cannot be read until it is restored.
+    #[error("the object is in an archive storage class and cannot be read until it is restored (S3: aws s3api restore-object; Azure: set its tier to Hot or Cool), then verify again")]
+    Archived,
     /// The `sim:` sink's injected failure of one request (transient by design).
     #[error("simulated network failure")]
     Simulated,
@@ -140,14 +144,23 @@ pub trait Sink: Send + Sync {
     /// # Errors
     /// A [`SinkError`] if it exists but cannot be opened.
     fn open_meta(&self, name: &str) -> Result<Option<Box<dyn Read + Send>>, SinkError>;
+    /// Starts writing ferry's own metadata object `name` (manifest, journal segment) at
+    /// the sink root: as [`Sink::begin`], but stored as what it is (JSON, not gzip) and
+    /// never in `--storage-class`, so that the next run can always read it.
+    ///
+    /// # Errors
+    /// a [`SinkError`] if the object cannot be started.
+    fn begin_meta(&self, name: &str, meta: &ObjectMeta) -> Result<Box<dyn Upload>, SinkError> {
+        self.begin(Path::new(name), meta)
+    }
     /// Replaces the named metadata object atomically. (A large one, such as the
-    /// manifest, is streamed through [`Sink::begin`] instead.)
+    /// manifest, is streamed through [`Sink::begin_meta`] instead.)
     ///
     /// # Errors
     /// a [`SinkError`] if it cannot be written.
     fn write_meta(&self, name: &str, bytes: &[u8]) -> Result<(), SinkError> {
-        let mut up = self.begin(
-            Path::new(name),
+        let mut up = self.begin_meta(
+            name,
             &ObjectMeta {
                 mtime: None,
                 source_size: bytes.len() as u64,

@@ -209,6 +209,8 @@ impl CloudSink {
                     first_line(&text),
                     built.access_hint
                 ))
+            } else if text.to_ascii_lowercase().contains("credential") {
+                setup(format!("{}; {}", SinkError::Store(e), built.access_hint))
             } else {
                 setup(SinkError::Store(e).to_string())
             }
@@ -223,6 +225,23 @@ impl CloudSink {
                 dispatch,
             },
             events,
+        })
+    }
+
+    /// An upload of `path` with these attributes.
+    fn upload(&self, path: ObjPath, meta: &ObjectMeta, attributes: Attributes) -> Box<dyn Upload> {
+        Box::new(CloudUpload {
+            part_size: part_size(meta.source_size),
+            client: self.client.clone(),
+            store: self.store.clone(),
+            handle: self.runtime.handle().clone(),
+            path,
+            attributes,
+            buf: Vec::new(),
+            multipart: None,
+            bytes: 0,
+            deadline: meta.deadline,
+            done: false,
         })
     }
 
@@ -314,19 +333,16 @@ impl Sink for CloudSink {
                 AttributeValue::from(format!("{}.{:09}", t.as_secs(), t.subsec_nanos())),
             );
         }
-        Ok(Box::new(CloudUpload {
-            part_size: part_size(meta.source_size),
-            client: self.client.clone(),
-            store: self.store.clone(),
-            handle: self.runtime.handle().clone(),
-            path: self.path(key),
-            attributes,
-            buf: Vec::new(),
-            multipart: None,
-            bytes: 0,
-            deadline: meta.deadline,
-            done: false,
-        }))
+        Ok(self.upload(self.path(key), meta, attributes))
+    }
+
+    fn begin_meta(&self, name: &str, meta: &ObjectMeta) -> Result<Box<dyn Upload>, SinkError> {
+        let mut attributes = Attributes::new();
+        attributes.insert(
+            Attribute::ContentType,
+            AttributeValue::from("application/x-ndjson"),
+        );
+        Ok(self.upload(self.path(Path::new(name)), meta, attributes))
     }
 
     fn has(&self, key: &Path, len: u64) -> bool {
@@ -433,6 +449,13 @@ impl Sink for CloudSink {
                 chunk: Bytes::new(),
             })),
             Err(object_store::Error::NotFound { .. }) => Err(SinkError::NoSuchObject),
+            Err(e)
+                if ["InvalidObjectState", "BlobArchived"]
+                    .iter()
+                    .any(|c| e.to_string().contains(c)) =>
+            {
+                Err(SinkError::Archived)
+            }
             Err(e) => Err(SinkError::Store(e)),
         }
     }

@@ -95,6 +95,20 @@ fn s3(spec: &CloudSpec, retry: Option<RetryConfig>, env: Env) -> Result<Built, S
     if let Some(r) = retry {
         b = b.with_retry(r);
     }
+    let profile_keys = profile.as_ref().is_some_and(|p| p.access_key_id.is_some());
+    let elsewhere = [
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    ]
+    .iter()
+    .any(|v| env(v).is_some());
+    // Without keys object_store asks the EC2 instance metadata service; the AWS CLI's
+    // switch to say "not on EC2" makes that a clear error at once instead.
+    let imds_off = env("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    if !has_env_keys && !profile_keys && !elsewhere && imds_off && !spec_skips_signature(env) {
+        return Err(format!("no S3 credentials found. {}", AWS_CREDENTIALS));
+    }
     let store = b.build().map_err(|e| e.to_string())?;
     let source = match (has_env_keys, &profile) {
         (true, _) => "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY".to_string(),
@@ -103,14 +117,7 @@ fn s3(spec: &CloudSpec, retry: Option<RetryConfig>, env: Env) -> Result<Built, S
     };
     Ok(Built {
         store: Arc::new(store),
-        access_hint: format!(
-            "credentials used: {source}. S3 credentials come from, first to last: \
-             AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY (+ AWS_SESSION_TOKEN); \
-             --profile or AWS_PROFILE in ~/.aws/credentials or ~/.aws/config \
-             (AWS_SHARED_CREDENTIALS_FILE, AWS_CONFIG_FILE); \
-             AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN; \
-             the ECS task role; the EC2 instance role"
-        ),
+        access_hint: format!("credentials used: {source}. {AWS_CREDENTIALS}"),
     })
 }
 
@@ -127,6 +134,18 @@ fn vars_with_prefix(prefix: &str, env: Env) -> Vec<(String, String)> {
         .filter(|k| k.starts_with(prefix))
         .filter_map(|k| env(&k).map(|v| (k, v)))
         .collect()
+}
+
+/// Every way to give S3 credentials, in the order they are looked for.
+const AWS_CREDENTIALS: &str = "S3 credentials come from, first to last: \
+    AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY (+ AWS_SESSION_TOKEN); \
+    --profile or AWS_PROFILE in ~/.aws/credentials or ~/.aws/config \
+    (AWS_SHARED_CREDENTIALS_FILE, AWS_CONFIG_FILE); \
+    AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN; the ECS task role; the EC2 instance role";
+
+/// `AWS_SKIP_SIGNATURE=true`: anonymous requests, for public buckets; no keys needed.
+fn spec_skips_signature(env: Env) -> bool {
+    env("AWS_SKIP_SIGNATURE").is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
 /// `https://host:port/path` → `https://bucket.host:port/path`, for virtual-hosted
