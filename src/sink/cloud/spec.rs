@@ -23,6 +23,15 @@ impl Cloud {
             Cloud::Azure => "az",
         }
     }
+    /// A user-metadata name as this store allows it: Azure wants a C# identifier
+    /// (`ferry_source_size`), the others take `ferry-source-size`.
+    pub fn meta_name(self, name: &str) -> std::borrow::Cow<'static, str> {
+        match self {
+            Cloud::Azure => name.replace('-', "_").into(),
+            _ => name.to_string().into(),
+        }
+    }
+
     /// What a bucket is called there.
     pub fn bucket_word(self) -> &'static str {
         match self {
