@@ -40,6 +40,9 @@ pub enum Command {
     /// Check every delivered object against the manifest: one gzip member that decodes to
     /// the recorded length and CRC-32.
     Verify(VerifyArgs),
+    /// Bring a delivered tree back: every file the sink's manifest lists, inflated in
+    /// parallel, checked against its length and CRC-32, with its mtime, under DEST.
+    Restore(RestoreArgs),
     /// Print a shell completion script, e.g. `ferry completions bash > /etc/bash_completion.d/ferry`.
     Completions {
         /// The shell to complete in.
@@ -86,7 +89,7 @@ pub fn write_generated(command: &Command, out: &mut dyn std::io::Write) -> std::
             Ok(())
         }
         Command::Man => clap_mangen::Man::new(cli).render(out),
-        Command::Verify(_) => Ok(()),
+        Command::Verify(_) | Command::Restore(_) => Ok(()),
     }
 }
 
@@ -307,6 +310,107 @@ pub struct VerifyArgs {
     /// `-q` / `-v`.
     #[command(flatten)]
     pub verbosity: Verbosity,
+}
+
+/// `ferry restore --from SINK DEST`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The sink to restore from, as given to `ferry --to`.
+    #[arg(long, env = "FERRY_FROM", value_name = "SINK", value_parser = sink_spec)]
+    pub from: SinkSpec,
+
+    /// The directory to restore into (created if missing); each file lands at DEST/KEY.
+    #[arg(value_name = "DEST")]
+    pub dest: PathBuf,
+
+    /// Objects fetched at once.
+    #[arg(
+        long,
+        env = "FERRY_DOWNLOAD_WORKERS",
+        value_name = "N",
+        default_value = "4"
+    )]
+    pub download_workers: NonZeroUsize,
+
+    /// Inflate workers [default: available cores].
+    #[arg(short, long, env = "FERRY_JOBS", value_name = "N")]
+    pub jobs: Option<NonZeroUsize>,
+
+    /// Most compressed and inflated bytes held at once [default: 8MiB × jobs].
+    #[arg(long, env = "FERRY_MEMORY", value_name = "SIZE", value_parser = size)]
+    pub memory: Option<u64>,
+
+    /// Only restore keys matching GLOB (gitignore syntax); repeatable.
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+
+    /// Leave out keys matching GLOB (gitignore syntax); repeatable.
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+
+    /// Restore shard K of N: that shard's manifest, or else the keys of that shard.
+    #[arg(long, env = "FERRY_SHARD", value_name = "K/N")]
+    pub shard: Option<Shard>,
+
+    /// List what would be restored or skipped; write nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+
+    /// Overwrite files that exist and differ (never a directory).
+    #[arg(long)]
+    pub force: bool,
+
+    /// Stop the whole restore after this long (e.g. `90s`, `5m`).
+    #[arg(long, env = "FERRY_TIMEOUT", value_name = "DURATION", value_parser = duration)]
+    pub timeout: Option<Duration>,
+
+    /// Write the summary as JSON to FILE (`-` for stdout).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// Progress bars on stderr.
+    #[arg(long, env = "FERRY_PROGRESS", value_enum, default_value_t = ProgressArg::Auto)]
+    pub progress: ProgressArg,
+
+    /// Object store settings.
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    /// `-q` / `-v`.
+    #[command(flatten)]
+    pub verbosity: Verbosity,
+}
+
+impl RestoreArgs {
+    /// The library's options from these flags.
+    ///
+    /// # Errors
+    /// [`FerryError::Usage`] for object store flags on a local sink.
+    pub fn into_options(self) -> Result<crate::restore::RestoreOptions, FerryError> {
+        let from = self.store.apply(self.from, None)?;
+        let mut o = crate::restore::RestoreOptions::new(from, self.dest);
+        o.include = self.include;
+        o.exclude = self.exclude;
+        o.shard = self.shard;
+        o.dry_run = self.dry_run;
+        o.force = self.force;
+        o.download_workers = self.download_workers;
+        if let Some(j) = self.jobs {
+            o.jobs = j;
+            o.memory = (8 * j.get() as u64) << 20;
+        }
+        if let Some(m) = self.memory {
+            o.memory = m;
+        }
+        o.progress = self.progress.into();
+        o.log_level = self.verbosity.level();
+        o.timeout = self.timeout;
+        o.listing = match self.report.as_deref() {
+            Some(r) if r.as_os_str() == "-" => Listing::Stderr,
+            _ => Listing::Stdout,
+        };
+        Ok(o)
+    }
 }
 
 /// `--progress` values.

@@ -125,6 +125,10 @@ pub enum FileError {
         /// Bytes sent.
         sent: u64,
     },
+    /// `ferry restore` could not bring the file back as recorded (unsafe key, a file in
+    /// the way, an object that does not decode or check out).
+    #[error("{0}")]
+    Restore(String),
     /// A worker panicked while it held a piece of this file.
     #[error("internal error: a {stage} worker panicked: {message}")]
     Panicked {

@@ -17,35 +17,40 @@ pub struct Ledger {
     log: Log,
     /// Files that failed, with stage and cause.
     pub failures: Vec<Failure>,
-    /// The journal, which records each delivery durably as the run goes on.
-    journal: Recorder,
+    /// The journal, which records each delivery durably as the run goes on (none for a
+    /// restore, which delivers nothing).
+    journal: Option<Recorder>,
     /// `--dry-run`: where each file's line (would send / would skip) is printed.
     listing: Option<Listing>,
+    /// What a dry run would do with a file: `send`, `restore`.
+    verb: &'static str,
 }
 
 impl Clone for Ledger {
     /// A fresh, empty ledger counting into the same metrics (one per collector worker).
     fn clone(&self) -> Self {
         Ledger::new(self.metrics.clone(), self.log.clone(), self.journal.clone())
-            .listing(self.listing)
+            .listing(self.listing, self.verb)
     }
 }
 
 impl Ledger {
     /// An empty ledger.
-    pub fn new(metrics: Arc<RunMetrics>, log: Log, journal: Recorder) -> Self {
+    pub fn new(metrics: Arc<RunMetrics>, log: Log, journal: Option<Recorder>) -> Self {
         Ledger {
             metrics,
             log,
             failures: Vec::new(),
             journal,
             listing: None,
+            verb: "send",
         }
     }
 
-    /// Lists each file's outcome as a dry run does, on `to`.
-    pub fn listing(mut self, to: Option<Listing>) -> Self {
+    /// Lists each file's outcome as a dry run does, on `to`, saying `would VERB`.
+    pub fn listing(mut self, to: Option<Listing>, verb: &'static str) -> Self {
         self.listing = to;
+        self.verb = verb;
         self
     }
 
@@ -68,12 +73,15 @@ impl Ledger {
                 m.bytes_out.fetch_add(entry.bytes_out, Relaxed);
                 // Only a delivered, visible object reaches here, so the journal never
                 // claims one that is not there. (The writer outlives the collectors.)
-                self.journal.record(&entry);
+                if let Some(j) = &self.journal {
+                    j.record(&entry);
+                }
                 m.succeeded.fetch_add(1, Relaxed);
             }
             Err(Verdict::Skipped(Skip::DryRun { size })) => {
                 self.list(format_args!(
-                    "would send: {} ({})",
+                    "would {}: {} ({})",
+                    self.verb,
                     o.path.display(),
                     human_bytes(size)
                 ));

@@ -1,6 +1,6 @@
 //! The `ferry` binary: parse flags, run the command, print, exit. Nothing else.
 
-use ferry::cli::{Cli, Command, RunArgs, VerifyArgs};
+use ferry::cli::{Cli, Command, RestoreArgs, RunArgs, VerifyArgs};
 use ferry::pipeline::CancelToken;
 use ferry::{ExitCode, FerryError};
 
@@ -11,6 +11,10 @@ fn main() -> std::process::ExitCode {
             command: Some(Command::Verify(args)),
             ..
         }) => verify(args),
+        Ok(Cli {
+            command: Some(Command::Restore(args)),
+            ..
+        }) => restore(args),
         Ok(Cli {
             command: Some(generated),
             ..
@@ -41,6 +45,21 @@ fn deliver(args: RunArgs) -> Result<ExitCode, FerryError> {
     ferry::interrupt::cancel_on_ctrl_c(&cancel);
     ferry::interrupt::ignore_file_size_signal();
     let summary = ferry::run(&config, cancel)?;
+    if !quiet {
+        eprint!("{}", summary.render_text());
+    }
+    let reported = report.map_or(ExitCode::Success, |r| summary.report_to(&r));
+    Ok(summary.exit_code().max(reported))
+}
+
+/// `ferry restore --from SINK DEST`: restore, print the summary, write the report.
+fn restore(args: RestoreArgs) -> Result<ExitCode, FerryError> {
+    let (quiet, report) = (args.verbosity.quiet, args.report.clone());
+    let opts = args.into_options()?;
+    let cancel = CancelToken::new();
+    ferry::interrupt::cancel_on_ctrl_c(&cancel);
+    ferry::interrupt::ignore_file_size_signal();
+    let summary = ferry::restore::restore(&opts, cancel)?;
     if !quiet {
         eprint!("{}", summary.render_text());
     }

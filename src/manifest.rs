@@ -98,6 +98,22 @@ pub struct Entry {
     pub crc32: u32,
     /// Size of the delivered object.
     pub bytes_out: u64,
+    /// The segment index of an object whose segments are independent (libdeflate) and
+    /// more than one: what lets `ferry restore` inflate them on all cores. Absent
+    /// otherwise, and in entries written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segments: Option<Segments>,
+}
+
+/// Where an object's independent deflate segments lie: each but the last decodes to `len`
+/// bytes; `z` holds each segment's compressed length, in order, starting right after the
+/// gzip header. Middle segments end with an empty stored block and no final block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segments {
+    /// Decoded bytes of every segment but the last.
+    pub len: u64,
+    /// Compressed bytes of each segment.
+    pub z: Vec<u64>,
 }
 
 /// A manifest or journal that cannot be read.
@@ -365,6 +381,7 @@ mod tests {
 
     fn entry(key: &Path, size: u64) -> Entry {
         Entry {
+            segments: None,
             key: key.into(),
             size,
             mtime_s: 5,

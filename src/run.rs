@@ -38,7 +38,8 @@ pub fn run(config: &Config, cancel: CancelToken) -> Result<Summary, FerryError> 
     }
     let journal = plan.journal(&log)?;
     let listing = config.delivery().dry_run.then_some(out.listing);
-    let ledger = Ledger::new(metrics.clone(), log.clone(), journal.recorder()).listing(listing);
+    let ledger = Ledger::new(metrics.clone(), log.clone(), Some(journal.recorder()))
+        .listing(listing, "send");
     let t = config.tuning();
     let ledgers = build(&mut pipeline, &plan, t, ledger, &metrics, &log);
     let stages = pipeline.metrics();

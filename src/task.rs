@@ -28,7 +28,12 @@ pub enum Skip {
     Directory,
     /// Delivered by an earlier run, and neither size nor mtime has changed since.
     Unchanged,
-    /// `--dry-run`: this file of `size` bytes would be sent.
+    /// `ferry restore`: the file at the destination already has the recorded size and
+    /// mtime.
+    AlreadyRestored,
+    /// `ferry restore` without a manifest: the file exists, and nothing says it differs.
+    Exists,
+    /// `--dry-run`: this file of `size` bytes would be sent (or restored).
     DryRun {
         /// Its size, from one stat.
         size: u64,
@@ -47,7 +52,11 @@ impl std::fmt::Display for Skip {
             ),
             Skip::Directory => f.write_str("is a directory"),
             Skip::Unchanged => f.write_str("unchanged since last run"),
-            Skip::DryRun { size } => write!(f, "dry run: would send {size} bytes"),
+            Skip::AlreadyRestored => f.write_str("already restored (same size and mtime)"),
+            Skip::Exists => {
+                f.write_str("exists (no manifest to compare it with; --force overwrites)")
+            }
+            Skip::DryRun { size } => write!(f, "dry run: {size} bytes"),
         }
     }
 }

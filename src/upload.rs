@@ -12,7 +12,7 @@
 
 use crate::error::{FileError, Stage};
 use crate::gzip::{self, CrcCombiner};
-use crate::manifest::Entry;
+use crate::manifest::{Entry, Segments};
 use crate::metrics::RunMetrics;
 use crate::pipeline::Emitter;
 use crate::report::Log;
@@ -59,6 +59,9 @@ struct Open {
     crc: CrcCombiner,
     /// CRC-32 and count of the bytes sent, to check the sink's receipt.
     sent: (crc32fast::Hasher, u64),
+    /// Each piece's compressed length, and the first piece's decoded length: the
+    /// segment index restore uses when segments are independent.
+    pieces: (Vec<u64>, u64),
 }
 
 /// What the upload workers share: the sink, the settings, and the files in progress.
@@ -256,6 +259,10 @@ impl Uploader {
             },
         };
         open.crc.push(crc_piece, len);
+        if open.pieces.0.is_empty() {
+            open.pieces.1 = len;
+        }
+        open.pieces.0.push(deflate.len() as u64);
         // Small files: header, deflate and trailer in one write.
         let trailer = last.then(|| gzip::trailer(open.crc.crc(), open.crc.len()));
         let bytes: &[u8] = if buf.is_empty() && trailer.is_none() {
@@ -302,6 +309,7 @@ impl Uploader {
             upload,
             crc: CrcCombiner::default(),
             sent: (crc32fast::Hasher::new(), 0),
+            pieces: (Vec::new(), 0),
         };
         Ok((Box::new(open), header))
     }
@@ -350,6 +358,10 @@ impl Uploader {
                 mtime_ns: file.mtime.1,
                 crc32: open.crc.crc(),
                 bytes_out: written,
+                segments: (!gzip::PRIMES_SEGMENTS && open.pieces.0.len() > 1).then(|| {
+                    let (z, len) = std::mem::take(&mut open.pieces);
+                    Segments { len, z }
+                }),
             }),
         }
     }

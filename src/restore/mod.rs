@@ -1,0 +1,747 @@
+//! `ferry restore --from SINK DEST`: brings a delivered tree back, on the same engine as
+//! a delivery, run backwards:
+//!
+//! ```text
+//! manifest (or listing) → fetch (--download-workers) → inflate (-j) → record
+//! ```
+//!
+//! `fetch` checks where the file goes (never outside DEST, never through a link), skips
+//! one already restored, and streams the object: a small one, or one without a segment
+//! index, is inflated right there as it arrives; a big one with an index (independent
+//! libdeflate segments) is cut into its segments, which `inflate` workers decode on every
+//! core and write at their offsets. Each file is written under a temp name, checked
+//! against the manifest (length and CRC-32, combined from the segments' CRCs), stamped
+//! with its mtime and renamed into place; anything wrong leaves nothing under its name.
+
+mod dest;
+
+pub use dest::{Dest, Existing, TEMP_PREFIX};
+
+use crate::budget::{Budget, Permit};
+use crate::config::Listing;
+use crate::error::{FerryError, FileError, Stage};
+use crate::gzip::CrcCombiner;
+use crate::inflate::{self, inflate_object, Inflated, SegmentInflater};
+use crate::journal::for_each_current;
+use crate::ledger::Ledger;
+use crate::manifest::Entry;
+use crate::metrics::RunMetrics;
+use crate::pipeline::{CancelToken, Emitter, Pipeline, Producer, StageSpec};
+use crate::report::{Level, Log, ProgressMode, Reporter, Summary};
+use crate::shard::Shard;
+use crate::sink::{self, Sink, SinkOptions, SinkSpec};
+use crate::task::{Outcome, Skip, Verdict};
+use std::fs::File;
+use std::io::{BufRead, Read, Write};
+use std::num::NonZeroUsize;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// What `ferry restore` is asked to do.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// The sink to read from.
+    pub from: SinkSpec,
+    /// The directory to restore into.
+    pub dest: PathBuf,
+    /// `--include` globs, on keys.
+    pub include: Vec<String>,
+    /// `--exclude` globs, on keys.
+    pub exclude: Vec<String>,
+    /// `--shard K/N`: that shard's manifest, or the keys of that shard.
+    pub shard: Option<Shard>,
+    /// Decide and list only.
+    pub dry_run: bool,
+    /// Overwrite files that exist and differ.
+    pub force: bool,
+    /// Objects fetched at once.
+    pub download_workers: NonZeroUsize,
+    /// Segments inflated at once.
+    pub jobs: NonZeroUsize,
+    /// Most compressed and inflated bytes held at once.
+    pub memory: u64,
+    /// Progress bars.
+    pub progress: ProgressMode,
+    /// How much to log.
+    pub log_level: Level,
+    /// Where a dry run lists its files.
+    pub listing: Listing,
+    /// Stop the whole restore after this long.
+    pub timeout: Option<Duration>,
+}
+
+impl RestoreOptions {
+    /// Restoring `from` into `dest` with the defaults of the CLI.
+    pub fn new(from: SinkSpec, dest: PathBuf) -> Self {
+        let cores = crate::config::cores();
+        RestoreOptions {
+            from,
+            dest,
+            include: Vec::new(),
+            exclude: Vec::new(),
+            shard: None,
+            dry_run: false,
+            force: false,
+            download_workers: NonZeroUsize::new(4).unwrap_or(NonZeroUsize::MIN),
+            jobs: cores,
+            memory: (8 * cores.get() as u64) << 20,
+            progress: ProgressMode::Never,
+            log_level: Level::Warn,
+            listing: Listing::Stdout,
+            timeout: None,
+        }
+    }
+}
+
+/// One file to bring back: its key, and its manifest entry (none when restoring from a
+/// bare listing, where the gzip member's own trailer is the check).
+struct Wanted {
+    key: PathBuf,
+    entry: Option<Entry>,
+}
+
+/// A file whose segments are being inflated by several workers.
+struct Restoring {
+    target: PathBuf,
+    temp: PathBuf,
+    file: File,
+    entry: Entry,
+    /// Segments (and the fetch itself) still to finish; the one that ends it finishes the file.
+    remaining: AtomicUsize,
+    /// Each segment's CRC-32 and length, in order.
+    crcs: Mutex<Vec<(u32, u64)>>,
+    /// Why it failed or stopped, first cause kept.
+    failed: Mutex<Option<Verdict>>,
+    stop: AtomicBool,
+}
+
+impl Restoring {
+    fn fail(&self, v: Verdict) {
+        self.stop.store(true, Relaxed);
+        let mut f = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        if f.is_none() {
+            *f = Some(v);
+        }
+    }
+}
+
+/// What `fetch` hands to `inflate`.
+enum Work {
+    /// The file is finished (restored, skipped, failed).
+    Done(Outcome),
+    /// One independent segment of a big object.
+    Segment {
+        file: Arc<Restoring>,
+        index: usize,
+        offset: u64,
+        len: u64,
+        last: bool,
+        deflate: Vec<u8>,
+        _permit: Permit,
+    },
+    /// The fetch of this file is over (all its segments are out, or it failed).
+    Fetched(Arc<Restoring>),
+}
+
+/// Everything the fetch and inflate workers share.
+struct Restorer {
+    sink: Arc<dyn Sink>,
+    dest: Dest,
+    force: bool,
+    dry_run: bool,
+    budget: Arc<Budget>,
+    metrics: Arc<RunMetrics>,
+    log: Log,
+}
+
+/// Restores every file the sink's manifest (or, without one, its listing) names, under
+/// `opts.dest`, and returns the summary (totals as for a delivery: every file ends
+/// restored, skipped, failed or cancelled).
+///
+/// # Errors
+/// [`FerryError::Sink`] when the sink cannot be opened or its manifest read,
+/// [`FerryError::Usage`] for a bad glob or a destination that cannot be made.
+pub fn restore(opts: &RestoreOptions, cancel: CancelToken) -> Result<Summary, FerryError> {
+    let started = Instant::now();
+    let sink = sink::open(
+        &opts.from,
+        &SinkOptions {
+            read_only: true,
+            cancel: cancel.clone(),
+            ..SinkOptions::default()
+        },
+    )?;
+    let filter = crate::walk::overrides(Path::new(""), &opts.include, &opts.exclude)?;
+    let dest = match opts.dry_run {
+        // A dry run creates nothing, not even DEST.
+        true => Dest::unchecked(&opts.dest),
+        false => Dest::open(&opts.dest).map_err(|e| {
+            FerryError::Usage(format!(
+                "cannot restore into {}: {}",
+                opts.dest.display(),
+                crate::words::io_words(&e)
+            ))
+        })?,
+    };
+    if !opts.dry_run {
+        dest::remove_stale_temps(&opts.dest);
+    }
+    let _deadline = start_deadline(&cancel, opts.timeout)?;
+    let metrics = Arc::new(RunMetrics::default());
+    let (reporter, log) = Reporter::start(opts.progress, opts.log_level, metrics.clone());
+    let restorer = Arc::new(Restorer {
+        sink: sink.clone(),
+        dest,
+        force: opts.force,
+        dry_run: opts.dry_run,
+        budget: Budget::new(opts.memory, metrics.bytes_in_flight.clone()),
+        metrics: metrics.clone(),
+        log: log.clone(),
+    });
+    let listed: Arc<Mutex<Option<Result<(), FerryError>>>> = Arc::default();
+    let producer = wanted_producer(
+        sink.clone(),
+        opts.shard,
+        filter,
+        metrics.clone(),
+        listed.clone(),
+    );
+    let ledger = Ledger::new(metrics.clone(), log.clone(), None)
+        .listing(opts.dry_run.then_some(opts.listing), "restore");
+    let mut p = Pipeline::new(cancel.clone());
+    let (fetcher, inflater) = (restorer.clone(), restorer.clone());
+    let collected = p
+        .source(
+            "manifest",
+            NonZeroUsize::new(64).unwrap_or(NonZeroUsize::MIN),
+            vec![producer],
+        )?
+        .stage(StageSpec::new("fetch", opts.download_workers), move |_| {
+            let r = fetcher.clone();
+            move |w: Wanted, out: &Emitter<Work>| r.fetch(w, out)
+        })?
+        .stage(StageSpec::new("inflate", opts.jobs), move |_| {
+            let r = inflater.clone();
+            let mut engine = SegmentInflater::default();
+            move |w: Work, out: &Emitter<Outcome>| r.inflate(w, &mut engine, out)
+        })?
+        .collect(
+            "record",
+            NonZeroUsize::MIN,
+            move |_| ledger.clone(),
+            Ledger::record,
+        );
+    reporter.set_stages(p.metrics());
+    let stages = p.metrics();
+    // Even when building failed part-way, wait for what was started to drain.
+    let waited = p.wait();
+    let ledgers = collected?.into_vec();
+    reporter.finish();
+    if let Some(Err(e)) = listed.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        return Err(e);
+    }
+    let warnings: Vec<String> = waited.err().map(|e| e.to_string()).into_iter().collect();
+    let mut summary = Summary::build(
+        &metrics,
+        &stages,
+        Ledger::merge(ledgers),
+        cancel.reason(),
+        warnings,
+        format!("{} → {}", sink.describe(), opts.dest.display()),
+        started.elapsed(),
+    );
+    if opts.dry_run {
+        summary.mark_dry_run(&metrics);
+    }
+    Ok(summary)
+}
+
+/// The `--timeout` watchdog, stopped when the returned sender drops.
+fn start_deadline(
+    cancel: &CancelToken,
+    timeout: Option<Duration>,
+) -> Result<crossbeam_channel::Sender<()>, FerryError> {
+    let (done, done_rx) = crossbeam_channel::bounded::<()>(0);
+    if let Some(t) = timeout {
+        cancel
+            .deadline(t, done_rx)
+            .map_err(|e| FerryError::Usage(format!("cannot start the --timeout watchdog: {e}")))?;
+    }
+    Ok(done)
+}
+
+/// The producer: the current entry of every key in the manifest and journal (of the shard's
+/// own manifest when there is one, else the keys of that shard), or the sink's `.gz`
+/// objects when there is no manifest at all.
+fn wanted_producer(
+    sink: Arc<dyn Sink>,
+    shard: Option<Shard>,
+    filter: Option<ignore::overrides::Override>,
+    metrics: Arc<RunMetrics>,
+    listed: Arc<Mutex<Option<Result<(), FerryError>>>>,
+) -> Producer<Wanted> {
+    Box::new(move |out: &Emitter<Wanted>| {
+        let take = |key: &Path| {
+            shard.is_none_or(|s| s.contains(key))
+                && filter
+                    .as_ref()
+                    .is_none_or(|ov| !ov.matched(key, false).is_ignore())
+        };
+        let emit = |w: Wanted| {
+            metrics.discovered.fetch_add(1, Relaxed);
+            let _ = out.emit(w);
+        };
+        let from_manifest = |s: Option<Shard>| {
+            for_each_current(sink.as_ref(), s, |e| {
+                let key = PathBuf::from(&e.key);
+                if take(&key) {
+                    metrics.opened_bytes.fetch_add(e.size, Relaxed);
+                    emit(Wanted {
+                        key,
+                        entry: Some(e),
+                    });
+                }
+            })
+        };
+        let mut result = from_manifest(shard).map(|(n, _)| n);
+        if matches!(result, Ok(0)) && shard.is_some() {
+            // No manifest of that shard: the whole one, filtered to the shard's keys.
+            result = from_manifest(None).map(|(n, _)| n);
+        }
+        let done = match result {
+            Ok(0) => sink
+                .list_objects(&mut |key, _| {
+                    use std::os::unix::ffi::OsStrExt;
+                    let name = key.as_os_str().as_bytes();
+                    if let Some(stem) = name.strip_suffix(b".gz") {
+                        let key = PathBuf::from(std::ffi::OsStr::from_bytes(stem));
+                        if take(&key) {
+                            emit(Wanted { key, entry: None });
+                        }
+                    }
+                })
+                .map(|_| ())
+                .map_err(FerryError::from),
+            Ok(_) => Ok(()),
+            Err(crate::journal::HistoryError::Sink(e)) => Err(e.into()),
+            Err(crate::journal::HistoryError::Manifest(e)) => Err(FerryError::Usage(e.to_string())),
+        };
+        metrics.discovery_done.store(true, Relaxed);
+        *listed.lock().unwrap_or_else(|e| e.into_inner()) = Some(done);
+    })
+}
+
+fn system_time((s, ns): (i64, u32)) -> SystemTime {
+    match u64::try_from(s) {
+        Ok(s) => UNIX_EPOCH + Duration::new(s, ns),
+        Err(_) => {
+            UNIX_EPOCH - Duration::from_secs(s.unsigned_abs()) + Duration::from_nanos(u64::from(ns))
+        }
+    }
+}
+
+fn failed(path: &Path, stage: Stage, why: impl Into<String>) -> Outcome {
+    Outcome {
+        path: path.to_path_buf(),
+        result: Err(Verdict::failed(stage, FileError::Restore(why.into()))),
+    }
+}
+
+/// Segments at least this large are worth handing to the inflate workers one by one.
+const PARALLEL_MIN: u64 = 4 << 20;
+
+impl Restorer {
+    /// Decides what to do with one wanted file and does the fetch part of it.
+    fn fetch(&self, w: Wanted, out: &Emitter<Work>) {
+        let done = |o: Outcome| {
+            let _ = out.emit(Work::Done(o));
+        };
+        if out.is_cancelled() {
+            return done(Outcome {
+                path: w.key.clone(),
+                result: Err(Verdict::Cancelled),
+            });
+        }
+        let target = match self.dest.target(&w.key) {
+            Ok(t) => t,
+            Err(why) => return done(failed(&w.key, Stage::Walk, why)),
+        };
+        let skip = |s: Skip| {
+            done(Outcome {
+                path: target.clone(),
+                result: Err(Verdict::Skipped(s)),
+            })
+        };
+        match (Dest::existing(&target), &w.entry) {
+            (Existing::Nothing, _) => {}
+            (Existing::File(size, mtime), Some(e))
+                if size == e.size && mtime == (e.mtime_s, e.mtime_ns) && !self.force =>
+            {
+                return skip(Skip::AlreadyRestored)
+            }
+            (Existing::File(..), None) if !self.force => return skip(Skip::Exists),
+            (Existing::File(..), Some(_)) if !self.force => {
+                return done(failed(
+                    &target,
+                    Stage::Load,
+                    "exists and differs (size or mtime); --force overwrites it",
+                ))
+            }
+            (Existing::Other("a directory"), _) => {
+                return done(failed(
+                    &target,
+                    Stage::Load,
+                    "is a directory; restore never replaces one",
+                ))
+            }
+            (Existing::Other(what), _) if !self.force => {
+                return done(failed(
+                    &target,
+                    Stage::Load,
+                    format!(
+                        "is {what}; --force replaces it (the link itself, never what it points to)"
+                    ),
+                ))
+            }
+            _ => {}
+        }
+        if self.dry_run {
+            // A dry run stops here: decided from the manifest and one stat, nothing read.
+            let size = w.entry.as_ref().map_or(0, |e| e.size);
+            return skip(Skip::DryRun { size });
+        }
+        if let Err(why) = self.dest.make_parents(&target) {
+            return done(failed(&target, Stage::Load, why));
+        }
+        let object_key = crate::task::object_key(&w.key);
+        let object = match self.sink.open_object(&object_key) {
+            Ok(o) => o,
+            Err(crate::sink::SinkError::Cancelled) => {
+                return done(Outcome {
+                    path: target,
+                    result: Err(Verdict::Cancelled),
+                })
+            }
+            Err(e) => {
+                return done(failed(
+                    &target,
+                    Stage::Load,
+                    format!("cannot read {}: {e}", object_key.display()),
+                ))
+            }
+        };
+        let (temp, file) = match self.dest.temp_for(&target) {
+            Ok(t) => t,
+            Err(e) => return done(failed(&target, Stage::Upload, crate::words::io_words(&e))),
+        };
+        let parallel = w
+            .entry
+            .as_ref()
+            .and_then(|e| e.segments.as_ref().map(|s| (e, s)))
+            .filter(|(e, s)| e.size >= PARALLEL_MIN && s.z.len() > 1);
+        match parallel {
+            Some((e, _)) => {
+                let r = Arc::new(Restoring {
+                    target,
+                    temp,
+                    file,
+                    entry: e.clone(),
+                    remaining: AtomicUsize::new(e.segments.as_ref().map_or(0, |s| s.z.len()) + 1),
+                    crcs: Mutex::new(vec![(0, 0); e.segments.as_ref().map_or(0, |s| s.z.len())]),
+                    failed: Mutex::new(None),
+                    stop: AtomicBool::new(false),
+                });
+                self.cut(&r, object, out);
+                let _ = out.emit(Work::Fetched(r));
+            }
+            None => done(self.stream(&w, target, temp, file, object, out.cancel_token())),
+        }
+    }
+
+    /// Inflates the object as it streams into the temp file, then checks and finishes it.
+    fn stream(
+        &self,
+        w: &Wanted,
+        target: PathBuf,
+        temp: PathBuf,
+        file: File,
+        object: Box<dyn Read + Send>,
+        cancel: &CancelToken,
+    ) -> Outcome {
+        let mut writer = std::io::BufWriter::with_capacity(256 << 10, &file);
+        let metrics = &self.metrics;
+        let mut cancelled = Cancellable {
+            inner: object,
+            cancel,
+        };
+        let got = inflate_object(w.entry.as_ref(), &mut cancelled, &mut writer, &|n| {
+            metrics.bytes_read.fetch_add(n, Relaxed);
+        })
+        .and_then(|got| {
+            writer
+                .flush()
+                .map_err(|e| format!("write: {}", crate::words::io_words(&e)))
+                .map(|_| got)
+        });
+        drop(writer);
+        let got = match got {
+            Ok(g) => g,
+            Err(why) => {
+                let _ = std::fs::remove_file(&temp);
+                if cancel.is_cancelled() {
+                    return Outcome {
+                        path: target,
+                        result: Err(Verdict::Cancelled),
+                    };
+                }
+                return failed(&target, Stage::Compress, why);
+            }
+        };
+        let mtime = w
+            .entry
+            .as_ref()
+            .map_or((i64::from(got.header_mtime), 0), |e| {
+                (e.mtime_s, e.mtime_ns)
+            });
+        self.finish(&target, &temp, &file, mtime, entry_of(w, &got))
+    }
+
+    /// Stamps the mtime, renames the temp file into place, and says what was restored.
+    fn finish(
+        &self,
+        target: &Path,
+        temp: &Path,
+        file: &File,
+        mtime: (i64, u32),
+        entry: Entry,
+    ) -> Outcome {
+        let done = file
+            .set_modified(system_time(mtime))
+            .and_then(|_| std::fs::rename(temp, target));
+        match done {
+            Ok(()) => {
+                self.log.info(|| format!("[restored] {}", target.display()));
+                Outcome {
+                    path: target.to_path_buf(),
+                    result: Ok(entry),
+                }
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(temp);
+                failed(
+                    target,
+                    Stage::Upload,
+                    format!("cannot finish: {}", crate::words::io_words(&e)),
+                )
+            }
+        }
+    }
+
+    /// Reads a segmented object in its segments and hands each to the inflate workers.
+    fn cut(&self, r: &Arc<Restoring>, object: Box<dyn Read + Send>, out: &Emitter<Work>) {
+        let Some(segs) = r.entry.segments.as_ref() else {
+            return;
+        };
+        let mut object = std::io::BufReader::with_capacity(256 << 10, object);
+        let n = segs.z.len();
+        let mut emitted = 0;
+        let result = (|| -> Result<(), Verdict> {
+            let bad = |why: String| Verdict::failed(Stage::Load, FileError::Restore(why));
+            let head = object
+                .fill_buf()
+                .map_err(|e| bad(format!("cannot read: {e}")))?
+                .to_vec();
+            let hlen = inflate::gzip_header_len(&head)
+                .map_err(bad)?
+                .ok_or_else(|| bad("the gzip header does not fit in the first read".into()))?;
+            object.consume(hlen);
+            let trailer_at = hlen as u64 + segs.z.iter().sum::<u64>();
+            if trailer_at + 8 != r.entry.bytes_out {
+                return Err(bad(format!(
+                    "the segment index adds up to {} bytes, the object has {}",
+                    trailer_at + 8,
+                    r.entry.bytes_out
+                )));
+            }
+            for (i, &z) in segs.z.iter().enumerate() {
+                if out.is_cancelled() {
+                    return Err(Verdict::Cancelled);
+                }
+                if r.stop.load(Relaxed) {
+                    return Ok(());
+                }
+                let offset = i as u64 * segs.len;
+                let len = if i + 1 == n {
+                    r.entry.size - offset
+                } else {
+                    segs.len
+                };
+                let permit = self
+                    .budget
+                    .acquire(z + len, out.cancel_token())
+                    .ok_or(Verdict::Cancelled)?;
+                let mut deflate = vec![0u8; z as usize];
+                deflate.reserve_exact(2);
+                object
+                    .read_exact(&mut deflate)
+                    .map_err(|e| bad(format!("the object ends early: {e}")))?;
+                emitted += 1;
+                let seg = Work::Segment {
+                    file: r.clone(),
+                    index: i,
+                    offset,
+                    len,
+                    last: i + 1 == n,
+                    deflate,
+                    _permit: permit,
+                };
+                if out.emit(seg).is_err() {
+                    return Err(Verdict::Cancelled);
+                }
+            }
+            let mut trailer = [0u8; 8];
+            object
+                .read_exact(&mut trailer)
+                .map_err(|e| bad(format!("no gzip trailer: {e}")))?;
+            let crc = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+            if crc != r.entry.crc32 {
+                return Err(bad(format!(
+                    "the trailer's CRC-32 is {crc:08x}, the manifest says {:08x}",
+                    r.entry.crc32
+                )));
+            }
+            let mut extra = [0u8; 1];
+            if object.read(&mut extra).map_err(|e| bad(e.to_string()))? > 0 {
+                return Err(bad("data after the gzip member".into()));
+            }
+            Ok(())
+        })();
+        if let Err(v) = result {
+            r.fail(v);
+        }
+        // The segments never emitted count as finished.
+        r.remaining.fetch_sub(n - emitted, Relaxed);
+    }
+
+    /// Inflates one segment (or passes a finished file on); the last one to finish a
+    /// file checks and renames it.
+    fn inflate(&self, w: Work, engine: &mut SegmentInflater, out: &Emitter<Outcome>) {
+        let r = match w {
+            Work::Done(o) => {
+                let _ = out.emit(o);
+                return;
+            }
+            Work::Fetched(r) => r,
+            Work::Segment {
+                file,
+                index,
+                offset,
+                len,
+                last,
+                mut deflate,
+                _permit,
+            } => {
+                if !file.stop.load(Relaxed) {
+                    if out.is_cancelled() {
+                        file.fail(Verdict::Cancelled);
+                    } else {
+                        let mut buf = vec![0u8; len as usize];
+                        let written =
+                            inflate::inflate_segment(&mut deflate, last, &mut buf, engine)
+                                .and_then(|_| {
+                                    file.file.write_all_at(&buf, offset).map_err(|e| {
+                                        format!("write: {}", crate::words::io_words(&e))
+                                    })
+                                });
+                        match written {
+                            Ok(()) => {
+                                self.metrics.bytes_read.fetch_add(len, Relaxed);
+                                file.crcs.lock().unwrap_or_else(|e| e.into_inner())[index] =
+                                    (crate::gzip::crc32(&buf), len);
+                            }
+                            Err(why) => {
+                                file.fail(Verdict::failed(Stage::Compress, FileError::Restore(why)))
+                            }
+                        }
+                    }
+                }
+                file
+            }
+        };
+        if r.remaining.fetch_sub(1, Relaxed) != 1 {
+            return;
+        }
+        // The last to finish: every segment is written, or the file failed.
+        let verdict = r.failed.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let outcome = match verdict {
+            Some(v) => {
+                let _ = std::fs::remove_file(&r.temp);
+                Outcome {
+                    path: r.target.clone(),
+                    result: Err(v),
+                }
+            }
+            None => {
+                let mut c = CrcCombiner::default();
+                for &(crc, len) in r.crcs.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                    c.push(crc, len);
+                }
+                if c.crc() != r.entry.crc32 || c.len() != r.entry.size {
+                    let _ = std::fs::remove_file(&r.temp);
+                    failed(
+                        &r.target,
+                        Stage::Compress,
+                        format!(
+                            "decodes to {} bytes with CRC-32 {:08x}, the manifest says {} bytes with {:08x}",
+                            c.len(),
+                            c.crc(),
+                            r.entry.size,
+                            r.entry.crc32
+                        ),
+                    )
+                } else {
+                    self.finish(
+                        &r.target,
+                        &r.temp,
+                        &r.file,
+                        (r.entry.mtime_s, r.entry.mtime_ns),
+                        r.entry.clone(),
+                    )
+                }
+            }
+        };
+        let _ = out.emit(outcome);
+    }
+}
+
+/// The entry to report for a restored file: the manifest's, or one made from what the
+/// object decoded to.
+fn entry_of(w: &Wanted, got: &Inflated) -> Entry {
+    w.entry.clone().unwrap_or_else(|| Entry {
+        key: w.key.as_path().into(),
+        size: got.len,
+        mtime_s: i64::from(got.header_mtime),
+        mtime_ns: 0,
+        crc32: got.crc32,
+        bytes_out: got.bytes_in,
+        segments: None,
+    })
+}
+
+/// A reader that stops with an error once the run is cancelled.
+struct Cancellable<'a, R> {
+    inner: R,
+    cancel: &'a CancelToken,
+}
+
+impl<R: Read> Read for Cancellable<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.cancel.is_cancelled() {
+            return Err(std::io::Error::other("cancelled"));
+        }
+        self.inner.read(buf)
+    }
+}
