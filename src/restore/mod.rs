@@ -286,9 +286,15 @@ fn wanted_producer(
     Box::new(move |out: &Emitter<Wanted>| {
         let take = |key: &Path| {
             shard.is_none_or(|s| s.contains(key))
-                && filter
-                    .as_ref()
-                    .is_none_or(|ov| !ov.matched(key, false).is_ignore())
+                && filter.as_ref().is_none_or(|ov| {
+                    // As the walk prunes an excluded directory, a key under one is out.
+                    let dirs = key
+                        .ancestors()
+                        .skip(1)
+                        .filter(|a| !a.as_os_str().is_empty());
+                    !dirs.into_iter().any(|d| ov.matched(d, true).is_ignore())
+                        && !ov.matched(key, false).is_ignore()
+                })
         };
         let emit = |w: Wanted| {
             metrics.discovered.fetch_add(1, Relaxed);
@@ -312,19 +318,31 @@ fn wanted_producer(
             result = from_manifest(None).map(|(n, _)| n);
         }
         let done = match result {
-            Ok(0) => sink
-                .list_objects(&mut |key, _| {
+            Ok(0) => {
+                let mut visit = |key: &Path| {
                     use std::os::unix::ffi::OsStrExt;
                     let name = key.as_os_str().as_bytes();
-                    if let Some(stem) = name.strip_suffix(b".gz") {
+                    let ours = key
+                        .file_name()
+                        .is_some_and(|n| n.as_bytes().starts_with(b".ferry-"));
+                    if let Some(stem) = name.strip_suffix(b".gz").filter(|_| !ours) {
                         let key = PathBuf::from(std::ffi::OsStr::from_bytes(stem));
                         if take(&key) {
                             emit(Wanted { key, entry: None });
                         }
                     }
-                })
-                .map(|_| ())
-                .map_err(FerryError::from),
+                };
+                match sink.local_root() {
+                    Some(root) => {
+                        list_local(root, &mut visit);
+                        Ok(())
+                    }
+                    None => sink
+                        .list_objects(&mut |key, _| visit(key))
+                        .map(|_| ())
+                        .map_err(FerryError::from),
+                }
+            }
             Ok(_) => Ok(()),
             Err(crate::journal::HistoryError::Sink(e)) => Err(e.into()),
             Err(crate::journal::HistoryError::Manifest(e)) => Err(FerryError::Usage(e.to_string())),
@@ -332,6 +350,23 @@ fn wanted_producer(
         metrics.discovery_done.store(true, Relaxed);
         *listed.lock().unwrap_or_else(|e| e.into_inner()) = Some(done);
     })
+}
+
+/// Every regular file under a local sink's `root`, as keys relative to it (links are
+/// not followed).
+fn list_local(root: &Path, visit: &mut dyn FnMut(&Path)) {
+    let walk = ignore::WalkBuilder::new(root)
+        .standard_filters(false)
+        .hidden(false)
+        .follow_links(false)
+        .build();
+    for entry in walk.flatten() {
+        if entry.file_type().is_some_and(|t| t.is_file()) {
+            if let Ok(rel) = entry.path().strip_prefix(root) {
+                visit(rel);
+            }
+        }
+    }
 }
 
 fn system_time((s, ns): (i64, u32)) -> SystemTime {
@@ -349,9 +384,6 @@ fn failed(path: &Path, stage: Stage, why: impl Into<String>) -> Outcome {
         result: Err(Verdict::failed(stage, FileError::Restore(why.into()))),
     }
 }
-
-/// Segments at least this large are worth handing to the inflate workers one by one.
-const PARALLEL_MIN: u64 = 4 << 20;
 
 impl Restorer {
     /// Decides what to do with one wanted file and does the fetch part of it.
@@ -441,9 +473,20 @@ impl Restorer {
             .entry
             .as_ref()
             .and_then(|e| e.segments.as_ref().map(|s| (e, s)))
-            .filter(|(e, s)| e.size >= PARALLEL_MIN && s.z.len() > 1);
+            .filter(|(_, s)| s.z.len() > 1);
         match parallel {
             Some((e, _)) => {
+                self.log.debug(|| {
+                    format!(
+                        "[restore] {}: {} segments, inflated in parallel",
+                        target.display(),
+                        e.segments.as_ref().map_or(0, |s| s.z.len())
+                    )
+                });
+                if let Err(err) = file.set_len(e.size) {
+                    let _ = std::fs::remove_file(&temp);
+                    return done(failed(&target, Stage::Upload, crate::words::io_words(&err)));
+                }
                 let r = Arc::new(Restoring {
                     target,
                     temp,
@@ -652,6 +695,11 @@ impl Restorer {
                         let written =
                             inflate::inflate_segment(&mut deflate, last, &mut buf, engine)
                                 .and_then(|_| {
+                                    // The file was sized up front: a segment of zeros
+                                    // stays a hole, so a sparse source comes back sparse.
+                                    if buf.iter().all(|&b| b == 0) {
+                                        return Ok(());
+                                    }
                                     file.file.write_all_at(&buf, offset).map_err(|e| {
                                         format!("write: {}", crate::words::io_words(&e))
                                     })

@@ -1,0 +1,343 @@
+//! `ferry restore`: what goes out with `ferry` comes back byte for byte, mtimes included,
+//! never outside DEST, never half-written.
+
+mod common;
+
+use common::*;
+use predicates::prelude::*;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// `ferry restore --from dir:OUT DEST` with bars off.
+fn restore(out: &Path, dest: &Path) -> assert_cmd::Command {
+    let mut c = assert_cmd::Command::cargo_bin("ferry").unwrap();
+    c.arg("restore")
+        .arg("--from")
+        .arg(format!("dir:{}", out.display()))
+        .arg(dest)
+        .args(["--progress", "never"])
+        .timeout(Duration::from_secs(300));
+    c
+}
+
+fn deliver_to(src: &Path, out: &Path, extra: &[&str]) {
+    ferry()
+        .arg(src)
+        .arg("--to")
+        .arg(format!("dir:{}", out.display()))
+        .args(extra)
+        .assert()
+        .success();
+}
+
+/// Every regular file under `a` is under `b` with the same bytes and mtime (to the ns).
+fn same_tree(a: &Path, b: &Path) {
+    let files = files_under(a);
+    assert_eq!(files, files_under(b), "the same names");
+    for rel in files {
+        let (x, y) = (a.join(&rel), b.join(&rel));
+        assert_eq!(
+            std::fs::read(&x).unwrap(),
+            std::fs::read(&y).unwrap(),
+            "{rel:?}"
+        );
+        let (mx, my) = (x.metadata().unwrap(), y.metadata().unwrap());
+        assert_eq!(
+            (mx.mtime(), mx.mtime_nsec()),
+            (my.mtime(), my.mtime_nsec()),
+            "mtime of {rel:?}"
+        );
+    }
+}
+
+/// An awkward tree: empty files, sizes at the segment edges, non-UTF-8 names, deep paths,
+/// mtimes with nanoseconds and before 1970.
+fn awkward_tree(root: &Path, seg: usize) -> PathBuf {
+    let src = root.join("tree");
+    write(&src, "empty", b"");
+    for (i, n) in [1, seg - 1, seg, seg + 1, 3 * seg, 3 * seg + 7]
+        .into_iter()
+        .enumerate()
+    {
+        write(&src, &format!("edges/{i}-{n}.bin"), &text(n, i as u64));
+    }
+    write(&src, "edges/noise.bin", &noise(5 * seg + 3));
+    let deep: String = (0..30).map(|i| format!("d{i}/")).collect();
+    write(&src, &format!("{deep}leaf"), b"deep");
+    let odd = src.join(OsString::from_vec(b"caf\xe9 \xff.txt".to_vec()));
+    std::fs::write(&odd, b"latin-1 name").unwrap();
+    let sparse = src.join("zeros.img");
+    let f = std::fs::File::create(&sparse).unwrap();
+    f.set_len(4 * seg as u64 + 5).unwrap();
+    drop(f);
+    for (i, p) in files_under(&src).into_iter().enumerate() {
+        let t =
+            filetime::FileTime::from_unix_time(1_600_000_000 + i as i64, 123_456_789 + i as u32);
+        filetime::set_file_mtime(src.join(p), t).unwrap();
+    }
+    filetime::set_file_mtime(
+        src.join("empty"),
+        filetime::FileTime::from_unix_time(-86_400, 5),
+    )
+    .unwrap();
+    src
+}
+
+#[test]
+fn an_awkward_tree_round_trips_byte_for_byte_with_mtimes() {
+    let t = tempfile::tempdir().unwrap();
+    let seg = 64 << 10;
+    let src = awkward_tree(t.path(), seg);
+    let out = t.path().join("out");
+    deliver_to(&src, &out, &["--segment-size", "64KiB"]);
+    let dest = t.path().join("back");
+    let r = restore(&out, &dest)
+        .args(["--report", "-"])
+        .assert()
+        .success();
+    let v = report(&r.get_output().stdout);
+    let n = files_under(&src).len() as u64;
+    assert_eq!(v["totals"]["succeeded"], n);
+    same_tree(&src, &dest.join("tree"));
+    // Nothing else: no temp files.
+    assert_eq!(files_under(&dest).len() as u64, n);
+
+    // A rerun finds everything restored; --force restores it again.
+    restore(&out, &dest)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(format!("{n} skipped")));
+    restore(&out, &dest)
+        .arg("--force")
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(format!("{n} succeeded")));
+    same_tree(&src, &dest.join("tree"));
+}
+
+#[test]
+fn a_file_in_the_way_is_kept_unless_forced_and_a_bad_object_leaves_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    write(&src, "a.txt", &text(5_000, 1));
+    write(&src, "b.txt", &text(5_000, 2));
+    write(&src, "big.bin", &noise(3 << 20));
+    let out = t.path().join("out");
+    deliver_to(&src, &out, &[]);
+    let dest = t.path().join("back");
+    write(&dest, "s/a.txt", b"my own edits");
+    // Corrupt one byte in the middle of each of two objects (one streamed, one segmented).
+    for obj in ["s/b.txt.gz", "s/big.bin.gz"] {
+        let p = out.join(obj);
+        let mut bytes = std::fs::read(&p).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x55;
+        std::fs::write(&p, bytes).unwrap();
+    }
+    let r = restore(&out, &dest)
+        .args(["--report", "-"])
+        .assert()
+        .code(1);
+    let o = r.get_output();
+    let v = report(&o.stdout);
+    assert_eq!(v["totals"]["failed"], 3, "{v}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("exists and differs"), "{err}");
+    assert!(err.contains("--force overwrites"), "{err}");
+    assert_eq!(
+        std::fs::read(dest.join("s/a.txt")).unwrap(),
+        b"my own edits"
+    );
+    assert!(!dest.join("s/b.txt").exists());
+    assert!(!dest.join("s/big.bin").exists());
+    assert_eq!(
+        files_under(&dest),
+        vec![PathBuf::from("s/a.txt")],
+        "no temp file left"
+    );
+
+    restore(&out, &dest).arg("--force").assert().code(1);
+    assert_eq!(std::fs::read(dest.join("s/a.txt")).unwrap(), text(5_000, 1));
+}
+
+/// A hand-made journal naming keys that climb out of DEST, an absolute one, and one under
+/// a directory that is a symbolic link out of DEST: each fails by name, nothing is written
+/// outside DEST, and the honest entry is restored.
+#[test]
+fn keys_that_would_leave_dest_are_refused_by_name() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    write(&src, "ok.txt", b"fine");
+    let out = t.path().join("sink");
+    deliver_to(&src, &out, &[]);
+    let gz = std::fs::read(out.join("s/ok.txt.gz")).unwrap();
+    let outside = t.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let dest = t.path().join("dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    std::os::unix::fs::symlink(&outside, dest.join("link")).unwrap();
+    // Objects where each evil key would find one.
+    let mut journal = String::new();
+    for key in [
+        "../escape.txt",
+        "/tmp/ferry-restore-absolute.txt",
+        "a/../../escape2.txt",
+        "link/planted.txt",
+    ] {
+        let obj = out.join(format!("{}.gz", key.trim_start_matches('/')));
+        std::fs::create_dir_all(obj.parent().unwrap()).unwrap();
+        std::fs::write(&obj, &gz).unwrap();
+        journal.push_str(&format!(
+            "{{\"key\":{key:?},\"size\":4,\"mtime_s\":0,\"mtime_ns\":0,\"crc32\":{},\"bytes_out\":{}}}\n",
+            crc(b"fine"),
+            gz.len()
+        ));
+    }
+    std::fs::write(out.join(".ferry-journal.0000000099.jsonl"), journal).unwrap();
+    let r = restore(&out, &dest)
+        .args(["--report", "-"])
+        .assert()
+        .code(1);
+    let o = r.get_output();
+    let err = String::from_utf8_lossy(&o.stderr);
+    for needle in [
+        "unsafe key \"../escape.txt\"",
+        "unsafe key \"/tmp/ferry-restore-absolute.txt\"",
+        "unsafe key \"a/../../escape2.txt\"",
+        "link is a symbolic link; restore never writes through one",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in {err}");
+    }
+    let v = report(&o.stdout);
+    assert_eq!(
+        (
+            v["totals"]["succeeded"].as_u64(),
+            v["totals"]["failed"].as_u64()
+        ),
+        (Some(1), Some(4))
+    );
+    assert_eq!(std::fs::read(dest.join("s/ok.txt")).unwrap(), b"fine");
+    assert!(files_under(&outside).is_empty());
+    assert!(!t.path().join("escape.txt").exists() && !t.path().join("escape2.txt").exists());
+    assert!(!Path::new("/tmp/ferry-restore-absolute.txt").exists());
+}
+
+fn crc(b: &[u8]) -> u32 {
+    let mut c = flate2::Crc::new();
+    c.update(b);
+    c.sum()
+}
+
+#[test]
+fn filters_shards_and_a_dry_run_that_writes_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    for i in 0..12 {
+        write(&src, &format!("logs/f{i}.log"), &text(500 + i, i as u64));
+        write(&src, &format!("tmp/f{i}.tmp"), b"t");
+    }
+    let out = t.path().join("out");
+    deliver_to(&src, &out, &[]);
+    let dest = t.path().join("dry");
+    restore(&out, &dest)
+        .args(["-n", "--exclude", "tmp/"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("would restore:").count(12))
+        .stderr(predicate::str::contains("ferry: dry run: 12 files"));
+    assert!(!dest.exists(), "a dry run creates nothing");
+
+    let (a, b) = (t.path().join("a"), t.path().join("b"));
+    for (d, k) in [(&a, "0/2"), (&b, "1/2")] {
+        restore(&out, d)
+            .args(["--include", "*.log", "--shard", k])
+            .assert()
+            .success();
+    }
+    let (fa, fb) = (files_under(&a), files_under(&b));
+    assert_eq!(fa.len() + fb.len(), 12);
+    assert!(fa
+        .iter()
+        .chain(&fb)
+        .all(|p| p.extension().unwrap() == "log"));
+    assert!(fa.iter().all(|p| !fb.contains(p)));
+}
+
+/// Without a manifest (objects copied elsewhere, or delivered by another tool), restore
+/// lists the `.gz` objects, checks each against its own gzip trailer, and takes the mtime
+/// from the gzip header (whole seconds).
+#[test]
+fn without_a_manifest_the_listing_and_each_members_trailer_serve() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    write(&src, "a/b.txt", &text(40_000, 3));
+    write(&src, "big.bin", &noise(2 << 20));
+    filetime::set_file_mtime(
+        src.join("a/b.txt"),
+        filetime::FileTime::from_unix_time(1_500_000_000, 0),
+    )
+    .unwrap();
+    let out = t.path().join("out");
+    deliver_to(&src, &out, &[]);
+    for f in files_under(&out) {
+        if f.to_string_lossy().starts_with(".ferry-") {
+            std::fs::remove_file(out.join(f)).unwrap();
+        }
+    }
+    let dest = t.path().join("back");
+    restore(&out, &dest)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("2 succeeded"));
+    assert_eq!(
+        std::fs::read(dest.join("s/a/b.txt")).unwrap(),
+        text(40_000, 3)
+    );
+    assert_eq!(
+        std::fs::read(dest.join("s/big.bin")).unwrap(),
+        noise(2 << 20)
+    );
+    assert_eq!(
+        dest.join("s/a/b.txt").metadata().unwrap().mtime(),
+        1_500_000_000
+    );
+}
+
+/// A 5 GiB sparse source goes out and comes back within the memory budget: objects are
+/// streamed, segments inflated a budget's worth at a time, and a hole stays a hole.
+#[test]
+fn a_sparse_5gib_file_restores_in_bounded_memory() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    std::fs::create_dir_all(&src).unwrap();
+    let f = std::fs::File::create(src.join("disk.img")).unwrap();
+    f.set_len(5 << 30).unwrap();
+    drop(f);
+    let out = t.path().join("out");
+    ferry()
+        .arg(&src)
+        .args(["-1", "--to"])
+        .arg(&out)
+        .timeout(Duration::from_secs(900))
+        .assert()
+        .success();
+    let dest = t.path().join("back");
+    restore(&out, &dest)
+        .timeout(Duration::from_secs(900))
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("1 succeeded"));
+    let back = dest.join("s/disk.img").metadata().unwrap();
+    assert_eq!(back.len(), 5 << 30);
+    // Restored with the CRC-32 of 5 GiB of zeros checked, and sparse where the engine
+    // keeps segments apart (libdeflate): far fewer blocks than bytes.
+    if cfg!(feature = "libdeflate") {
+        assert!(back.blocks() * 512 < 1 << 30, "{} blocks", back.blocks());
+    }
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
+    assert!(u.ru_maxrss < 256 * 1024, "peak RSS {} KiB", u.ru_maxrss);
+}
