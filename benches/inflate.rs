@@ -23,7 +23,12 @@ fn log_like(n: usize) -> Vec<u8> {
         x ^= x << 17;
         ts += x % 1000;
         out.extend_from_slice(
-            format!("{ts} INFO [db.pool] request id={} took {}ms\n", x >> 40, x % 997).as_bytes(),
+            format!(
+                "{ts} INFO [db.pool] request id={} took {}ms\n",
+                x >> 40,
+                x % 997
+            )
+            .as_bytes(),
         );
     }
     out.truncate(n);

@@ -108,6 +108,50 @@ pub fn check(entry: &Entry, got: &Inflated) -> Result<(), String> {
     Ok(())
 }
 
+/// Decodes a whole small object held in memory, `gz`, into `out` (resized to the recorded
+/// length) in one call, and checks it against `expect`: the recorded compressed size, and
+/// the member's trailer against the recorded length and CRC-32 (libdeflate checks the
+/// trailer against the data itself). The fast path of `ferry restore` for small files.
+///
+/// # Errors
+/// What is wrong, in words.
+pub fn inflate_whole(
+    expect: &Entry,
+    gz: &[u8],
+    out: &mut Vec<u8>,
+    engine: &mut SegmentInflater,
+) -> Result<Inflated, String> {
+    if gz.len() as u64 != expect.bytes_out {
+        return Err(format!(
+            "size {} but the manifest says {}",
+            gz.len(),
+            expect.bytes_out
+        ));
+    }
+    let word = |at: usize| {
+        gz.get(at..at + 4)
+            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let tail = gz.len().saturating_sub(8);
+    let (crc, isize) = (word(tail), word(tail + 4));
+    if crc != expect.crc32 || u64::from(isize) != expect.size & 0xffff_ffff {
+        return Err(format!(
+            "its trailer says {isize} bytes with CRC-32 {crc:08x}, the manifest says {} bytes with {:08x}",
+            expect.size, expect.crc32
+        ));
+    }
+    let len = usize::try_from(expect.size).map_err(|e| e.to_string())?;
+    out.clear();
+    out.resize(len, 0);
+    engine.gzip(gz, out)?;
+    Ok(Inflated {
+        len: expect.size,
+        crc32: crc,
+        bytes_in: gz.len() as u64,
+        header_mtime: word(4),
+    })
+}
+
 /// The length of the gzip header at the start of `head` (RFC 1952: ten bytes, then the
 /// optional extra field, name, comment and header CRC its flags announce); `None` when
 /// `head` is too short to hold all of it.
@@ -179,6 +223,30 @@ impl Default for SegmentInflater {
 }
 
 impl SegmentInflater {
+    /// One whole gzip member into exactly `out.len()` bytes, its trailer checked.
+    #[cfg(feature = "libdeflate")]
+    fn gzip(&mut self, gz: &[u8], out: &mut [u8]) -> Result<(), String> {
+        match self.d.gzip_decompress(gz, out) {
+            Ok(n) if n == out.len() => Ok(()),
+            Ok(n) => Err(format!("decodes to {n} bytes, not {}", out.len())),
+            Err(e) => Err(format!("does not decode: {e}")),
+        }
+    }
+
+    /// One whole gzip member into exactly `out.len()` bytes, its trailer checked.
+    #[cfg(not(feature = "libdeflate"))]
+    fn gzip(&mut self, gz: &[u8], out: &mut [u8]) -> Result<(), String> {
+        let mut d = GzDecoder::new(gz);
+        d.read_exact(out)
+            .map_err(|e| format!("does not decode: {e}"))?;
+        let mut rest = [0u8; 1];
+        match d.read(&mut rest) {
+            Ok(0) => Ok(()),
+            Ok(_) => Err(format!("decodes to more than {} bytes", out.len())),
+            Err(e) => Err(format!("does not decode: {e}")),
+        }
+    }
+
     #[cfg(feature = "libdeflate")]
     fn inflate(&mut self, piece: &mut Vec<u8>, last: bool, out: &mut [u8]) -> Result<(), String> {
         if !last {

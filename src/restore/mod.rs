@@ -221,7 +221,8 @@ pub fn restore(opts: &RestoreOptions, cancel: CancelToken) -> Result<Summary, Fe
         )?
         .stage(StageSpec::new("fetch", opts.download_workers), move |_| {
             let r = fetcher.clone();
-            move |w: Wanted, out: &Emitter<Work>| r.fetch(w, out)
+            let mut small = Small::default();
+            move |w: Wanted, out: &Emitter<Work>| r.fetch(w, &mut small, out)
         })?
         .stage(StageSpec::new("inflate", opts.jobs), move |_| {
             let r = inflater.clone();
@@ -387,7 +388,7 @@ fn failed(path: &Path, stage: Stage, why: impl Into<String>) -> Outcome {
 
 impl Restorer {
     /// Decides what to do with one wanted file and does the fetch part of it.
-    fn fetch(&self, w: Wanted, out: &Emitter<Work>) {
+    fn fetch(&self, w: Wanted, small: &mut Small, out: &Emitter<Work>) {
         let done = |o: Outcome| {
             let _ = out.emit(Work::Done(o));
         };
@@ -500,7 +501,65 @@ impl Restorer {
                 self.cut(&r, object, out);
                 let _ = out.emit(Work::Fetched(r));
             }
-            None => done(self.stream(&w, target, temp, file, object, out.cancel_token())),
+            None => match w
+                .entry
+                .as_ref()
+                .filter(|e| e.bytes_out <= SMALL && e.size <= 4 * SMALL)
+            {
+                Some(e) => done(self.whole(e, &w, target, temp, file, object, small, out)),
+                None => done(self.stream(&w, target, temp, file, object, out.cancel_token())),
+            },
+        }
+    }
+
+    /// A small object: read whole, inflated in one call, written in one write.
+    #[allow(clippy::too_many_arguments)]
+    fn whole(
+        &self,
+        e: &Entry,
+        w: &Wanted,
+        target: PathBuf,
+        temp: PathBuf,
+        mut file: File,
+        mut object: Box<dyn Read + Send>,
+        small: &mut Small,
+        out: &Emitter<Work>,
+    ) -> Outcome {
+        let Some(_permit) = self
+            .budget
+            .acquire(e.bytes_out + e.size, out.cancel_token())
+        else {
+            let _ = std::fs::remove_file(&temp);
+            return Outcome {
+                path: target,
+                result: Err(Verdict::Cancelled),
+            };
+        };
+        small.gz.clear();
+        let got = object
+            .read_to_end(&mut small.gz)
+            .map_err(|e| format!("cannot read: {e}"))
+            .and_then(|_| inflate::inflate_whole(e, &small.gz, &mut small.out, &mut small.engine))
+            .and_then(|got| {
+                file.write_all(&small.out)
+                    .map_err(|e| format!("write: {}", crate::words::io_words(&e)))
+                    .map(|_| got)
+            });
+        match got {
+            Ok(got) => {
+                self.metrics.bytes_read.fetch_add(got.len, Relaxed);
+                self.finish(
+                    &target,
+                    &temp,
+                    &file,
+                    (e.mtime_s, e.mtime_ns),
+                    entry_of(w, &got),
+                )
+            }
+            Err(why) => {
+                let _ = std::fs::remove_file(&temp);
+                failed(&target, Stage::Compress, why)
+            }
         }
     }
 
@@ -763,6 +822,17 @@ impl Restorer {
         };
         let _ = out.emit(outcome);
     }
+}
+
+/// Objects up to this size are read whole and inflated in one call.
+const SMALL: u64 = 1 << 20;
+
+/// A fetch worker's buffers for small objects, reused from file to file.
+#[derive(Default)]
+struct Small {
+    gz: Vec<u8>,
+    out: Vec<u8>,
+    engine: SegmentInflater,
 }
 
 /// The entry to report for a restored file: the manifest's, or one made from what the
