@@ -10,30 +10,11 @@ use ferry::inflate::{inflate_object, inflate_segment, SegmentInflater};
 use rayon::prelude::*;
 use std::time::Duration;
 
-const SEG: usize = 1 << 20;
+#[path = "common/mod.rs"]
+mod common;
+use common::log_like;
 
-/// Log-like text, as in the gzip bench.
-fn log_like(n: usize) -> Vec<u8> {
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut out = Vec::with_capacity(n + 200);
-    let mut ts = 1_700_000_000_000u64;
-    while out.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        ts += x % 1000;
-        out.extend_from_slice(
-            format!(
-                "{ts} INFO [db.pool] request id={} took {}ms\n",
-                x >> 40,
-                x % 997
-            )
-            .as_bytes(),
-        );
-    }
-    out.truncate(n);
-    out
-}
+const SEG: usize = 1 << 20;
 
 fn inflate(c: &mut Criterion) {
     let data = log_like(32 << 20);

@@ -72,7 +72,7 @@ pub fn run(config: &Config, cancel: CancelToken) -> Result<Summary, FerryError> 
 /// # Errors
 /// [`FerryError::Usage`] when its thread cannot start: a deadline that silently would not
 /// fire is worse than none.
-fn start_deadline(
+pub(crate) fn start_deadline(
     cancel: &CancelToken,
     timeout: Option<std::time::Duration>,
 ) -> Result<crossbeam_channel::Sender<()>, FerryError> {

@@ -159,36 +159,6 @@ impl Dest {
     }
 }
 
-/// Removes `.ferry-restore-<pid>-<n>` files under `root` left by restores that no longer
-/// run (a crash or kill -9 mid-file).
-pub fn remove_stale_temps(root: &Path) {
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        let Ok(rd) = fs::read_dir(&dir) else { continue };
-        for entry in rd.flatten() {
-            let Ok(ft) = entry.file_type() else { continue };
-            if ft.is_dir() {
-                dirs.push(entry.path());
-                continue;
-            }
-            let name = entry.file_name();
-            let Some(pid) = name
-                .to_str()
-                .and_then(|n| n.strip_prefix(TEMP_PREFIX))
-                .and_then(|rest| rest.split('-').next())
-                .and_then(|p| p.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            // SAFETY: kill with signal 0 only asks whether the process exists.
-            let alive = pid == std::process::id() as i32 || unsafe { libc::kill(pid, 0) } == 0;
-            if !alive {
-                let _ = fs::remove_file(entry.path());
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -187,9 +187,9 @@ pub fn restore(opts: &RestoreOptions, cancel: CancelToken) -> Result<Summary, Fe
         })?,
     };
     if !opts.dry_run {
-        dest::remove_stale_temps(&opts.dest);
+        crate::sink::remove_stale_temps(&opts.dest, TEMP_PREFIX);
     }
-    let _deadline = start_deadline(&cancel, opts.timeout)?;
+    let _deadline = crate::run::start_deadline(&cancel, opts.timeout)?;
     let metrics = Arc::new(RunMetrics::default());
     let (reporter, log) = Reporter::start(opts.progress, opts.log_level, metrics.clone());
     let restorer = Arc::new(Restorer {
@@ -258,20 +258,6 @@ pub fn restore(opts: &RestoreOptions, cancel: CancelToken) -> Result<Summary, Fe
         summary.mark_dry_run(&metrics);
     }
     Ok(summary)
-}
-
-/// The `--timeout` watchdog, stopped when the returned sender drops.
-fn start_deadline(
-    cancel: &CancelToken,
-    timeout: Option<Duration>,
-) -> Result<crossbeam_channel::Sender<()>, FerryError> {
-    let (done, done_rx) = crossbeam_channel::bounded::<()>(0);
-    if let Some(t) = timeout {
-        cancel
-            .deadline(t, done_rx)
-            .map_err(|e| FerryError::Usage(format!("cannot start the --timeout watchdog: {e}")))?;
-    }
-    Ok(done)
 }
 
 /// The producer: the current entry of every key in the manifest and journal (of the shard's

@@ -63,7 +63,7 @@ impl DirSink {
         let probe = sink.temp_path(root);
         File::create(&probe).map_err(|e| setup(io_words(&e)))?;
         let _ = fs::remove_file(&probe);
-        remove_stale_temps(root);
+        remove_stale_temps(root, TEMP_PREFIX);
         Ok(sink)
     }
 
@@ -73,8 +73,9 @@ impl DirSink {
     }
 }
 
-/// Removes `.ferry-tmp-<pid>-<n>` files under `root` whose process no longer runs.
-fn remove_stale_temps(root: &Path) {
+/// Removes `<prefix><pid>-<n>` files under `root` whose process no longer runs: the temp
+/// files of a crashed delivery (`.ferry-tmp-`) or restore (`.ferry-restore-`).
+pub fn remove_stale_temps(root: &Path, prefix: &str) {
     let mut dirs = vec![root.to_path_buf()];
     while let Some(dir) = dirs.pop() {
         let Ok(rd) = fs::read_dir(&dir) else { continue };
@@ -85,7 +86,7 @@ fn remove_stale_temps(root: &Path) {
                 continue;
             }
             let name = entry.file_name();
-            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(prefix)) else {
                 continue;
             };
             let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
