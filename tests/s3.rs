@@ -879,3 +879,38 @@ fn restore_from_the_object_store_round_trips() {
         .success()
         .stderr(predicate::str::contains("3 skipped"));
 }
+
+/// Ctrl-C while a restore waits on a store that stopped answering: the read in flight ends
+/// with the cancel, the run exits 130 with the file counted cancelled, and nothing is left
+/// under its name or as a temp file.
+#[test]
+fn interrupting_a_restore_while_the_store_stops_answering_leaves_nothing() {
+    let s3 = s3();
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    write(&src, "big.bin", &noise(40 << 20));
+    let prefix = unique("restore-hang");
+    s3.deliver(&src, &prefix);
+    let (endpoint, freeze) = proxy(&s3.endpoint, 0);
+    let dest = t.path().join("back");
+    let url = s3.url(&prefix);
+    let args = [
+        "restore",
+        "--from",
+        &url,
+        dest.to_str().unwrap(),
+        "-vv",
+        "--memory",
+        "2MiB",
+        "-j",
+        "1",
+    ];
+    let mut ferry = spawn_with_keys(args, endpoint.as_str());
+    ferry.wait_for("segments, inflated in parallel");
+    freeze.store(true, SeqCst);
+    ferry.signal(libc::SIGINT);
+    let (status, err, _) = ferry.finish();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("1 cancelled"), "{err}");
+    assert!(files_under(&dest).is_empty(), "{:?}", files_under(&dest));
+}

@@ -16,6 +16,8 @@ pub struct Dest {
     /// Directories known to be real directories under the root (not links).
     checked: Mutex<HashSet<PathBuf>>,
     seq: AtomicU64,
+    /// This process's id, for temp names (asked once: `getpid` is a syscall).
+    pid: u32,
 }
 
 /// What is at a restore target now.
@@ -43,6 +45,7 @@ impl Dest {
             root: root.to_path_buf(),
             checked: Mutex::new(HashSet::new()),
             seq: AtomicU64::new(0),
+            pid: std::process::id(),
         })
     }
 
@@ -52,6 +55,7 @@ impl Dest {
             root: root.to_path_buf(),
             checked: Mutex::new(HashSet::new()),
             seq: AtomicU64::new(0),
+            pid: std::process::id(),
         }
     }
 
@@ -153,7 +157,7 @@ impl Dest {
     pub fn temp_for(&self, target: &Path) -> std::io::Result<(PathBuf, File)> {
         let dir = target.parent().unwrap_or(&self.root);
         let n = self.seq.fetch_add(1, Relaxed);
-        let temp = dir.join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()));
+        let temp = dir.join(format!("{TEMP_PREFIX}{}-{n}", self.pid));
         let f = File::options().write(true).create_new(true).open(&temp)?;
         Ok((temp, f))
     }

@@ -130,8 +130,8 @@ impl Restoring {
 
 /// What `fetch` hands to `inflate`.
 enum Work {
-    /// The file is finished (restored, skipped, failed).
-    Done(Outcome),
+    /// Files finished (restored, skipped, failed), a batch of them.
+    Done(Vec<Outcome>),
     /// One independent segment of a big object.
     Segment {
         file: Arc<Restoring>,
@@ -222,18 +222,24 @@ pub fn restore(opts: &RestoreOptions, cancel: CancelToken) -> Result<Summary, Fe
         .stage(StageSpec::new("fetch", opts.download_workers), move |_| {
             let r = fetcher.clone();
             let mut small = Small::default();
-            move |w: Wanted, out: &Emitter<Work>| r.fetch(w, &mut small, out)
+            move |ws: Vec<Wanted>, out: &Emitter<Work>| {
+                let mut done = Vec::with_capacity(ws.len());
+                done.extend(ws.into_iter().filter_map(|w| r.fetch(w, &mut small, out)));
+                if !done.is_empty() {
+                    let _ = out.emit(Work::Done(done));
+                }
+            }
         })?
         .stage(StageSpec::new("inflate", opts.jobs), move |_| {
             let r = inflater.clone();
             let mut engine = SegmentInflater::default();
-            move |w: Work, out: &Emitter<Outcome>| r.inflate(w, &mut engine, out)
+            move |w: Work, out: &Emitter<Vec<Outcome>>| r.inflate(w, &mut engine, out)
         })?
         .collect(
             "record",
             NonZeroUsize::MIN,
             move |_| ledger.clone(),
-            Ledger::record,
+            |l: &mut Ledger, os: Vec<Outcome>| os.into_iter().for_each(|o| l.record(o)),
         );
     reporter.set_stages(p.metrics());
     let stages = p.metrics();
@@ -269,8 +275,8 @@ fn wanted_producer(
     filter: Option<ignore::overrides::Override>,
     metrics: Arc<RunMetrics>,
     listed: Arc<Mutex<Option<Result<(), FerryError>>>>,
-) -> Producer<Wanted> {
-    Box::new(move |out: &Emitter<Wanted>| {
+) -> Producer<Vec<Wanted>> {
+    Box::new(move |out: &Emitter<Vec<Wanted>>| {
         let take = |key: &Path| {
             shard.is_none_or(|s| s.contains(key))
                 && filter.as_ref().is_none_or(|ov| {
@@ -283,9 +289,21 @@ fn wanted_producer(
                         && !ov.matched(key, false).is_ignore()
                 })
         };
+        // Small files travel in batches (one channel message per BATCH files, not per
+        // file); any other file travels alone, so its segments start at once.
+        let batch = std::cell::RefCell::new(Vec::with_capacity(BATCH));
         let emit = |w: Wanted| {
             metrics.discovered.fetch_add(1, Relaxed);
-            let _ = out.emit(w);
+            let small = w.entry.as_ref().is_some_and(is_small);
+            let mut b = batch.borrow_mut();
+            if !small {
+                let _ = out.emit(vec![w]);
+                return;
+            }
+            b.push(w);
+            if b.len() == BATCH {
+                let _ = out.emit(std::mem::replace(&mut *b, Vec::with_capacity(BATCH)));
+            }
         };
         let from_manifest = |s: Option<Shard>| {
             for_each_current(sink.as_ref(), s, |e| {
@@ -334,6 +352,10 @@ fn wanted_producer(
             Err(crate::journal::HistoryError::Sink(e)) => Err(e.into()),
             Err(crate::journal::HistoryError::Manifest(e)) => Err(FerryError::Usage(e.to_string())),
         };
+        let rest = batch.take();
+        if !rest.is_empty() {
+            let _ = out.emit(rest);
+        }
         metrics.discovery_done.store(true, Relaxed);
         *listed.lock().unwrap_or_else(|e| e.into_inner()) = Some(done);
     })
@@ -373,11 +395,10 @@ fn failed(path: &Path, stage: Stage, why: impl Into<String>) -> Outcome {
 }
 
 impl Restorer {
-    /// Decides what to do with one wanted file and does the fetch part of it.
-    fn fetch(&self, w: Wanted, small: &mut Small, out: &Emitter<Work>) {
-        let done = |o: Outcome| {
-            let _ = out.emit(Work::Done(o));
-        };
+    /// Decides what to do with one wanted file and does the fetch part of it: returns
+    /// its outcome, or `None` when its segments went to the inflate workers.
+    fn fetch(&self, w: Wanted, small: &mut Small, out: &Emitter<Work>) -> Option<Outcome> {
+        let done = Some::<Outcome>;
         if out.is_cancelled() {
             return done(Outcome {
                 path: w.key.clone(),
@@ -486,12 +507,9 @@ impl Restorer {
                 });
                 self.cut(&r, object, out);
                 let _ = out.emit(Work::Fetched(r));
+                None
             }
-            None => match w
-                .entry
-                .as_ref()
-                .filter(|e| e.bytes_out <= SMALL && e.size <= 4 * SMALL)
-            {
+            None => match w.entry.as_ref().filter(|e| is_small(e)) {
                 Some(e) => done(self.whole(e, &w, target, temp, file, object, small, out)),
                 None => done(self.stream(&w, target, temp, file, object, out.cancel_token())),
             },
@@ -521,10 +539,27 @@ impl Restorer {
                 result: Err(Verdict::Cancelled),
             };
         };
+        // Exactly the recorded size, then one read that must find the end: no fstat or
+        // seek per file, as read_to_end would make.
         small.gz.clear();
+        small.gz.resize(e.bytes_out as usize, 0);
+        let mut probe = [0u8; 1];
         let got = object
-            .read_to_end(&mut small.gz)
-            .map_err(|e| format!("cannot read: {e}"))
+            .read_exact(&mut small.gz)
+            .map_err(|err| {
+                format!(
+                    "size differs from the manifest's {} bytes: {err}",
+                    e.bytes_out
+                )
+            })
+            .and_then(|_| match object.read(&mut probe) {
+                Ok(0) => Ok(()),
+                Ok(_) => Err(format!(
+                    "size is more than the manifest's {} bytes",
+                    e.bytes_out
+                )),
+                Err(err) => Err(format!("cannot read: {err}")),
+            })
             .and_then(|_| inflate::inflate_whole(e, &small.gz, &mut small.out, &mut small.engine))
             .and_then(|got| {
                 file.write_all(&small.out)
@@ -716,10 +751,10 @@ impl Restorer {
 
     /// Inflates one segment (or passes a finished file on); the last one to finish a
     /// file checks and renames it.
-    fn inflate(&self, w: Work, engine: &mut SegmentInflater, out: &Emitter<Outcome>) {
+    fn inflate(&self, w: Work, engine: &mut SegmentInflater, out: &Emitter<Vec<Outcome>>) {
         let r = match w {
-            Work::Done(o) => {
-                let _ = out.emit(o);
+            Work::Done(os) => {
+                let _ = out.emit(os);
                 return;
             }
             Work::Fetched(r) => r,
@@ -806,12 +841,20 @@ impl Restorer {
                 }
             }
         };
-        let _ = out.emit(outcome);
+        let _ = out.emit(vec![outcome]);
     }
 }
 
 /// Objects up to this size are read whole and inflated in one call.
 const SMALL: u64 = 1 << 20;
+
+/// Small files per channel message.
+const BATCH: usize = 32;
+
+/// Whether a file is restored by the small-object path (read whole, one inflate call).
+fn is_small(e: &Entry) -> bool {
+    e.bytes_out <= SMALL && e.size <= 4 * SMALL && e.segments.is_none()
+}
 
 /// A fetch worker's buffers for small objects, reused from file to file.
 #[derive(Default)]

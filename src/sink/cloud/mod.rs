@@ -292,15 +292,9 @@ fn run_with<T>(
             if !cancellable {
                 return bounded.await;
             }
-            let cancelled = async {
-                while !cancel.is_cancelled() {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            };
-            match futures::future::select(Box::pin(bounded), Box::pin(cancelled)).await {
-                futures::future::Either::Left((r, _)) => r,
-                futures::future::Either::Right(_) => Err(SinkError::Cancelled),
-            }
+            or_cancel(bounded, &cancel)
+                .await
+                .unwrap_or(Err(SinkError::Cancelled))
         })
     })?;
     result.map_err(SinkError::Store)
@@ -363,6 +357,7 @@ impl Sink for CloudSink {
                 stream: r.into_stream(),
                 handle: self.runtime.handle().clone(),
                 chunk: Bytes::new(),
+                cancel: self.client.cancel.clone(),
             }))),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(SinkError::Setup {
@@ -448,6 +443,7 @@ impl Sink for CloudSink {
                 stream: r.into_stream(),
                 handle: self.runtime.handle().clone(),
                 chunk: Bytes::new(),
+                cancel: self.client.cancel.clone(),
             })),
             Err(object_store::Error::NotFound { .. }) => Err(SinkError::NoSuchObject),
             Err(e)
@@ -473,17 +469,39 @@ impl Sink for CloudSink {
     }
 }
 
-/// A blocking reader over an object's byte stream, chunk by chunk as they arrive.
+/// `fut`'s output, or `None` once `cancel` is cancelled first (checked every 50 ms).
+async fn or_cancel<T>(
+    fut: impl Future<Output = T>,
+    cancel: &crate::pipeline::CancelToken,
+) -> Option<T> {
+    let cancelled = async {
+        while !cancel.is_cancelled() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    match futures::future::select(Box::pin(fut), Box::pin(cancelled)).await {
+        futures::future::Either::Left((r, _)) => Some(r),
+        futures::future::Either::Right(_) => None,
+    }
+}
+
+/// A blocking reader over an object's byte stream, chunk by chunk as they arrive; a read
+/// waiting on a store that stops answering ends when the run is cancelled.
 struct StreamRead {
     stream: futures::stream::BoxStream<'static, object_store::Result<Bytes>>,
     handle: tokio::runtime::Handle,
     chunk: Bytes,
+    cancel: crate::pipeline::CancelToken,
 }
 
 impl Read for StreamRead {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.chunk.is_empty() {
-            match self.handle.block_on(self.stream.next()) {
+            let next = self
+                .handle
+                .block_on(or_cancel(self.stream.next(), &self.cancel))
+                .ok_or_else(|| std::io::Error::other("cancelled"))?;
+            match next {
                 None => return Ok(0),
                 Some(Ok(b)) => self.chunk = b,
                 Some(Err(e)) => return Err(std::io::Error::other(e)),
