@@ -323,14 +323,10 @@ pub struct RestoreArgs {
     #[arg(value_name = "DEST")]
     pub dest: PathBuf,
 
-    /// Objects fetched at once.
-    #[arg(
-        long,
-        env = "FERRY_DOWNLOAD_WORKERS",
-        value_name = "N",
-        default_value = "4"
-    )]
-    pub download_workers: NonZeroUsize,
+    /// Objects fetched at once [default: the cores for a local sink, 8 for an object
+    /// store, whose requests wait on the network].
+    #[arg(long, env = "FERRY_DOWNLOAD_WORKERS", value_name = "N")]
+    pub download_workers: Option<NonZeroUsize>,
 
     /// Inflate workers [default: available cores].
     #[arg(short, long, env = "FERRY_JOBS", value_name = "N")]

@@ -57,8 +57,8 @@ pub struct RestoreOptions {
     pub dry_run: bool,
     /// Overwrite files that exist and differ.
     pub force: bool,
-    /// Objects fetched at once.
-    pub download_workers: NonZeroUsize,
+    /// Objects fetched at once; `None`: the cores for a local sink, 8 for an object store.
+    pub download_workers: Option<NonZeroUsize>,
     /// Segments inflated at once.
     pub jobs: NonZeroUsize,
     /// Most compressed and inflated bytes held at once.
@@ -85,7 +85,7 @@ impl RestoreOptions {
             shard: None,
             dry_run: false,
             force: false,
-            download_workers: NonZeroUsize::new(4).unwrap_or(NonZeroUsize::MIN),
+            download_workers: None,
             jobs: cores,
             memory: (8 * cores.get() as u64) << 20,
             progress: ProgressMode::Never,
@@ -174,6 +174,10 @@ pub fn restore(opts: &RestoreOptions, cancel: CancelToken) -> Result<Summary, Fe
             ..SinkOptions::default()
         },
     )?;
+    let download_workers = opts.download_workers.unwrap_or(match sink.local_root() {
+        Some(_) => crate::config::cores(),
+        None => NonZeroUsize::new(8).unwrap_or(NonZeroUsize::MIN),
+    });
     let filter = crate::walk::overrides(Path::new(""), &opts.include, &opts.exclude)?;
     let dest = match opts.dry_run {
         // A dry run creates nothing, not even DEST.
@@ -219,7 +223,7 @@ pub fn restore(opts: &RestoreOptions, cancel: CancelToken) -> Result<Summary, Fe
             NonZeroUsize::new(64).unwrap_or(NonZeroUsize::MIN),
             vec![producer],
         )?
-        .stage(StageSpec::new("fetch", opts.download_workers), move |_| {
+        .stage(StageSpec::new("fetch", download_workers), move |_| {
             let r = fetcher.clone();
             let mut small = Small::default();
             move |ws: Vec<Wanted>, out: &Emitter<Work>| {
