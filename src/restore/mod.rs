@@ -581,6 +581,13 @@ impl Restorer {
                     entry_of(w, &got),
                 )
             }
+            Err(_) if out.is_cancelled() => {
+                let _ = std::fs::remove_file(&temp);
+                Outcome {
+                    path: target,
+                    result: Err(Verdict::Cancelled),
+                }
+            }
             Err(why) => {
                 let _ = std::fs::remove_file(&temp);
                 failed(&target, Stage::Compress, why)
@@ -747,7 +754,12 @@ impl Restorer {
             Ok(())
         })();
         if let Err(v) = result {
-            r.fail(v);
+            // A read that ended because of the cancel is the cancel's, not the object's.
+            r.fail(if out.is_cancelled() {
+                Verdict::Cancelled
+            } else {
+                v
+            });
         }
         // The segments never emitted count as finished.
         r.remaining.fetch_sub(n - emitted, Relaxed);
