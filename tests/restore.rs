@@ -341,3 +341,16 @@ fn a_sparse_5gib_file_restores_in_bounded_memory() {
     unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
     assert!(u.ru_maxrss < 256 * 1024, "peak RSS {} KiB", u.ru_maxrss);
 }
+
+#[test]
+fn a_sink_with_nothing_to_restore_is_a_usage_error() {
+    let t = tempfile::tempdir().unwrap();
+    let dest = t.path().join("back");
+    restore(&t.path().join("no-such-archive"), &dest)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "nothing to restore (no manifest and no .gz objects)",
+        ));
+    assert!(files_under(&dest).is_empty());
+}

@@ -328,6 +328,7 @@ fn wanted_producer(
         }
         let done = match result {
             Ok(0) => {
+                let mut found = 0u64;
                 let mut visit = |key: &Path| {
                     use std::os::unix::ffi::OsStrExt;
                     let name = key.as_os_str().as_bytes();
@@ -335,13 +336,14 @@ fn wanted_producer(
                         .file_name()
                         .is_some_and(|n| n.as_bytes().starts_with(b".ferry-"));
                     if let Some(stem) = name.strip_suffix(b".gz").filter(|_| !ours) {
+                        found += 1;
                         let key = PathBuf::from(std::ffi::OsStr::from_bytes(stem));
                         if take(&key) {
                             emit(Wanted { key, entry: None });
                         }
                     }
                 };
-                match sink.local_root() {
+                let listed = match sink.local_root() {
                     Some(root) => {
                         list_local(root, &mut visit);
                         Ok(())
@@ -350,7 +352,15 @@ fn wanted_producer(
                         .list_objects(&mut |key, _| visit(key))
                         .map(|_| ())
                         .map_err(FerryError::from),
-                }
+                };
+                // Nothing at all there (a mistyped path or prefix): say so, do not "succeed".
+                listed.and_then(|()| match found {
+                    0 => Err(FerryError::Usage(format!(
+                        "{}: nothing to restore (no manifest and no .gz objects)",
+                        sink.describe()
+                    ))),
+                    _ => Ok(()),
+                })
             }
             Ok(_) => Ok(()),
             Err(crate::journal::HistoryError::Sink(e)) => Err(e.into()),
