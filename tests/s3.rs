@@ -83,7 +83,18 @@ impl S3 {
     }
 
     fn ferry(&self) -> assert_cmd::Command {
-        let mut c = ferry();
+        self.with_keys(ferry())
+    }
+
+    /// `ferry SUBCOMMAND …` (`ferry()` puts its flags before the subcommand) with the keys.
+    fn subcommand(&self, name: &str) -> assert_cmd::Command {
+        let mut c = assert_cmd::Command::cargo_bin("ferry").unwrap();
+        c.args([name, "--progress", "never"]);
+        self.with_keys(c)
+    }
+
+    /// `c` pointed at this server with the test key pair.
+    fn with_keys(&self, mut c: assert_cmd::Command) -> assert_cmd::Command {
         c.env("AWS_ENDPOINT_URL", &self.endpoint)
             .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
             .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
@@ -813,13 +824,8 @@ fn verify_explains_objects_in_an_archive_class() {
         .args(["--to", &s3.url(&prefix), "--storage-class", "GLACIER"])
         .assert()
         .success();
-    let mut verify = assert_cmd::Command::cargo_bin("ferry").unwrap();
-    verify
-        .env("AWS_ENDPOINT_URL", &s3.endpoint)
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        .env("AWS_REGION", "us-east-1")
-        .args(["verify", "--progress", "never", "--to", &s3.url(&prefix)])
+    s3.subcommand("verify")
+        .args(["--to", &s3.url(&prefix)])
         .assert()
         .code(1)
         .stderr(predicate::str::contains(
@@ -846,17 +852,13 @@ fn restore_from_the_object_store_round_trips() {
     let prefix = unique("restore");
     s3.deliver(&src, &prefix);
     let dest = t.path().join("back");
-    let restore = |c: &mut assert_cmd::Command| {
-        c.env("AWS_ENDPOINT_URL", &s3.endpoint)
-            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-            .env("AWS_REGION", "us-east-1")
-            .args(["restore", "--progress", "never", "--from", &s3.url(&prefix)])
-            .arg(&dest);
+    let restore = || {
+        let mut c = s3.subcommand("restore");
+        c.args(["--from", &s3.url(&prefix)]).arg(&dest);
+        c
     };
-    let mut c = assert_cmd::Command::cargo_bin("ferry").unwrap();
-    restore(&mut c);
-    c.assert()
+    restore()
+        .assert()
         .success()
         .stderr(predicate::str::contains("3 succeeded"));
     assert_eq!(
@@ -872,9 +874,7 @@ fn restore_from_the_object_store_round_trips() {
         &dest.join("r/a/b.log").metadata().unwrap(),
     );
     assert_eq!((m.unix_seconds(), m.nanoseconds()), (1_600_000_000, 42));
-    let mut again = assert_cmd::Command::cargo_bin("ferry").unwrap();
-    restore(&mut again);
-    again
+    restore()
         .assert()
         .success()
         .stderr(predicate::str::contains("3 skipped"));

@@ -41,12 +41,7 @@ impl Dest {
         if !fs::metadata(root)?.is_dir() {
             return Err(std::io::Error::other("not a directory"));
         }
-        Ok(Dest {
-            root: root.to_path_buf(),
-            checked: Mutex::new(HashSet::new()),
-            seq: AtomicU64::new(0),
-            pid: std::process::id(),
-        })
+        Ok(Dest::unchecked(root))
     }
 
     /// The destination `root` as it is, for a dry run: nothing is created.

@@ -523,9 +523,14 @@ impl Restorer {
                 let _ = out.emit(Work::Fetched(r));
                 None
             }
-            None => match w.entry.as_ref().filter(|e| is_small(e)) {
-                Some(e) => done(self.whole(e, &w, target, temp, file, object, small, out)),
-                None => done(self.stream(&w, target, temp, file, object, out.cancel_token())),
+            None => match w.entry {
+                Some(e) if is_small(&e) => {
+                    done(self.whole(e, target, temp, file, object, small, out))
+                }
+                entry => {
+                    let w = Wanted { key: w.key, entry };
+                    done(self.stream(w, target, temp, file, object, out.cancel_token()))
+                }
             },
         }
     }
@@ -534,8 +539,7 @@ impl Restorer {
     #[allow(clippy::too_many_arguments)]
     fn whole(
         &self,
-        e: &Entry,
-        w: &Wanted,
+        e: Entry,
         target: PathBuf,
         temp: PathBuf,
         mut file: File,
@@ -574,7 +578,7 @@ impl Restorer {
                 )),
                 Err(err) => Err(format!("cannot read: {err}")),
             })
-            .and_then(|_| inflate::inflate_whole(e, &small.gz, &mut small.out, &mut small.engine))
+            .and_then(|_| inflate::inflate_whole(&e, &small.gz, &mut small.out, &mut small.engine))
             .and_then(|got| {
                 file.write_all(&small.out)
                     .map_err(|e| format!("write: {}", crate::words::io_words(&e)))
@@ -583,13 +587,8 @@ impl Restorer {
         match got {
             Ok(got) => {
                 self.metrics.bytes_read.fetch_add(got.len, Relaxed);
-                self.finish(
-                    &target,
-                    &temp,
-                    &file,
-                    (e.mtime_s, e.mtime_ns),
-                    entry_of(w, &got),
-                )
+                let mtime = (e.mtime_s, e.mtime_ns);
+                self.finish(&target, &temp, &file, mtime, e)
             }
             Err(_) if out.is_cancelled() => {
                 let _ = std::fs::remove_file(&temp);
@@ -608,7 +607,7 @@ impl Restorer {
     /// Inflates the object as it streams into the temp file, then checks and finishes it.
     fn stream(
         &self,
-        w: &Wanted,
+        w: Wanted,
         target: PathBuf,
         temp: PathBuf,
         file: File,
@@ -892,8 +891,8 @@ struct Small {
 
 /// The entry to report for a restored file: the manifest's, or one made from what the
 /// object decoded to.
-fn entry_of(w: &Wanted, got: &Inflated) -> Entry {
-    w.entry.clone().unwrap_or_else(|| Entry {
+fn entry_of(w: Wanted, got: &Inflated) -> Entry {
+    w.entry.unwrap_or_else(|| Entry {
         key: w.key.as_path().into(),
         size: got.len,
         mtime_s: i64::from(got.header_mtime),

@@ -36,23 +36,7 @@ impl DirSink {
             target: format!("dir:{}", root.display()),
             cause,
         };
-        if opts.read_only {
-            // Nothing created, nothing cleaned up: a missing directory reads as empty.
-            match fs::metadata(root) {
-                Ok(m) if !m.is_dir() => return Err(setup("not a directory".into())),
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(setup(io_words(&e))),
-            }
-            return Ok(DirSink {
-                root: root.to_path_buf(),
-                made: Mutex::new(HashSet::new()),
-                opts,
-                seq: AtomicU64::new(0),
-                pid: std::process::id(),
-            });
-        }
-        fs::create_dir_all(root).map_err(|e| setup(io_words(&e)))?;
+        let read_only = opts.read_only;
         let sink = DirSink {
             root: root.to_path_buf(),
             made: Mutex::new(HashSet::new()),
@@ -60,6 +44,16 @@ impl DirSink {
             seq: AtomicU64::new(0),
             pid: std::process::id(),
         };
+        if read_only {
+            // Nothing created, nothing cleaned up: a missing directory reads as empty.
+            return match fs::metadata(root) {
+                Ok(m) if !m.is_dir() => Err(setup("not a directory".into())),
+                Ok(_) => Ok(sink),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(sink),
+                Err(e) => Err(setup(io_words(&e))),
+            };
+        }
+        fs::create_dir_all(root).map_err(|e| setup(io_words(&e)))?;
         let probe = sink.temp_path(root);
         File::create(&probe).map_err(|e| setup(io_words(&e)))?;
         let _ = fs::remove_file(&probe);
