@@ -225,6 +225,48 @@ fn keys_that_would_leave_dest_are_refused_by_name() {
     assert!(!Path::new("/tmp/ferry-restore-absolute.txt").exists());
 }
 
+/// Into an empty DEST nothing is looked up before it is written; two keys that name the
+/// same file (`s/ok.txt`, `s//ok.txt`) meet at the rename, which refuses to replace: one
+/// is restored, the other found already there, and the totals still add up.
+#[test]
+fn two_keys_for_one_file_meet_at_a_rename_that_never_replaces() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    write(&src, "ok.txt", b"fine");
+    let out = t.path().join("sink");
+    deliver_to(&src, &out, &[]);
+    let gz = std::fs::read(out.join("s/ok.txt.gz")).unwrap();
+    let m = std::fs::metadata(src.join("ok.txt")).unwrap();
+    std::fs::write(
+        out.join(".ferry-journal.0000000099.jsonl"),
+        format!(
+            "{{\"key\":\"s//ok.txt\",\"size\":4,\"mtime_s\":{},\"mtime_ns\":{},\"crc32\":{},\"bytes_out\":{}}}\n",
+            m.mtime(),
+            m.mtime_nsec(),
+            crc(b"fine"),
+            gz.len()
+        ),
+    )
+    .unwrap();
+    let dest = t.path().join("dest");
+    let r = restore(&out, &dest)
+        .args(["--report", "-", "-j", "2", "--download-workers", "2"])
+        .assert()
+        .success();
+    let v = report(&r.get_output().stdout);
+    assert_eq!(
+        (
+            v["totals"]["discovered"].as_u64(),
+            v["totals"]["succeeded"].as_u64(),
+            v["totals"]["skipped"].as_u64()
+        ),
+        (Some(2), Some(1), Some(1)),
+        "{v}"
+    );
+    assert_eq!(std::fs::read(dest.join("s/ok.txt")).unwrap(), b"fine");
+    assert_eq!(files_under(&dest), vec![PathBuf::from("s/ok.txt")]);
+}
+
 fn crc(b: &[u8]) -> u32 {
     let mut c = flate2::Crc::new();
     c.update(b);

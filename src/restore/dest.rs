@@ -18,6 +18,9 @@ pub struct Dest {
     seq: AtomicU64,
     /// This process's id, for temp names (asked once: `getpid` is a syscall).
     pid: u32,
+    /// Whether the root held nothing when the run began: then no target is looked up
+    /// before it is restored (the no-replace rename still refuses to clobber).
+    empty: bool,
 }
 
 /// What is at a restore target now.
@@ -41,7 +44,11 @@ impl Dest {
         if !fs::metadata(root)?.is_dir() {
             return Err(std::io::Error::other("not a directory"));
         }
-        Ok(Dest::unchecked(root))
+        let empty = fs::read_dir(root)?.next().is_none();
+        Ok(Dest {
+            empty,
+            ..Dest::unchecked(root)
+        })
     }
 
     /// The destination `root` as it is, for a dry run: nothing is created.
@@ -51,7 +58,13 @@ impl Dest {
             checked: Mutex::new(HashSet::new()),
             seq: AtomicU64::new(0),
             pid: std::process::id(),
+            empty: false,
         }
+    }
+
+    /// Whether the root held nothing when this run opened it.
+    pub fn started_empty(&self) -> bool {
+        self.empty
     }
 
     /// The target of `key` under the root.
@@ -158,6 +171,44 @@ impl Dest {
     }
 }
 
+/// Renames `from` to `to` unless something is at `to`, which fails with
+/// [`std::io::ErrorKind::AlreadyExists`]. Where the file system cannot promise that
+/// (`renameat2` unsupported), it looks first, then renames.
+///
+/// # Errors
+/// As `rename(2)`, or `AlreadyExists`.
+pub fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+    };
+    let (f, t) = (c(from)?, c(to)?);
+    // SAFETY: both are NUL-terminated strings that outlive the call.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) => {
+            if fs::symlink_metadata(to).is_ok() {
+                return Err(std::io::ErrorKind::AlreadyExists.into());
+            }
+            fs::rename(from, to)
+        }
+        _ => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,5 +229,20 @@ mod tests {
         let e = d.make_parents(&through).unwrap_err();
         assert!(e.contains("is a symbolic link"), "{e}");
         assert!(!t.path().join("x").exists());
+    }
+
+    #[test]
+    fn a_no_replace_rename_refuses_an_existing_target_and_keeps_both() {
+        let t = tempfile::tempdir().unwrap();
+        let (a, b) = (t.path().join("a"), t.path().join("b"));
+        fs::write(&a, "new").unwrap();
+        fs::write(&b, "old").unwrap();
+        let e = rename_noreplace(&a, &b).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&b).unwrap(), b"old");
+        fs::remove_file(&b).unwrap();
+        rename_noreplace(&a, &b).unwrap();
+        assert_eq!(fs::read(&b).unwrap(), b"new");
+        assert!(!a.exists());
     }
 }

@@ -152,6 +152,8 @@ struct Restorer {
     dest: Dest,
     force: bool,
     dry_run: bool,
+    /// Whether objects are local files, whose length the read itself shows.
+    local: bool,
     budget: Arc<Budget>,
     metrics: Arc<RunMetrics>,
     log: Log,
@@ -201,6 +203,7 @@ pub fn restore(opts: &RestoreOptions, cancel: CancelToken) -> Result<Summary, Fe
         dest,
         force: opts.force,
         dry_run: opts.dry_run,
+        local: sink.local_root().is_some(),
         budget: Budget::new(opts.memory, metrics.bytes_in_flight.clone()),
         metrics: metrics.clone(),
         log: log.clone(),
@@ -429,38 +432,12 @@ impl Restorer {
                 result: Err(Verdict::Skipped(s)),
             })
         };
-        match (Dest::existing(&target), &w.entry) {
-            (Existing::Nothing, _) => {}
-            (Existing::File(size, mtime), Some(e))
-                if size == e.size && mtime == (e.mtime_s, e.mtime_ns) && !self.force =>
-            {
-                return skip(Skip::AlreadyRestored)
+        // Into a destination that was empty when the run began, nothing is looked up first:
+        // the rename refuses to replace, and only a refusal asks what is there.
+        if self.force || self.dry_run || !self.dest.started_empty() {
+            if let Some(o) = self.decide(&target, w.entry.as_ref()) {
+                return done(o);
             }
-            (Existing::File(..), None) if !self.force => return skip(Skip::Exists),
-            (Existing::File(..), Some(_)) if !self.force => {
-                return done(failed(
-                    &target,
-                    Stage::Load,
-                    "exists and differs (size or mtime); --force overwrites it",
-                ))
-            }
-            (Existing::Other("a directory"), _) => {
-                return done(failed(
-                    &target,
-                    Stage::Load,
-                    "is a directory; restore never replaces one",
-                ))
-            }
-            (Existing::Other(what), _) if !self.force => {
-                return done(failed(
-                    &target,
-                    Stage::Load,
-                    format!(
-                        "is {what}; --force replaces it (the link itself, never what it points to)"
-                    ),
-                ))
-            }
-            _ => {}
         }
         if self.dry_run {
             // A dry run stops here: decided from the manifest and one stat, nothing read.
@@ -557,8 +534,9 @@ impl Restorer {
                 result: Err(Verdict::Cancelled),
             };
         };
-        // Exactly the recorded size, then one read that must find the end: no fstat or
-        // seek per file, as read_to_end would make.
+        // Exactly the recorded size: no fstat or seek per file, as read_to_end would make.
+        // A remote object is read on to its end (so its connection can be reused); a local
+        // file is not, as the gzip trailer inside the recorded size must match anyway.
         small.gz.clear();
         small.gz.resize(e.bytes_out as usize, 0);
         let mut probe = [0u8; 1];
@@ -570,13 +548,16 @@ impl Restorer {
                     e.bytes_out
                 )
             })
-            .and_then(|_| match object.read(&mut probe) {
-                Ok(0) => Ok(()),
-                Ok(_) => Err(format!(
-                    "size is more than the manifest's {} bytes",
-                    e.bytes_out
-                )),
-                Err(err) => Err(format!("cannot read: {err}")),
+            .and_then(|_| match self.local {
+                true => Ok(()),
+                false => match object.read(&mut probe) {
+                    Ok(0) => Ok(()),
+                    Ok(_) => Err(format!(
+                        "size is more than the manifest's {} bytes",
+                        e.bytes_out
+                    )),
+                    Err(err) => Err(format!("cannot read: {err}")),
+                },
             })
             .and_then(|_| inflate::inflate_whole(&e, &small.gz, &mut small.out, &mut small.engine))
             .and_then(|got| {
@@ -652,6 +633,44 @@ impl Restorer {
         self.finish(&target, &temp, &file, mtime, entry_of(w, &got))
     }
 
+    /// What to do about what is at `target` already: `None` to restore it, or the outcome
+    /// that stands instead (restored before, kept, or refused).
+    fn decide(&self, target: &Path, entry: Option<&Entry>) -> Option<Outcome> {
+        let skip = |s: Skip| {
+            Some(Outcome {
+                path: target.to_path_buf(),
+                result: Err(Verdict::Skipped(s)),
+            })
+        };
+        match (Dest::existing(target), entry) {
+            (Existing::Nothing, _) => None,
+            (Existing::File(size, mtime), Some(e))
+                if size == e.size && mtime == (e.mtime_s, e.mtime_ns) && !self.force =>
+            {
+                skip(Skip::AlreadyRestored)
+            }
+            (Existing::File(..), None) if !self.force => skip(Skip::Exists),
+            (Existing::File(..), Some(_)) if !self.force => Some(failed(
+                target,
+                Stage::Load,
+                "exists and differs (size or mtime); --force overwrites it",
+            )),
+            (Existing::Other("a directory"), _) => Some(failed(
+                target,
+                Stage::Load,
+                "is a directory; restore never replaces one",
+            )),
+            (Existing::Other(what), _) if !self.force => Some(failed(
+                target,
+                Stage::Load,
+                format!(
+                    "is {what}; --force replaces it (the link itself, never what it points to)"
+                ),
+            )),
+            _ => None,
+        }
+    }
+
     /// Stamps the mtime, renames the temp file into place, and says what was restored.
     fn finish(
         &self,
@@ -663,8 +682,19 @@ impl Restorer {
     ) -> Outcome {
         let done = file
             .set_modified(system_time(mtime))
-            .and_then(|_| std::fs::rename(temp, target));
+            .and_then(|_| match self.force {
+                true => std::fs::rename(temp, target),
+                false => dest::rename_noreplace(temp, target),
+            });
         match done {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                // Something is there now: put there by another process, or by this run for
+                // a key listed twice. Decide as a rerun would.
+                let _ = std::fs::remove_file(temp);
+                self.decide(target, Some(&entry)).unwrap_or_else(|| {
+                    failed(target, Stage::Upload, "appeared while being restored")
+                })
+            }
             Ok(()) => {
                 self.log.info(|| format!("[restored] {}", target.display()));
                 Outcome {
