@@ -40,6 +40,12 @@ pub enum Command {
     /// Check every delivered object against the manifest: one gzip member that decodes to
     /// the recorded length and CRC-32.
     Verify(VerifyArgs),
+    /// Walk the inputs once and cut them into N file lists balanced by bytes, stored at
+    /// the sink; prints the plan id for `ferry --plan ID --shard K/N`.
+    Plan(PlanArgs),
+    /// Add up the reports every `--shard` run left at the sink: files delivered, skipped
+    /// and failed, the bytes, and which shards have not finished.
+    Report(ReportArgs),
     /// Bring a delivered tree back: every file the sink's manifest lists, inflated in
     /// parallel, checked against its length and CRC-32, with its mtime, under DEST.
     Restore(RestoreArgs),
@@ -89,7 +95,7 @@ pub fn write_generated(command: &Command, out: &mut dyn std::io::Write) -> std::
             Ok(())
         }
         Command::Man => clap_mangen::Man::new(cli).render(out),
-        Command::Verify(_) | Command::Restore(_) => Ok(()),
+        Command::Verify(_) | Command::Restore(_) | Command::Plan(_) | Command::Report(_) => Ok(()),
     }
 }
 
@@ -123,8 +129,12 @@ pub struct RunArgs {
     /// Files or directories to ferry. Keys keep each input's own name, like tar:
     /// `ferry ./logs` delivers `logs/a/b.log` as `logs/a/b.log.gz`. (An input named
     /// `verify` is written `./verify`; so are `completions` and `man`.)
-    #[arg(value_name = "INPUT", required_unless_present = "files_from")]
+    #[arg(value_name = "INPUT", required_unless_present_any = ["files_from", "plan"])]
     pub inputs: Vec<PathBuf>,
+
+    /// Which files to take.
+    #[command(flatten)]
+    pub select: SelectArgs,
 
     /// Where to deliver: `dir:PATH` or a bare path (a local directory),
     /// `s3://bucket/prefix` (AWS S3 or an S3-compatible server), `gs://bucket/prefix`
@@ -172,26 +182,6 @@ pub struct RunArgs {
     #[arg(long, env = "FERRY_MEMORY", value_name = "SIZE", value_parser = size)]
     pub memory: Option<u64>,
 
-    /// Also read paths from FILE (`-` for stdin), one per line.
-    #[arg(long, value_name = "FILE")]
-    pub files_from: Option<PathBuf>,
-
-    /// Paths in --files-from are separated by NUL (as `find -print0` writes).
-    #[arg(short = '0', long = "null")]
-    pub null: bool,
-
-    /// Follow symbolic links (loops are detected and skipped).
-    #[arg(short = 'L', long)]
-    pub follow: bool,
-
-    /// Leave out paths matching GLOB (gitignore syntax, relative to each input).
-    #[arg(long, value_name = "GLOB")]
-    pub exclude: Vec<String>,
-
-    /// Only take files matching GLOB (gitignore syntax); repeatable.
-    #[arg(long, value_name = "GLOB")]
-    pub include: Vec<String>,
-
     /// Rewrite every file, even those unchanged since the last run.
     #[arg(long)]
     pub force: bool,
@@ -204,19 +194,6 @@ pub struct RunArgs {
     /// skipped, without reading any file's contents or writing to the sink.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
-
-    /// Leave out paths matching the globs in FILE, one per line (`#` comments and blank
-    /// lines ignored), as --exclude does; repeatable.
-    #[arg(long, value_name = "FILE")]
-    pub exclude_from: Vec<PathBuf>,
-
-    /// Leave out files smaller than SIZE (e.g. `1`, `10KiB`).
-    #[arg(long, value_name = "SIZE", value_parser = size_or_zero)]
-    pub min_size: Option<u64>,
-
-    /// Leave out files larger than SIZE (e.g. `2GiB`).
-    #[arg(long, value_name = "SIZE", value_parser = size_or_zero)]
-    pub max_size: Option<u64>,
 
     /// Object store settings.
     #[command(flatten)]
@@ -235,7 +212,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub verbosity: Verbosity,
 
-    /// Write the summary as JSON to FILE (`-` for stdout).
+    /// Write the summary as JSON to FILE (`-` for stdout); `{shard}` in FILE becomes
+    /// `K-of-N` (with --shard, the summary is also kept at the sink for `ferry report`).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
 
@@ -263,6 +241,118 @@ pub struct RunArgs {
     /// K = 0…N-1 deliver every file exactly once.
     #[arg(long, env = "FERRY_SHARD", value_name = "K/N")]
     pub shard: Option<Shard>,
+
+    /// Deliver list K of the plan ID made by `ferry plan` (stored at the sink), with
+    /// `--shard K/N`: nothing is walked, and files added since the plan are not taken.
+    #[arg(long, env = "FERRY_PLAN", value_name = "ID", requires = "shard",
+          conflicts_with_all = ["inputs", "files_from", "include", "exclude", "exclude_from", "min_size", "max_size"])]
+    pub plan: Option<String>,
+}
+
+/// `ferry plan INPUT… --shards N --to SINK`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Files or directories to plan, as `ferry` would take them.
+    #[arg(value_name = "INPUT", required_unless_present = "files_from")]
+    pub inputs: Vec<PathBuf>,
+
+    /// Which files to take.
+    #[command(flatten)]
+    pub select: SelectArgs,
+
+    /// How many lists: the N of the `--shard K/N` each task will run.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub shards: u64,
+
+    /// Where the plan is stored, and where the tasks will deliver.
+    #[arg(long, env = "FERRY_TO", value_name = "SINK", default_value = "dir:ferry-out", value_parser = sink_spec)]
+    pub to: SinkSpec,
+
+    /// Object store settings.
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    /// `-q` / `-v`.
+    #[command(flatten)]
+    pub verbosity: Verbosity,
+}
+
+impl PlanArgs {
+    /// The library's options from these flags.
+    ///
+    /// # Errors
+    /// [`FerryError::Usage`] for an unreadable `--exclude-from` or store flags on a
+    /// local sink.
+    pub fn into_options(self) -> Result<crate::shard::plan::PlanOptions, FerryError> {
+        Ok(crate::shard::plan::PlanOptions {
+            inputs: self.select.into_inputs(self.inputs)?,
+            sink: self.store.apply(self.to, None)?,
+            shards: self.shards,
+            log_level: self.verbosity.level(),
+        })
+    }
+}
+
+/// Which files to take: the flags `ferry` and `ferry plan` share.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SelectArgs {
+    /// Also read paths from FILE (`-` for stdin), one per line.
+    #[arg(long, value_name = "FILE")]
+    pub files_from: Option<PathBuf>,
+
+    /// Paths in --files-from are separated by NUL (as `find -print0` writes).
+    #[arg(short = '0', long = "null")]
+    pub null: bool,
+
+    /// Follow symbolic links (loops are detected and skipped).
+    #[arg(short = 'L', long)]
+    pub follow: bool,
+
+    /// Leave out paths matching GLOB (gitignore syntax, relative to each input).
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+
+    /// Only take files matching GLOB (gitignore syntax); repeatable.
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+
+    /// Leave out paths matching the globs in FILE, one per line (`#` comments and blank
+    /// lines ignored), as --exclude does; repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub exclude_from: Vec<PathBuf>,
+
+    /// Leave out files smaller than SIZE (e.g. `1`, `10KiB`).
+    #[arg(long, value_name = "SIZE", value_parser = size_or_zero)]
+    pub min_size: Option<u64>,
+
+    /// Leave out files larger than SIZE (e.g. `2GiB`).
+    #[arg(long, value_name = "SIZE", value_parser = size_or_zero)]
+    pub max_size: Option<u64>,
+}
+
+impl SelectArgs {
+    /// The library's [`Inputs`](crate::config::Inputs): `paths`, filtered by these flags.
+    ///
+    /// # Errors
+    /// [`FerryError::Usage`] when an `--exclude-from` file cannot be read.
+    pub fn into_inputs(self, paths: Vec<PathBuf>) -> Result<crate::config::Inputs, FerryError> {
+        let mut exclude = self.exclude;
+        for file in &self.exclude_from {
+            exclude.extend(read_globs(file)?);
+        }
+        Ok(crate::config::Inputs {
+            paths,
+            files_from: self.files_from,
+            null_separated: self.null,
+            follow: self.follow,
+            include: self.include,
+            exclude,
+            shard: None,
+            plan: None,
+            min_size: self.min_size,
+            max_size: self.max_size,
+        })
+    }
 }
 
 /// How to reach an object store: flags shared by `ferry` and `ferry verify`.
@@ -295,7 +385,8 @@ pub struct VerifyArgs {
     #[command(flatten)]
     pub store: StoreArgs,
 
-    /// Check the manifest of shard K of N (as written by `ferry --shard K/N`).
+    /// Check only the manifest of shard K of N (as written by `ferry --shard K/N`)
+    /// [default: every manifest at the sink, all shards].
     #[arg(long, env = "FERRY_SHARD", value_name = "K/N")]
     pub shard: Option<Shard>,
 
@@ -310,6 +401,23 @@ pub struct VerifyArgs {
     /// `-q` / `-v`.
     #[command(flatten)]
     pub verbosity: Verbosity,
+}
+
+/// `ferry report SINK`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The sink the shards delivered to, as given to `ferry --to`.
+    #[arg(value_name = "SINK", env = "FERRY_TO", value_parser = sink_spec)]
+    pub sink: SinkSpec,
+
+    /// Print the combined report as JSON (the shape of `--report`, with `shards` and
+    /// `unfinished`) instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Object store settings.
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 /// `ferry restore --from SINK DEST`.
@@ -437,21 +545,14 @@ impl RunArgs {
     /// [`FerryError::Usage`] for settings that only conflict together, such as a
     /// `--memory` smaller than `--segment-size`.
     pub fn into_config(self) -> Result<Config, FerryError> {
-        let mut exclude = self.exclude;
-        for file in &self.exclude_from {
-            exclude.extend(read_globs(file)?);
-        }
         let sink = self.store.apply(self.to, self.storage_class)?;
-        let mut b = Config::builder(self.inputs, sink)
+        let mut b = Config::builder(Vec::new(), sink)
+            .inputs(self.select.into_inputs(self.inputs)?)
             .level(self.level)
             .load_workers(self.load_workers)
             .upload_workers(self.upload_workers)
             .queue(self.queue)
             .segment_size(self.segment_size)
-            .null_separated(self.null)
-            .follow(self.follow)
-            .include(self.include)
-            .exclude(exclude)
             .force(self.force)
             .fsync(self.fsync)
             .progress(self.progress.into())
@@ -460,8 +561,6 @@ impl RunArgs {
             .retry_backoff(self.retry_backoff)
             .journal_every(self.journal_every)
             .dry_run(self.dry_run)
-            .min_size(self.min_size)
-            .max_size(self.max_size)
             .listing(match self.report.as_deref() {
                 Some(r) if r.as_os_str() == "-" => Listing::Stderr,
                 _ => Listing::Stdout,
@@ -472,9 +571,6 @@ impl RunArgs {
         if let Some(m) = self.memory {
             b = b.memory(m);
         }
-        if let Some(f) = self.files_from {
-            b = b.files_from(f);
-        }
         if let Some(t) = self.timeout {
             b = b.timeout(t);
         }
@@ -483,6 +579,9 @@ impl RunArgs {
         }
         if let Some(s) = self.shard {
             b = b.shard(s);
+        }
+        if let Some(id) = self.plan {
+            b = b.plan(id);
         }
         b.build()
     }

@@ -28,6 +28,9 @@ pub struct Inputs {
     pub exclude: Vec<String>,
     /// `--shard K/N`: take only the keys of this shard.
     pub shard: Option<Shard>,
+    /// `--plan ID`: take list K of this `ferry plan` (stored at the sink) instead of
+    /// walking; `shard` then names the list, not a hash.
+    pub plan: Option<String>,
     /// `--min-size`: leave out regular files smaller than this many bytes.
     pub min_size: Option<u64>,
     /// `--max-size`: leave out regular files larger than this many bytes.
@@ -146,6 +149,7 @@ impl Config {
                     include: Vec::new(),
                     exclude: Vec::new(),
                     shard: None,
+                    plan: None,
                     min_size: None,
                     max_size: None,
                 },
@@ -249,6 +253,23 @@ impl ConfigBuilder {
     /// Also reads paths from this file (`-` for stdin).
     pub fn files_from(mut self, list: PathBuf) -> Self {
         self.config.inputs.files_from = Some(list);
+        self
+    }
+
+    /// Takes what these inputs name, with their filters (keeps `shard` and `plan`).
+    pub fn inputs(mut self, inputs: crate::config::Inputs) -> Self {
+        let (shard, plan) = (self.config.inputs.shard, self.config.inputs.plan.take());
+        self.config.inputs = Inputs {
+            shard,
+            plan,
+            ..inputs
+        };
+        self
+    }
+
+    /// Takes list K (of `shard` K/N) of plan `id` at the sink, walking nothing.
+    pub fn plan(mut self, id: String) -> Self {
+        self.config.inputs.plan = Some(id);
         self
     }
 

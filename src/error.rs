@@ -129,6 +129,10 @@ pub enum FileError {
     /// the way, an object that does not decode or check out).
     #[error("{0}")]
     Restore(String),
+    /// A `ferry plan` list named this file, but it cannot be taken as planned (gone since
+    /// the plan was made), or a line of the list is damaged.
+    #[error("{0}")]
+    Plan(String),
     /// A worker panicked while it held a piece of this file.
     #[error("internal error: a {stage} worker panicked: {message}")]
     Panicked {

@@ -12,7 +12,7 @@
 
 use crate::manifest::{
     journal_prefix, journal_segment, journal_seq, key_hash, manifest_name, split, Entry,
-    EntryReader, Index, ManifestError,
+    EntryReader, Index, ManifestError, JOURNAL_NAME, MANIFEST_NAME,
 };
 use crate::report::Log;
 use crate::shard::Shard;
@@ -140,6 +140,64 @@ pub fn forget(sink: &dyn Sink, shard: Option<Shard>) -> Result<(), SinkError> {
     names.iter().try_for_each(|n| sink.delete_meta(n))
 }
 
+/// Whose history to read at a sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// One run's: the unsharded one (`None`) or shard K/N's.
+    One(Option<Shard>),
+    /// Every run's at the sink: the unsharded one and every shard's, of any N.
+    Every,
+}
+
+/// The runs (unsharded, or shard K/N) that left a manifest or journal at `sink`.
+///
+/// # Errors
+/// When the sink cannot be listed.
+pub fn histories(sink: &dyn Sink) -> Result<Vec<Option<Shard>>, SinkError> {
+    let mut found = std::collections::BTreeSet::new();
+    for name in sink
+        .list_meta(".ferry-manifest")?
+        .into_iter()
+        .chain(sink.list_meta(&format!("{JOURNAL_NAME}."))?)
+    {
+        if let Some(h) = history_of(&name) {
+            found.insert(h);
+        }
+    }
+    Ok(found.into_iter().collect())
+}
+
+/// The run a manifest or journal name belongs to: `Some(None)` for the unsharded run,
+/// `Some(Some(shard))` for a shard's, `None` for any other name.
+fn history_of(name: &str) -> Option<Option<Shard>> {
+    if name == MANIFEST_NAME || journal_seq(&journal_prefix(None), name).is_some() {
+        return Some(None);
+    }
+    let rest = name
+        .strip_prefix(".ferry-manifest.shard-")
+        .or_else(|| name.strip_prefix(&format!("{JOURNAL_NAME}.shard-")))?;
+    let (k, rest) = rest.split_once("-of-")?;
+    let n: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let shard = Shard::new(k.parse().ok()?, n.parse().ok()?).ok()?;
+    (name == manifest_name(Some(shard))
+        || journal_seq(&journal_prefix(Some(shard)), name).is_some())
+    .then_some(Some(shard))
+}
+
+/// The sources of `scope`: each run's manifest, then its journal segments in order.
+fn scope_sources(sink: &dyn Sink, scope: Scope) -> Result<Vec<String>, SinkError> {
+    match scope {
+        Scope::One(shard) => Ok(sources(sink, shard)?.0),
+        Scope::Every => {
+            let mut names = Vec::new();
+            for h in histories(sink)? {
+                names.extend(sources(sink, h)?.0);
+            }
+            Ok(names)
+        }
+    }
+}
+
 /// Calls `visit` once for each key's current entry (the last one across the manifest and
 /// the journal segments, in order), streaming: memory is 24 bytes an entry read, not the
 /// entries themselves. Returns how many entries were visited and the torn-record warnings.
@@ -148,10 +206,10 @@ pub fn forget(sink: &dyn Sink, shard: Option<Shard>) -> Result<(), SinkError> {
 /// [`HistoryError`] when the sink fails or a manifest or segment is damaged.
 pub fn for_each_current(
     sink: &dyn Sink,
-    shard: Option<Shard>,
+    scope: Scope,
     mut visit: impl FnMut(Entry),
 ) -> Result<(u64, Vec<String>), HistoryError> {
-    let (names, _) = sources(sink, shard)?;
+    let names = scope_sources(sink, scope)?;
     let keep = current(sink, &names)?;
     let mut n = 0;
     let warnings = read_sources(sink, &names, |item| {

@@ -1,6 +1,6 @@
 //! The `ferry` binary: parse flags, run the command, print, exit. Nothing else.
 
-use ferry::cli::{Cli, Command, RestoreArgs, RunArgs, VerifyArgs};
+use ferry::cli::{Cli, Command, PlanArgs, ReportArgs, RestoreArgs, RunArgs, VerifyArgs};
 use ferry::pipeline::CancelToken;
 use ferry::{ExitCode, FerryError};
 
@@ -15,6 +15,14 @@ fn main() -> std::process::ExitCode {
             command: Some(Command::Restore(args)),
             ..
         }) => restore(args),
+        Ok(Cli {
+            command: Some(Command::Plan(args)),
+            ..
+        }) => plan(args),
+        Ok(Cli {
+            command: Some(Command::Report(args)),
+            ..
+        }) => report(args),
         Ok(Cli {
             command: Some(generated),
             ..
@@ -40,6 +48,14 @@ fn main() -> std::process::ExitCode {
 /// `ferry INPUT… --to SINK`: run, print the summary, write the report.
 fn deliver(args: RunArgs) -> Result<ExitCode, FerryError> {
     let (quiet, report) = (args.verbosity.quiet, args.report.clone());
+    // `--report 'ferry-{shard}.json'`: one file per shard.
+    let report = report.map(|r| match args.shard {
+        Some(s) => std::path::PathBuf::from(
+            r.to_string_lossy()
+                .replace("{shard}", &format!("{}-of-{}", s.index(), s.count())),
+        ),
+        None => r,
+    });
     let config = args.into_config()?;
     let cancel = CancelToken::new();
     ferry::interrupt::cancel_on_ctrl_c(&cancel);
@@ -65,6 +81,42 @@ fn restore(args: RestoreArgs) -> Result<ExitCode, FerryError> {
     }
     let reported = report.map_or(ExitCode::Success, |r| summary.report_to(&r));
     Ok(summary.exit_code().max(reported))
+}
+
+/// `ferry plan INPUT… --shards N --to SINK`: the plan id on stdout, how the lists came
+/// out on stderr.
+fn plan(args: PlanArgs) -> Result<ExitCode, FerryError> {
+    let quiet = args.verbosity.quiet;
+    let opts = args.into_options()?;
+    let cancel = CancelToken::new();
+    ferry::interrupt::cancel_on_ctrl_c(&cancel);
+    let header = ferry::shard::plan::make_plan(&opts, cancel)?;
+    if !quiet {
+        eprint!("{}", ferry::shard::plan::describe(&header));
+    }
+    println!("{}", header.id);
+    Ok(match header.unreadable {
+        0 => ExitCode::Success,
+        _ => ExitCode::Failures,
+    })
+}
+
+/// `ferry report SINK`: every shard's report at the sink, added up.
+fn report(args: ReportArgs) -> Result<ExitCode, FerryError> {
+    let spec = args.store.apply(args.sink, None)?;
+    let sink = ferry::sink::open(
+        &spec,
+        &ferry::sink::SinkOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )?;
+    let combined = ferry::shard::report::Combined::read(sink.as_ref())?;
+    match args.json {
+        true => println!("{}", combined.to_json()),
+        false => print!("{}", combined.render_text()),
+    }
+    Ok(combined.exit_code())
 }
 
 /// `ferry verify --to SINK`.

@@ -10,13 +10,42 @@ use crate::manifest::Index;
 use crate::metrics::RunMetrics;
 use crate::pipeline::{CancelToken, Producer};
 use crate::report::Log;
+use crate::shard::plan::{gone, read_list, PlanHeader};
 use crate::sink::{self, Sink, SinkOptions};
 use crate::task::FileTask;
 use crate::upload::Uploader;
-use crate::walk::{Sources, Walker};
+use crate::walk::{Keyed, Sources, Walker};
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock};
+
+/// List K of plan `id` at the sink, as the producers read it.
+fn planned(
+    sink: &dyn Sink,
+    id: &str,
+    shard: Option<crate::shard::Shard>,
+) -> Result<Arc<Mutex<Option<Keyed>>>, FerryError> {
+    let header = PlanHeader::read(sink, id)?;
+    let shard = shard.ok_or_else(|| {
+        FerryError::Usage(format!(
+            "--plan {id} needs --shard K/{}: the plan holds {} lists",
+            header.shards, header.shards
+        ))
+    })?;
+    let files = read_list(sink, &header, shard)?.map(|r| {
+        r.map(|p| {
+            (
+                std::path::PathBuf::from(&p.path),
+                std::path::PathBuf::from(&p.key),
+            )
+        })
+    });
+    Ok(Arc::new(Mutex::new(Some(Keyed {
+        name: PlanHeader::list_name(id, shard),
+        files: Box::new(files),
+        gone: gone(&header).to_string(),
+    }))))
+}
 
 /// A log attached after it is first written to: lines before then wait, in order.
 #[derive(Default)]
@@ -74,7 +103,7 @@ impl<'c> Plan<'c> {
     /// [`FerryError::Usage`] for bad inputs or an unreadable manifest (unless `--force`),
     /// [`FerryError::Sink`] for an unusable sink.
     pub fn prepare(config: &'c Config, cancel: &CancelToken) -> Result<Self, FerryError> {
-        let sources = Sources::prepare(config.inputs())?;
+        let mut sources = Sources::prepare(config.inputs())?;
         let delivery = config.delivery();
         // The sink opens before the reporter starts: its client's events (retries) wait
         // here until the run attaches its log.
@@ -88,6 +117,9 @@ impl<'c> Plan<'c> {
             read_only: delivery.dry_run,
         };
         let sink = sink::open(&delivery.sink, &options)?;
+        if let Some(id) = &config.inputs().plan {
+            sources.keyed = Some(planned(sink.as_ref(), id, config.inputs().shard)?);
+        }
         let history = match History::read(sink.as_ref(), config.inputs().shard) {
             Ok(h) => h,
             // --force rewrites everything, so a damaged history is not in the way: it is
@@ -118,6 +150,11 @@ impl<'c> Plan<'c> {
         })
     }
 
+    /// The sink, shared.
+    pub fn sink(&self) -> Arc<dyn Sink> {
+        self.sink.clone()
+    }
+
     /// The sink, as the summary names it.
     pub fn describe_sink(&self) -> String {
         self.sink.describe()
@@ -138,7 +175,8 @@ impl<'c> Plan<'c> {
             metrics: metrics.clone(),
             log: log.clone(),
             next_id: AtomicU64::new(0),
-            shard: inputs.shard,
+            // A planned run takes its list as it is: the plan, not the hash, shards it.
+            shard: inputs.shard.filter(|_| inputs.plan.is_none()),
             sizes: crate::walk::SizeFilter {
                 min: inputs.min_size,
                 max: inputs.max_size,

@@ -9,6 +9,7 @@ use crate::metrics::RunMetrics;
 use crate::pipeline::{CancelToken, Collected, Emitter, Pipeline, PipelineError, StageSpec};
 use crate::plan::Plan;
 use crate::report::{Level, Log, Reporter, Summary};
+use crate::shard::report::ShardRun;
 use crate::task::{FileTask, Outcome, Packed, Segment};
 use std::num::NonZeroUsize;
 use std::sync::atomic::Ordering::Relaxed;
@@ -28,6 +29,18 @@ pub fn run(config: &Config, cancel: CancelToken) -> Result<Summary, FerryError> 
     let started = Instant::now();
     let plan = Plan::prepare(config, &cancel)?;
     let _deadline = start_deadline(&cancel, config.delivery().timeout)?;
+    // A shard says at the sink that it is running, so `ferry report` can tell a shard
+    // that died from one that finished.
+    let store = plan.sink();
+    let shard_run = (config.inputs().shard)
+        .filter(|_| !config.delivery().dry_run)
+        .map(|s| (s, ShardRun::starting(s, config.inputs().plan.clone())));
+    let mut report_warnings = Vec::new();
+    if let Some((s, r)) = &shard_run {
+        if let Err(e) = r.write(store.as_ref(), *s, None) {
+            report_warnings.push(format!("could not write the shard report: {e}"));
+        }
+    }
     let metrics = Arc::new(RunMetrics::default());
     let out = config.output();
     let (reporter, log) = Reporter::start(out.progress, out.log_level, metrics.clone());
@@ -50,6 +63,7 @@ pub fn run(config: &Config, cancel: CancelToken) -> Result<Summary, FerryError> 
     let sink = plan.describe_sink();
     metrics.retries.fetch_add(plan.sink_retries(), Relaxed);
     let mut warnings: Vec<String> = waited.err().map(|e| e.to_string()).into_iter().collect();
+    warnings.append(&mut report_warnings);
     warnings.extend(plan.finish(journal, &log));
     reporter.finish();
     let mut summary = Summary::build(
@@ -63,6 +77,13 @@ pub fn run(config: &Config, cancel: CancelToken) -> Result<Summary, FerryError> 
     );
     if config.delivery().dry_run {
         summary.mark_dry_run(&metrics);
+    }
+    if let Some((s, r)) = shard_run {
+        if let Err(e) = r.ended(&summary).write(store.as_ref(), s, Some(&summary)) {
+            summary
+                .warnings
+                .push(format!("could not write the shard report: {e}"));
+        }
     }
     Ok(summary)
 }

@@ -3,7 +3,7 @@
 
 use crate::error::{ExitCode, FerryError};
 use crate::inflate::inflate_object;
-use crate::journal::{for_each_current, HistoryError};
+use crate::journal::{for_each_current, HistoryError, Scope};
 use crate::manifest::{manifest_name, Entry};
 use crate::metrics::RunMetrics;
 use crate::pipeline::{CancelToken, Emitter, Pipeline, Producer, StageSpec};
@@ -131,7 +131,8 @@ pub fn verify(
     let read: Arc<Mutex<Option<Result<u64, HistoryError>>>> = Arc::default();
     let (src, m, result) = (sink.clone(), metrics.clone(), read.clone());
     let producer: Producer<Entry> = Box::new(move |out: &Emitter<Entry>| {
-        let r = for_each_current(src.as_ref(), shard, |e| {
+        let scope = shard.map_or(Scope::Every, |s| Scope::One(Some(s)));
+        let r = for_each_current(src.as_ref(), scope, |e| {
             m.discovered.fetch_add(1, Relaxed);
             m.opened_bytes.fetch_add(e.bytes_out, Relaxed);
             let _ = out.emit(e);
@@ -186,10 +187,16 @@ pub fn verify(
         None => 0,
     };
     if n == 0 {
-        return Err(FerryError::Usage(format!(
-            "{describe}: no manifest ({}) to verify against",
-            manifest_name(shard)
-        )));
+        return Err(FerryError::Usage(match shard {
+            Some(s) => format!(
+                "{describe}: no manifest ({}) to verify against",
+                manifest_name(Some(s))
+            ),
+            None => format!(
+                "{describe}: no manifest ({} or one per shard) to verify against",
+                manifest_name(None)
+            ),
+        }));
     }
     let mut report = VerifyReport::default();
     for r in collected.into_vec() {

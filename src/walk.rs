@@ -17,7 +17,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// One input root and the name its keys start with.
 #[derive(Debug, Clone)]
@@ -91,13 +91,26 @@ pub fn overrides(
 }
 
 /// What the producers will read, checked before anything is touched: each input root
-/// with its `--include`/`--exclude` filter, and the `--files-from` list.
+/// with its `--include`/`--exclude` filter, the `--files-from` list, and a planned list.
 #[derive(Clone)]
 pub struct Sources {
     /// The input roots and their filters.
     pub roots: Vec<(Root, Option<Override>)>,
     /// The file list, if any.
     pub list: Option<ListSource>,
+    /// Files named ahead of time with their keys (`--plan`), taken by one producer.
+    pub keyed: Option<Arc<Mutex<Option<Keyed>>>>,
+}
+
+/// Files named ahead of time with their keys (one `ferry plan` list), read as needed:
+/// nothing is walked, and nothing that is not listed is taken.
+pub struct Keyed {
+    /// The list's name, for a line that cannot be read.
+    pub name: String,
+    /// Each file's path and key, or why a line could not be read.
+    pub files: Box<dyn Iterator<Item = Result<(PathBuf, PathBuf), String>> + Send>,
+    /// Why a listed file that is no longer there fails (says when the list was made).
+    pub gone: String,
 }
 
 /// `--files-from`: where the list is, how it is separated, and its filter.
@@ -119,7 +132,7 @@ impl Sources {
     /// [`FerryError::Usage`] naming the input, the flag or the glob.
     pub fn prepare(inputs: &Inputs) -> Result<Self, FerryError> {
         let roots = plan_roots(&inputs.paths)?;
-        if roots.is_empty() && inputs.files_from.is_none() {
+        if roots.is_empty() && inputs.files_from.is_none() && inputs.plan.is_none() {
             return Err(FerryError::Usage("no inputs given".into()));
         }
         let roots = roots
@@ -151,7 +164,11 @@ impl Sources {
                 })
             }
         };
-        Ok(Sources { roots, list })
+        Ok(Sources {
+            roots,
+            list,
+            keyed: None,
+        })
     }
 }
 
@@ -250,6 +267,9 @@ impl Walker {
         }
         if let Some(l) = sources.list {
             producers.push(w.list_producer(l.path, l.nul, l.overrides));
+        }
+        if let Some(k) = sources.keyed {
+            producers.push(w.keyed_producer(k));
         }
         let remaining = Arc::new(AtomicUsize::new(producers.len()));
         producers
@@ -407,10 +427,47 @@ impl Walker {
         })
     }
 
+    fn keyed_producer(self: &Arc<Self>, keyed: Arc<Mutex<Option<Keyed>>>) -> Producer<FileTask> {
+        let w = self.clone();
+        Box::new(move |out: &Emitter<FileTask>| {
+            let Some(k) = keyed.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+                return;
+            };
+            for item in k.files {
+                if out.is_cancelled() {
+                    return;
+                }
+                let sent = match item {
+                    Ok((path, key)) => w.send_keyed(out, path, key, Some(&k.gone)),
+                    Err(why) => {
+                        let name = PathBuf::from(&k.name);
+                        w.send(out, name.clone(), name, walk_failure(FileError::Plan(why)))
+                    }
+                };
+                if !sent {
+                    return;
+                }
+            }
+        })
+    }
+
     fn send_listed(&self, out: &Emitter<FileTask>, path: PathBuf) -> bool {
         let Some(key) = list_key(&path) else {
             return self.send(out, path.clone(), path, walk_failure(FileError::LeavesRoot));
         };
+        self.send_keyed(out, path, key, None)
+    }
+
+    /// Sends a named file under `key`, after one stat: a regular file goes on to be
+    /// loaded; anything else is skipped or failed here. A file that is gone fails with
+    /// `gone` when given (the list says when it was made).
+    fn send_keyed(
+        &self,
+        out: &Emitter<FileTask>,
+        path: PathBuf,
+        key: PathBuf,
+        gone: Option<&str>,
+    ) -> bool {
         let meta = if self.follow {
             std::fs::metadata(&path)
         } else {
@@ -421,7 +478,12 @@ impl Walker {
             Ok(m) if m.is_file() => None,
             Ok(m) if m.is_dir() => Some(Verdict::Skipped(Skip::Directory)),
             Ok(m) => Some(Verdict::Skipped(special_skip(&m.file_type()))),
-            Err(e) => walk_failure(e.into()),
+            Err(e) => match gone {
+                Some(g) if e.kind() == std::io::ErrorKind::NotFound => {
+                    walk_failure(FileError::Plan(g.to_string()))
+                }
+                _ => walk_failure(e.into()),
+            },
         };
         self.send(out, path, key, kind)
     }

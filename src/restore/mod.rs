@@ -22,7 +22,7 @@ use crate::config::Listing;
 use crate::error::{FerryError, FileError, Stage};
 use crate::gzip::CrcCombiner;
 use crate::inflate::{self, inflate_object, Inflated, SegmentInflater};
-use crate::journal::for_each_current;
+use crate::journal::{for_each_current, Scope};
 use crate::ledger::Ledger;
 use crate::manifest::Entry;
 use crate::metrics::RunMetrics;
@@ -312,7 +312,7 @@ fn wanted_producer(
                 let _ = out.emit(std::mem::replace(&mut *b, Vec::with_capacity(BATCH)));
             }
         };
-        let from_manifest = |s: Option<Shard>| {
+        let from_manifest = |s: Scope| {
             for_each_current(sink.as_ref(), s, |e| {
                 let key = PathBuf::from(&e.key);
                 if take(&key) {
@@ -324,10 +324,12 @@ fn wanted_producer(
                 }
             })
         };
-        let mut result = from_manifest(shard).map(|(n, _)| n);
+        // Without --shard, every run's manifest at the sink: all the shards of a job.
+        let mut result =
+            from_manifest(shard.map_or(Scope::Every, |s| Scope::One(Some(s)))).map(|(n, _)| n);
         if matches!(result, Ok(0)) && shard.is_some() {
-            // No manifest of that shard: the whole one, filtered to the shard's keys.
-            result = from_manifest(None).map(|(n, _)| n);
+            // No manifest of that shard: the unsharded one, filtered to the shard's keys.
+            result = from_manifest(Scope::One(None)).map(|(n, _)| n);
         }
         let done = match result {
             Ok(0) => {

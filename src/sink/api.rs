@@ -108,7 +108,7 @@ fn store_words(e: &object_store::Error) -> String {
 }
 
 /// What a sink learns about the object it stores.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ObjectMeta {
     /// The source file's modification time, to stamp on the object where possible.
     pub mtime: Option<SystemTime>,

@@ -1,10 +1,13 @@
 //! `--shard K/N`: which part of the key space one of N cooperating processes takes.
 
+pub mod plan;
+pub mod report;
+
 use std::path::Path;
 
 /// Shard `index` of `count`: this process takes the keys whose [`Shard::of`] is `index`.
 /// N processes with K = 0…N-1 deliver every file exactly once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Shard {
     index: u64,
     count: u64,
