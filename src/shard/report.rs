@@ -114,7 +114,8 @@ pub struct Combined {
     pub warnings: Vec<String>,
     /// Why a shard stopped early, per shard that did.
     pub cancelled: Option<String>,
-    /// Each shard expected (0…N-1 for each N seen): its run and totals, or `missing`.
+    /// Each shard expected (0…N-1 for each N seen): its run, totals and wall time, or
+    /// `missing`.
     pub shards: Vec<Value>,
     /// The shards that have not finished: running, killed, cancelled or never started.
     pub unfinished: Vec<String>,
@@ -199,6 +200,7 @@ impl Combined {
                 }
                 let mut entry = run.clone();
                 entry["totals"] = v["totals"].clone();
+                entry["duration_s"] = v["duration_s"].clone();
                 c.shards.push(entry);
             }
         }
