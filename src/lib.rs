@@ -28,11 +28,16 @@
 //! - [`manifest`] — what was delivered (formats, and the compact index a rerun keeps).
 //! - [`journal`] — deliveries saved as the run goes, folded into the manifest at the end.
 //! - [`verify`] — `ferry verify`: every delivered object checked against the manifest.
+//! - [`restore`] — `ferry restore`: the way back, fetch → inflate → write under DEST.
+//! - [`inflate`] — reading ferry's objects back (whole, streamed, or by segment), shared
+//!   by verify and restore.
+//! - [`shard`] — `--shard K/N`; [`shard::plan`], `ferry plan`: lists balanced by bytes;
+//!   [`shard::report`], shard reports at the sink and `ferry report`.
 //! - [`report`] — log levels, progress bars, the end summary and JSON report.
 //! - [`metrics`] — ferry's run counters of files and bytes.
 //! - [`task`] — the data that flows between stages.
-//! - [`config`], [`cli`], [`shard`], [`error`], [`words`], [`interrupt`] — settings,
-//!   flags, `--shard`, typed errors and exit codes, user-facing words, Ctrl-C.
+//! - [`config`], [`cli`], [`error`], [`words`], [`interrupt`] — settings, flags, typed
+//!   errors and exit codes, user-facing words, Ctrl-C.
 //!
 //! ```no_run
 //! use ferry::{run, Config, pipeline::CancelToken, sink::SinkSpec};
