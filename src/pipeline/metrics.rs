@@ -111,8 +111,11 @@ pub struct StageMetrics {
     pub emitted: AtomicU64,
     /// Workers handling an item right now (the rest wait in `recv`).
     pub busy: AtomicUsize,
-    /// Total time workers spent handling items, in nanoseconds.
+    /// Total time workers spent handling items, in nanoseconds (blocked time included).
     pub busy_ns: AtomicU64,
+    /// Of `busy_ns`, the time spent in `emit` waiting for room in a full downstream queue:
+    /// back-pressure, not work.
+    pub blocked_ns: AtomicU64,
     /// Items left in the input channel when it was last looked at (shared with the
     /// upstream emitters, which update it after each send).
     pub queue_len: Arc<AtomicUsize>,
@@ -140,6 +143,7 @@ impl StageMetrics {
             emitted: AtomicU64::new(0),
             busy: AtomicUsize::new(0),
             busy_ns: AtomicU64::new(0),
+            blocked_ns: AtomicU64::new(0),
             queue_len,
             latency: Histogram::new(),
             finished_workers: AtomicUsize::new(0),
@@ -150,6 +154,16 @@ impl StageMetrics {
     /// Total busy time of all workers.
     pub fn busy_time(&self) -> Duration {
         Duration::from_nanos(self.busy_ns.load(Relaxed))
+    }
+
+    /// Time workers spent blocked on a full downstream queue.
+    pub fn blocked_time(&self) -> Duration {
+        Duration::from_nanos(self.blocked_ns.load(Relaxed))
+    }
+
+    /// Time workers spent working: busy, less blocked.
+    pub fn work_time(&self) -> Duration {
+        self.busy_time().saturating_sub(self.blocked_time())
     }
 
     /// Whether every worker of the stage has ended (its output channel is closed).

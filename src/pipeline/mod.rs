@@ -188,15 +188,28 @@ impl<U> Emitter<U> {
     /// # Errors
     /// Returns the item when the downstream stage has ended; the worker should stop.
     pub fn emit(&self, item: U) -> Result<(), U> {
-        match self.tx.send(item) {
+        // Only a full queue is timed: the common case costs no clock read.
+        let sent = match self.tx.try_send(item) {
+            Ok(()) => Ok(()),
+            Err(crossbeam_channel::TrySendError::Full(item)) => {
+                let waited = Instant::now();
+                let r = self.tx.send(item).map_err(|e| e.into_inner());
+                self.metrics
+                    .blocked_ns
+                    .fetch_add(waited.elapsed().as_nanos() as u64, Relaxed);
+                r
+            }
+            Err(crossbeam_channel::TrySendError::Disconnected(item)) => Err(item),
+        };
+        match sent {
             Ok(()) => {
                 self.gauge.store(self.tx.len(), Relaxed);
                 self.metrics.emitted.fetch_add(1, Relaxed);
                 Ok(())
             }
-            Err(e) => {
+            Err(item) => {
                 self.closed.set(true);
-                Err(e.into_inner())
+                Err(item)
             }
         }
     }

@@ -5,6 +5,7 @@
 mod log;
 mod progress;
 mod summary;
+pub mod view;
 
 pub use log::{Level, Log};
 pub use progress::{ProgressMode, Reporter};

@@ -41,8 +41,15 @@ pub struct StageSummary {
     pub workers: usize,
     /// Items handled (for the producers: items produced).
     pub items: u64,
-    /// Total time workers were busy, in seconds.
+    /// Worker-seconds spent working (handling items, not counting time blocked).
     pub busy_s: f64,
+    /// Worker-seconds spent blocked on a full downstream queue (back-pressure).
+    pub blocked_s: f64,
+    /// Worker-seconds spent waiting for input (or ended early): the rest of
+    /// `workers × duration`.
+    pub idle_s: f64,
+    /// `busy_s ÷ (workers × duration)`: how much of the stage's capacity did work.
+    pub utilisation: f64,
     /// Median time per item, in milliseconds.
     pub p50_ms: f64,
     /// 99th percentile time per item, in milliseconds.
@@ -52,14 +59,23 @@ pub struct StageSummary {
 }
 
 impl StageSummary {
-    /// Reads a stage's final metrics; `retries` is ferry's own count for the stage.
-    pub fn from_metrics(m: &StageMetrics, retries: u64) -> Self {
+    /// Reads a stage's final metrics over a run of `elapsed`; `retries` is ferry's own
+    /// count for the stage.
+    pub fn from_metrics(m: &StageMetrics, retries: u64, elapsed: Duration) -> Self {
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        let capacity = m.workers as f64 * elapsed.as_secs_f64();
+        let (busy, blocked) = (m.work_time().as_secs_f64(), m.blocked_time().as_secs_f64());
         StageSummary {
             name: m.name.clone(),
             workers: m.workers,
             items: m.items.load(Relaxed).max(m.emitted.load(Relaxed)),
-            busy_s: m.busy_time().as_secs_f64(),
+            busy_s: busy,
+            blocked_s: blocked,
+            idle_s: (capacity - busy - blocked).max(0.0),
+            utilisation: match capacity > 0.0 {
+                true => (busy / capacity).min(1.0),
+                false => 0.0,
+            },
             p50_ms: ms(m.latency.quantile(0.5)),
             p99_ms: ms(m.latency.quantile(0.99)),
             retries,
@@ -124,6 +140,71 @@ pub struct Summary {
     /// `--dry-run`: what would have been sent (those files count as skipped).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub would_send: Option<WouldSend>,
+    /// The stage with the highest utilisation, and what might help.
+    pub bottleneck: Option<Bottleneck>,
+}
+
+/// The stage that limited the run: the one whose workers were busiest.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Bottleneck {
+    /// Its name.
+    pub stage: String,
+    /// Its utilisation, 0–1.
+    pub utilisation: f64,
+    /// What might help, when something does.
+    pub hint: Option<String>,
+}
+
+impl Bottleneck {
+    /// The busiest of `stages` (none when no stage did any work).
+    pub fn of(stages: &[StageSummary]) -> Option<Self> {
+        let top = stages
+            .iter()
+            .filter(|s| s.busy_s > 0.0)
+            .max_by(|a, b| a.utilisation.total_cmp(&b.utilisation))?;
+        Some(Bottleneck {
+            stage: top.name.clone(),
+            utilisation: top.utilisation,
+            hint: hint(
+                &top.name,
+                top.utilisation,
+                top.workers,
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ),
+        })
+    }
+
+    /// `compress is the bottleneck (97 % busy): more -j helps if cores are free`.
+    pub fn describe(&self, tense: &str) -> String {
+        let mut s = format!(
+            "{} {tense} the bottleneck ({:.0} % busy)",
+            self.stage,
+            self.utilisation * 100.0
+        );
+        if let Some(h) = &self.hint {
+            s.push_str(": ");
+            s.push_str(h);
+        }
+        s
+    }
+}
+
+/// What to try when `stage` is the busiest, if anything applies: a stage that is mostly
+/// idle limits nothing.
+pub fn hint(stage: &str, utilisation: f64, workers: usize, cores: usize) -> Option<String> {
+    if utilisation < 0.5 {
+        return None;
+    }
+    Some(match stage {
+        "compress" if workers < cores => "more -j helps: cores are free".into(),
+        "compress" => "every core is compressing; a lower --level trades size for speed".into(),
+        "upload" => "raise --upload-workers on a high-latency sink".into(),
+        "load" => "raise --load-workers where the storage has headroom (network file systems)".into(),
+        "walk" => "the walk is the limit (many tiny files, a slow file system); ferry plan walks once for many runs".into(),
+        "fetch" => "raise --download-workers on a high-latency sink".into(),
+        "inflate" if workers < cores => "more -j helps: cores are free".into(),
+        _ => return None,
+    })
 }
 
 /// What a dry run would have sent.
@@ -179,7 +260,8 @@ impl Summary {
             stages: stages
                 .iter()
                 .map(|m| {
-                    StageSummary::from_metrics(m, if m.name == "upload" { retries } else { 0 })
+                    let r = if m.name == "upload" { retries } else { 0 };
+                    StageSummary::from_metrics(m, r, elapsed)
                 })
                 .collect(),
             failures,
@@ -188,7 +270,14 @@ impl Summary {
             warnings,
             dry_run: false,
             would_send: None,
+            bottleneck: None,
         }
+        .with_bottleneck()
+    }
+
+    fn with_bottleneck(mut self) -> Self {
+        self.bottleneck = Bottleneck::of(&self.stages);
+        self
     }
 
     /// Marks this as the summary of a dry run, with what would have been sent.
@@ -340,6 +429,7 @@ mod tests {
             warnings: vec![],
             dry_run: false,
             would_send: None,
+            bottleneck: None,
         };
         let v: serde_json::Value = serde_json::from_str(&s.to_json()).unwrap();
         for k in [
