@@ -208,6 +208,11 @@ pub struct RunArgs {
     #[arg(long, env = "FERRY_PROGRESS", value_enum, default_value_t = ProgressArg::Auto)]
     pub progress: ProgressArg,
 
+    /// Colour in the progress view (the bottleneck, failures): `auto` on a terminal
+    /// unless NO_COLOR is set.
+    #[arg(long, env = "FERRY_COLOR", value_enum, default_value_t = ColorArg::Auto)]
+    pub color: ColorArg,
+
     /// `-q` / `-v`.
     #[command(flatten)]
     pub verbosity: Verbosity,
@@ -517,6 +522,27 @@ impl RestoreArgs {
     }
 }
 
+/// `--color` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorArg {
+    /// On a terminal, unless NO_COLOR is set.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+impl From<ColorArg> for crate::report::ColorMode {
+    fn from(c: ColorArg) -> Self {
+        match c {
+            ColorArg::Auto => crate::report::ColorMode::Auto,
+            ColorArg::Always => crate::report::ColorMode::Always,
+            ColorArg::Never => crate::report::ColorMode::Never,
+        }
+    }
+}
+
 /// `--progress` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ProgressArg {
@@ -556,6 +582,7 @@ impl RunArgs {
             .force(self.force)
             .fsync(self.fsync)
             .progress(self.progress.into())
+            .color(self.color.into())
             .log_level(self.verbosity.level())
             .retries(self.retries)
             .retry_backoff(self.retry_backoff)

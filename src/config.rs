@@ -89,6 +89,8 @@ pub struct Output {
     pub log_level: Level,
     /// Where a dry run lists its files.
     pub listing: Listing,
+    /// Whether the progress view uses colour.
+    pub color: crate::report::ColorMode,
 }
 
 /// Where a dry run lists its files: stdout, unless the JSON report goes there.
@@ -177,6 +179,7 @@ impl Config {
                     progress: ProgressMode::Never,
                     log_level: Level::Warn,
                     listing: Listing::Stdout,
+                    color: crate::report::ColorMode::Auto,
                 },
             },
             memory: None,
@@ -248,6 +251,7 @@ impl ConfigBuilder {
         output.progress: ProgressMode, "When to draw progress bars.";
         output.log_level: Level, "How much to log.";
         output.listing: Listing, "Where a dry run lists its files.";
+        output.color: crate::report::ColorMode, "Whether the progress view uses colour.";
     }
 
     /// Also reads paths from this file (`-` for stdin).

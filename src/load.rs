@@ -134,6 +134,7 @@ impl Loader {
         }
         self.metrics.opened.fetch_add(1, Relaxed);
         self.metrics.opened_bytes.fetch_add(size, Relaxed);
+        self.metrics.take_off(task.id, &task.key, size);
         let deadline = self.task_timeout.map(|after| Deadline {
             at: Instant::now() + after,
             after,

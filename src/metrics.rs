@@ -5,8 +5,25 @@
 //! on, and the end summary reads them once the run is over. Because progress bars, summary
 //! and JSON report all read these same numbers, they cannot disagree (design promise 5).
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+/// Files at least this big are listed in flight (smaller ones come and go between two
+/// redraws, and would only cost a lock each).
+pub const FLIGHT_MIN: u64 = 1 << 20;
+
+/// A file in flight, as the progress view lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flight {
+    /// Its key.
+    pub key: PathBuf,
+    /// Its size.
+    pub size: u64,
+    /// Source bytes of it delivered so far.
+    pub done: u64,
+}
 
 /// Whole-run counters of files and bytes, shared by every stage and the reporter.
 #[derive(Debug, Default)]
@@ -42,9 +59,59 @@ pub struct RunMetrics {
     pub would_send: AtomicU64,
     /// `--dry-run`: source bytes of the files that would be sent.
     pub would_send_bytes: AtomicU64,
+    /// Source bytes whose compressed piece the sink has taken (the main bar's progress).
+    pub bytes_done: AtomicU64,
+    /// Files of at least [`FLIGHT_MIN`] bytes being delivered, by task id.
+    pub in_flight: Mutex<BTreeMap<u64, Flight>>,
 }
 
 impl RunMetrics {
+    /// Lists file `id` as in flight, when it is big enough to show.
+    pub fn take_off(&self, id: u64, key: &std::path::Path, size: u64) {
+        if size >= FLIGHT_MIN {
+            self.flights().insert(
+                id,
+                Flight {
+                    key: key.to_path_buf(),
+                    size,
+                    done: 0,
+                },
+            );
+        }
+    }
+
+    /// Counts `len` source bytes of file `id` (of `size` bytes) as delivered.
+    pub fn advance(&self, id: u64, size: u64, len: u64) {
+        self.bytes_done.fetch_add(len, Relaxed);
+        if size >= FLIGHT_MIN {
+            if let Some(f) = self.flights().get_mut(&id) {
+                f.done += len;
+            }
+        }
+    }
+
+    /// File `id` (of `size` bytes) has ended, one way or another.
+    pub fn land(&self, id: u64, size: u64) {
+        if size >= FLIGHT_MIN {
+            self.flights().remove(&id);
+        }
+    }
+
+    /// The files in flight now, largest first.
+    pub fn flights_now(&self) -> Vec<(u64, Flight)> {
+        let mut v: Vec<(u64, Flight)> = self
+            .flights()
+            .iter()
+            .map(|(i, f)| (*i, f.clone()))
+            .collect();
+        v.sort_by(|a, b| b.1.size.cmp(&a.1.size).then(a.0.cmp(&b.0)));
+        v
+    }
+
+    fn flights(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Flight>> {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Files that reached a final outcome.
     pub fn finished(&self) -> u64 {
         self.succeeded.load(Relaxed)

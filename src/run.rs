@@ -43,7 +43,8 @@ pub fn run(config: &Config, cancel: CancelToken) -> Result<Summary, FerryError> 
     }
     let metrics = Arc::new(RunMetrics::default());
     let out = config.output();
-    let (reporter, log) = Reporter::start(out.progress, out.log_level, metrics.clone());
+    let (reporter, log) =
+        Reporter::start_painted(out.progress, out.log_level, metrics.clone(), out.color);
     let mut pipeline = Pipeline::new(cancel.clone());
     if log.enabled(Level::Debug) {
         let l = log.clone();
@@ -65,7 +66,7 @@ pub fn run(config: &Config, cancel: CancelToken) -> Result<Summary, FerryError> 
     let mut warnings: Vec<String> = waited.err().map(|e| e.to_string()).into_iter().collect();
     warnings.append(&mut report_warnings);
     warnings.extend(plan.finish(journal, &log));
-    reporter.finish();
+    let timeline = reporter.finish();
     let mut summary = Summary::build(
         &metrics,
         &stages,
@@ -75,6 +76,7 @@ pub fn run(config: &Config, cancel: CancelToken) -> Result<Summary, FerryError> 
         sink,
         started.elapsed(),
     );
+    summary.timeline = timeline;
     if config.delivery().dry_run {
         summary.mark_dry_run(&metrics);
     }

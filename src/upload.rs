@@ -161,12 +161,16 @@ impl Uploader {
         out: &Emitter<Outcome>,
     ) -> (State, Option<Outcome>) {
         let result = catch_unwind(AssertUnwindSafe(|| self.process(file, state, piece, out)));
-        result.unwrap_or_else(|panic| {
+        let (state, outcome) = result.unwrap_or_else(|panic| {
             let error = FileError::panicked(Stage::Upload, &*panic);
             // The upload, if open, was dropped in the unwind; `Drop` of every sink's
             // upload leaves nothing behind.
             (State::Done, Some(failed(file, error)))
-        })
+        });
+        if outcome.is_some() {
+            self.metrics.land(file.id, file.size);
+        }
+        (state, outcome)
     }
 
     /// Runs `op`, retrying transient sink errors with exponential backoff and jitter,
@@ -278,6 +282,7 @@ impl Uploader {
         }
         open.sent.0.update(bytes);
         open.sent.1 += bytes.len() as u64;
+        self.metrics.advance(file.id, file.size, len);
         if !last {
             return (State::Open(open), None);
         }

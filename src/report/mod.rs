@@ -8,5 +8,5 @@ mod summary;
 pub mod view;
 
 pub use log::{Level, Log};
-pub use progress::{ProgressMode, Reporter};
-pub use summary::{write_json, Failure, StageSummary, Summary, Totals};
+pub use progress::{ColorMode, ProgressMode, Reporter, Sample};
+pub use summary::{write_json, Bottleneck, Failure, StageSummary, Summary, Totals};

@@ -1,11 +1,13 @@
 //! The reporter thread: owns stderr, draws the indicatif bars, prints log lines.
 
 use super::log::{Event, Level, Log};
+use super::view::{render, FileView, Paint, Snapshot, StageView};
 use crate::metrics::RunMetrics;
 use crate::pipeline::StageMetrics;
 use crate::words::human_bytes;
 use crossbeam_channel::{Receiver, Sender};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -27,24 +29,74 @@ pub enum ProgressMode {
 /// How often a plain progress line is printed when bars are not drawn.
 const PLAIN_EVERY: Duration = Duration::from_secs(5);
 
+/// Whether to colour the progress view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ColorMode {
+    /// On a terminal, unless `NO_COLOR` is set (to anything) or `TERM=dumb`.
+    #[default]
+    Auto,
+    /// Always (even off a terminal).
+    Always,
+    /// Never.
+    Never,
+}
+
+impl ColorMode {
+    /// The paint this mode gives on this process's stderr.
+    pub fn paint(self) -> Paint {
+        let tty = std::io::stderr().is_terminal();
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let dumb = std::env::var_os("TERM").is_some_and(|t| t == "dumb");
+        match self {
+            ColorMode::Always => Paint::Color,
+            ColorMode::Auto if tty && !no_color && !dumb => Paint::Color,
+            _ => Paint::Plain,
+        }
+    }
+}
+
+/// One second of the run, for the report's time series.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Sample {
+    /// Seconds since the start, at the end of this interval.
+    pub t_s: f64,
+    /// Source bytes delivered in the interval.
+    pub bytes: u64,
+    /// Files ended in the interval.
+    pub files: u64,
+    /// Each stage's utilisation over the interval (0–1), in pipeline order.
+    pub utilisation: Vec<f64>,
+}
+
 /// Handle to the running reporter thread.
 pub struct Reporter {
     tx: Sender<Event>,
     stop: Sender<()>,
-    handle: Option<JoinHandle<()>>,
+    handle: Option<JoinHandle<Vec<Sample>>>,
 }
 
 impl Reporter {
     /// Starts the reporter thread and returns it with the [`Log`] workers use.
     pub fn start(mode: ProgressMode, level: Level, metrics: Arc<RunMetrics>) -> (Reporter, Log) {
+        Self::start_painted(mode, level, metrics, ColorMode::Auto)
+    }
+
+    /// As [`Reporter::start`], colouring as `color` says.
+    pub fn start_painted(
+        mode: ProgressMode,
+        level: Level,
+        metrics: Arc<RunMetrics>,
+        color: ColorMode,
+    ) -> (Reporter, Log) {
         let (tx, rx) = crossbeam_channel::unbounded();
         let (stop, stop_rx) = crossbeam_channel::bounded(1);
         let tty = std::io::stderr().is_terminal();
         let bars = tty && mode != ProgressMode::Never;
         let plain = !bars && (mode == ProgressMode::Always || level >= Level::Info);
+        let paint = color.paint();
         let handle = std::thread::Builder::new()
             .name("ferry-reporter".into())
-            .spawn(move || draw_loop(rx, stop_rx, bars, plain, metrics))
+            .spawn(move || draw_loop(rx, stop_rx, bars, plain, paint, metrics))
             .ok();
         let log = Log::to_reporter(level, tx.clone());
         (Reporter { tx, stop, handle }, log)
@@ -55,26 +107,199 @@ impl Reporter {
         let _ = self.tx.send(Event::Stages(stages));
     }
 
-    /// Prints what is queued, clears the bars and stops the thread (as dropping it does,
-    /// so an early return on an error path cleans up too).
-    pub fn finish(self) {
-        drop(self);
+    /// Prints what is queued, draws the last frame, clears the bars and stops the thread;
+    /// returns the run's time series (one sample a second).
+    pub fn finish(mut self) -> Vec<Sample> {
+        self.stop_thread()
+    }
+
+    fn stop_thread(&mut self) -> Vec<Sample> {
+        let _ = self.stop.try_send(());
+        self.handle
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
     }
 }
 
 impl Drop for Reporter {
     fn drop(&mut self) {
-        let _ = self.stop.try_send(());
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
+        self.stop_thread();
+    }
+}
+
+/// The drawn lines: one indicatif bar per line of the rendered view.
+struct Screen {
+    multi: MultiProgress,
+    lines: Vec<ProgressBar>,
+}
+
+impl Screen {
+    /// Shows `text`, adding or removing line slots as the view grows or shrinks.
+    fn show(&mut self, text: &[String]) {
+        while self.lines.len() > text.len() {
+            if let Some(pb) = self.lines.pop() {
+                pb.finish_and_clear();
+                self.multi.remove(&pb);
+            }
+        }
+        while self.lines.len() < text.len() {
+            let pb = self.multi.add(ProgressBar::new(1));
+            pb.set_style(
+                ProgressStyle::with_template("{msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            self.lines.push(pb);
+        }
+        for (pb, line) in self.lines.iter().zip(text) {
+            pb.set_message(line.clone());
         }
     }
 }
 
-struct Bars {
-    multi: MultiProgress,
-    overall: ProgressBar,
-    stages: Vec<(Arc<StageMetrics>, ProgressBar)>,
+/// What the reporter remembers between ticks: the last second of readings, for rates
+/// and utilisation, and the time series.
+struct Sampler {
+    started: Instant,
+    window: VecDeque<Reading>,
+    last_sample: Reading,
+    timeline: Vec<Sample>,
+}
+
+/// The counters at one instant.
+#[derive(Clone)]
+struct Reading {
+    at: Instant,
+    bytes: u64,
+    files: u64,
+    work_ns: Vec<u64>,
+    flights: Vec<(u64, u64)>,
+}
+
+impl Sampler {
+    fn read(m: &RunMetrics, stages: &[Arc<StageMetrics>]) -> Reading {
+        Reading {
+            at: Instant::now(),
+            bytes: m.bytes_done.load(Relaxed),
+            files: m.finished(),
+            work_ns: stages
+                .iter()
+                .map(|s| s.work_time().as_nanos() as u64)
+                .collect(),
+            flights: m
+                .flights_now()
+                .into_iter()
+                .map(|(id, f)| (id, f.done))
+                .collect(),
+        }
+    }
+
+    /// Takes a reading; returns it with the oldest one of the last second.
+    fn tick(&mut self, m: &RunMetrics, stages: &[Arc<StageMetrics>]) -> (Reading, Reading) {
+        let now = Self::read(m, stages);
+        self.window.push_back(now.clone());
+        while self.window.len() > 2
+            && now.at.duration_since(self.window[0].at) > Duration::from_millis(1000)
+        {
+            self.window.pop_front();
+        }
+        if now.at.duration_since(self.last_sample.at) >= Duration::from_secs(1) {
+            let utilisation = utilisation(stages, &self.last_sample, &now);
+            self.timeline.push(Sample {
+                t_s: now.at.duration_since(self.started).as_secs_f64(),
+                bytes: now.bytes.saturating_sub(self.last_sample.bytes),
+                files: now.files.saturating_sub(self.last_sample.files),
+                utilisation,
+            });
+            self.last_sample = now.clone();
+        }
+        (now, self.window[0].clone())
+    }
+}
+
+/// Each stage's share of its capacity spent working between two readings.
+fn utilisation(stages: &[Arc<StageMetrics>], from: &Reading, to: &Reading) -> Vec<f64> {
+    let dt = to.at.duration_since(from.at).as_secs_f64().max(1e-3);
+    stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let at = |r: &Reading| r.work_ns.get(i).copied().unwrap_or(0);
+            let w = at(to).saturating_sub(at(from));
+            (w as f64 / 1e9 / (s.workers.max(1) as f64 * dt)).min(1.0)
+        })
+        .collect()
+}
+
+/// The view's snapshot from the metrics and the last second of readings.
+fn snapshot(
+    m: &RunMetrics,
+    stages: &[Arc<StageMetrics>],
+    now: &Reading,
+    then: &Reading,
+) -> Snapshot {
+    let dt = now.at.duration_since(then.at).as_secs_f64();
+    let per_s = |a: u64, b: u64| match dt > 0.05 {
+        true => a.saturating_sub(b) as f64 / dt,
+        false => 0.0,
+    };
+    let util = utilisation(stages, then, now);
+    let opened = m.opened.load(Relaxed);
+    let bytes_total = (opened > 0).then(|| {
+        // Sizes are known for files opened so far; the rest are assumed average.
+        let opened_bytes = m.opened_bytes.load(Relaxed);
+        let ended_unread = m.skipped.load(Relaxed) + m.failed.load(Relaxed);
+        let unopened = m
+            .discovered
+            .load(Relaxed)
+            .saturating_sub(opened)
+            .saturating_sub(ended_unread);
+        opened_bytes + unopened * (opened_bytes / opened)
+    });
+    Snapshot {
+        discovered: m.discovered.load(Relaxed),
+        discovery_done: m.discovery_done.load(Relaxed),
+        finished: m.finished(),
+        failed: m.failed.load(Relaxed),
+        bytes_done: now.bytes,
+        bytes_total,
+        rate: per_s(now.bytes, then.bytes),
+        files: m
+            .flights_now()
+            .into_iter()
+            .map(|(id, f)| {
+                let before = then
+                    .flights
+                    .iter()
+                    .find(|(i, _)| *i == id)
+                    .map_or(0, |(_, d)| *d);
+                FileView {
+                    name: f.key.display().to_string(),
+                    size: f.size,
+                    done: f.done,
+                    rate: per_s(f.done, before),
+                }
+            })
+            .collect(),
+        stages: stages
+            .iter()
+            .zip(util)
+            .map(|(s, u)| StageView {
+                name: s.name.clone(),
+                workers: s.workers,
+                busy: s.busy.load(Relaxed),
+                queue: (s.queue_len.load(Relaxed), s.queue_capacity),
+                utilisation: u,
+                finished: s.is_finished(),
+            })
+            .collect(),
+        cores: crate::config::cores().get(),
+    }
+}
+
+/// Lines of files in flight that fit a terminal of `rows`: 3 to 5, fewer on a short one.
+fn files_for(rows: usize, stages: usize) -> usize {
+    rows.saturating_sub(stages + 4).min(5)
 }
 
 fn draw_loop(
@@ -82,77 +307,92 @@ fn draw_loop(
     stop: Receiver<()>,
     bars_on: bool,
     plain: bool,
+    paint: Paint,
     metrics: Arc<RunMetrics>,
-) {
+) -> Vec<Sample> {
     let started = Instant::now();
     let target = if bars_on {
         ProgressDrawTarget::stderr_with_hz(10)
     } else {
         ProgressDrawTarget::hidden()
     };
-    let multi = MultiProgress::with_draw_target(target);
-    let overall = multi.add(ProgressBar::new(0));
-    overall.set_style(
-        ProgressStyle::with_template("{prefix:>9} [{bar:28.cyan/blue}] {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    overall.set_prefix("ferry");
-    let mut bars = Bars {
-        multi,
-        overall,
-        stages: Vec::new(),
+    let mut screen = Screen {
+        multi: MultiProgress::with_draw_target(target),
+        lines: Vec::new(),
+    };
+    let mut stages: Vec<Arc<StageMetrics>> = Vec::new();
+    let first = Sampler::read(&metrics, &stages);
+    let mut sampler = Sampler {
+        started,
+        window: VecDeque::from([first.clone()]),
+        last_sample: first,
+        timeline: Vec::new(),
+    };
+    let term = console::Term::stderr();
+    let frame = |screen: &mut Screen, sampler: &mut Sampler, stages: &[Arc<StageMetrics>]| {
+        let (now, then) = sampler.tick(&metrics, stages);
+        if bars_on {
+            let (rows, cols) = term.size();
+            let snap = snapshot(&metrics, stages, &now, &then);
+            let view = render(
+                &snap,
+                cols as usize,
+                files_for(rows as usize, stages.len()),
+                paint,
+            );
+            screen.show(&view);
+        }
     };
     let ticker = crossbeam_channel::tick(Duration::from_millis(100));
     let mut last_plain = Instant::now();
-    let print = |bars: &Bars, line: String| {
-        if bars_on {
-            let _ = bars.multi.println(line);
-        } else {
-            eprintln!("{line}");
-        }
-    };
-    let handle = |bars: &mut Bars, ev: Event| match ev {
-        Event::Line(l) => print(bars, l),
-        Event::Stages(s) => {
-            for m in s {
-                let pb = bars.multi.add(ProgressBar::new_spinner());
-                pb.set_style(
-                    ProgressStyle::with_template("{prefix:>9} {msg}")
-                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-                );
-                pb.set_prefix(m.name.clone());
-                bars.stages.push((m, pb));
-            }
-        }
-    };
     loop {
         crossbeam_channel::select! {
             recv(rx) -> ev => match ev {
-                Ok(ev) => handle(&mut bars, ev),
+                Ok(Event::Line(l)) => print_line(&screen, bars_on, l),
+                Ok(Event::Stages(s)) => {
+                    stages = s;
+                    let r = Sampler::read(&metrics, &stages);
+                    sampler.window = VecDeque::from([r.clone()]);
+                    sampler.last_sample = r;
+                }
                 Err(_) => break,
             },
             recv(stop) -> _ => {
                 for ev in rx.try_iter() {
-                    handle(&mut bars, ev);
+                    if let Event::Line(l) = ev {
+                        print_line(&screen, bars_on, l);
+                    }
                 }
                 break;
             },
             recv(ticker) -> _ => {
-                if bars_on {
-                    update_bars(&bars, &metrics, started);
-                } else if plain && last_plain.elapsed() >= PLAIN_EVERY {
+                frame(&mut screen, &mut sampler, &stages);
+                if plain && !bars_on && last_plain.elapsed() >= PLAIN_EVERY {
                     last_plain = Instant::now();
                     eprintln!("ferry: progress: {}", overall_line(&metrics, started));
                 }
             },
         }
     }
-    for (_, pb) in &bars.stages {
+    // The last frame, drawn whatever the rate limit says, then cleared.
+    frame(&mut screen, &mut sampler, &stages);
+    for pb in &screen.lines {
+        pb.finish();
+    }
+    for pb in &screen.lines {
         pb.finish_and_clear();
     }
-    bars.overall.finish_and_clear();
-    let _ = bars.multi.clear();
+    let _ = screen.multi.clear();
+    sampler.timeline
+}
+
+/// A log line, above the bars (they are redrawn under it) or straight to stderr.
+fn print_line(screen: &Screen, bars_on: bool, line: String) {
+    if bars_on {
+        let _ = screen.multi.println(line);
+    } else {
+        eprintln!("{line}");
+    }
 }
 
 /// `120/5,000 files · 1.2 GiB read · 45 MiB/s · ETA 30s`
@@ -190,30 +430,6 @@ fn overall_line(m: &RunMetrics, started: Instant) -> String {
         ));
     }
     s
-}
-
-fn update_bars(bars: &Bars, m: &RunMetrics, started: Instant) {
-    bars.overall.set_length(m.discovered.load(Relaxed));
-    bars.overall.set_position(m.finished());
-    bars.overall.set_message(overall_line(m, started));
-    for (s, pb) in &bars.stages {
-        let queue = if s.queue_capacity > 0 {
-            format!(
-                " · queue {}/{}",
-                s.queue_len.load(Relaxed),
-                s.queue_capacity
-            )
-        } else {
-            String::new()
-        };
-        let state = if s.is_finished() { " · done" } else { "" };
-        pb.set_message(format!(
-            "{} items · busy {}/{}{queue}{state}",
-            s.items.load(Relaxed).max(s.emitted.load(Relaxed)),
-            s.busy.load(Relaxed),
-            s.workers,
-        ));
-    }
 }
 
 #[cfg(test)]

@@ -142,6 +142,10 @@ pub struct Summary {
     pub would_send: Option<WouldSend>,
     /// The stage with the highest utilisation, and what might help.
     pub bottleneck: Option<Bottleneck>,
+    /// One sample a second: bytes and files done, each stage's utilisation (stages in
+    /// the order of `stages`). Render it with `scripts/plot-report`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<super::Sample>,
 }
 
 /// The stage that limited the run: the one whose workers were busiest.
@@ -271,6 +275,7 @@ impl Summary {
             dry_run: false,
             would_send: None,
             bottleneck: None,
+            timeline: Vec::new(),
         }
         .with_bottleneck()
     }
@@ -309,8 +314,30 @@ impl Summary {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
 
-    /// The summary as lines for a person.
+    /// The summary as lines for a person, fitted to stderr's width when it is a terminal.
     pub fn render_text(&self) -> String {
+        use std::io::IsTerminal;
+        let width = std::io::stderr()
+            .is_terminal()
+            .then(|| console::Term::stderr().size().1 as usize)
+            .filter(|w| *w > 0);
+        self.render_width(width)
+    }
+
+    /// The summary as lines of at most `width` columns (`None`: no limit).
+    pub fn render_width(&self, width: Option<usize>) -> String {
+        let full = self.render_lines(width.unwrap_or(usize::MAX));
+        match width {
+            None => full,
+            Some(w) => full
+                .lines()
+                .flat_map(|l| wrap(l, w))
+                .map(|l| l + "\n")
+                .collect(),
+        }
+    }
+
+    fn render_lines(&self, width: usize) -> String {
         let t = &self.totals;
         let mut s = String::new();
         if let Some(w) = self.would_send {
@@ -342,17 +369,43 @@ impl Summary {
             self.mib_per_s,
             self.files_per_s
         );
-        let _ = writeln!(
-            s,
-            "       {:<10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>8}",
-            "stage", "workers", "items", "busy s", "p50 ms", "p99 ms", "retries"
+        // Retries show only when there were some; p50 gives way to them on a narrow
+        // terminal (both are in the JSON report).
+        let retries = self.stages.iter().any(|st| st.retries > 0);
+        let p50 = !retries || width >= 90;
+        let mut head = format!(
+            "       {:<9} {:>7} {:>9} {:>8} {:>9} {:>5}",
+            "stage", "workers", "items", "busy s", "blocked s", "used"
         );
+        if p50 {
+            head.push_str(&format!(" {:>8}", "p50 ms"));
+        }
+        head.push_str(&format!(" {:>8}", "p99 ms"));
+        if retries {
+            head.push_str(&format!(" {:>7}", "retries"));
+        }
+        let _ = writeln!(s, "{head}");
         for st in &self.stages {
-            let _ = writeln!(
-                s,
-                "       {:<10} {:>7} {:>9} {:>9.2} {:>9.2} {:>9.2} {:>8}",
-                st.name, st.workers, st.items, st.busy_s, st.p50_ms, st.p99_ms, st.retries
+            let mut row = format!(
+                "       {:<9} {:>7} {:>9} {:>8.2} {:>9.2} {:>4.0}%",
+                st.name,
+                st.workers,
+                st.items,
+                st.busy_s,
+                st.blocked_s,
+                st.utilisation * 100.0
             );
+            if p50 {
+                row.push_str(&format!(" {:>8.2}", st.p50_ms));
+            }
+            row.push_str(&format!(" {:>8.2}", st.p99_ms));
+            if retries {
+                row.push_str(&format!(" {:>7}", st.retries));
+            }
+            let _ = writeln!(s, "{row}");
+        }
+        if let Some(b) = &self.bottleneck {
+            let _ = writeln!(s, "ferry: {}", b.describe("was"));
         }
         if let Some(why) = &self.cancelled {
             let _ = writeln!(
@@ -366,6 +419,29 @@ impl Summary {
         }
         s
     }
+}
+
+/// `line` broken into lines of at most `width` columns, after a ` · ` or `: ` where it
+/// can be (else at a space, else anywhere), continued with the summary's indent.
+fn wrap(line: &str, width: usize) -> Vec<String> {
+    const INDENT: &str = "       ";
+    let mut out = Vec::new();
+    let mut rest: String = line.to_string();
+    while rest.chars().count() > width && width > INDENT.len() + 10 {
+        let head: String = rest.chars().take(width).collect();
+        let cut = [" · ", ": ", " "]
+            .iter()
+            .find_map(|sep| {
+                head.rfind(sep)
+                    .filter(|&i| i > INDENT.len())
+                    .map(|i| (i, i + sep.len()))
+            })
+            .unwrap_or((head.len(), head.len()));
+        out.push(rest[..cut.0].trim_end().to_string());
+        rest = format!("{INDENT}{}", rest[cut.1..].trim_start());
+    }
+    out.push(rest);
+    out
 }
 
 /// Writes a JSON report to `target` (beside it under a temp name, then renamed over it, so
@@ -404,6 +480,131 @@ pub fn write_json(target: &Path, json: &str) -> ExitCode {
 mod tests {
     use super::*;
 
+    fn stage(
+        name: &str,
+        workers: usize,
+        items: u64,
+        busy: f64,
+        blocked: f64,
+        secs: f64,
+    ) -> StageSummary {
+        let cap = workers as f64 * secs;
+        StageSummary {
+            name: name.into(),
+            workers,
+            items,
+            busy_s: busy,
+            blocked_s: blocked,
+            idle_s: (cap - busy - blocked).max(0.0),
+            utilisation: busy / cap,
+            p50_ms: 0.4,
+            p99_ms: 3.1,
+            retries: 0,
+        }
+    }
+
+    fn summary(totals: Totals, secs: f64, stages: Vec<StageSummary>) -> Summary {
+        Summary {
+            mib_per_s: totals.bytes_in as f64 / 1048576.0 / secs,
+            files_per_s: totals.discovered as f64 / secs,
+            totals,
+            duration_s: secs,
+            sink: "dir:/srv/archive/ferry-out".into(),
+            stages,
+            failures: vec![],
+            cancelled: None,
+            cancel_reason: None,
+            warnings: vec![],
+            dry_run: false,
+            would_send: None,
+            bottleneck: None,
+            timeline: vec![],
+        }
+        .with_bottleneck()
+    }
+
+    /// The end summary of the four cases the live view is tested with, at 80 and 120
+    /// columns: the table fits, and the bottleneck is named with its hint.
+    #[test]
+    fn the_summary_at_80_and_120_columns() {
+        let t = |n: u64, failed: u64, bytes: u64| Totals {
+            discovered: n,
+            succeeded: n - failed,
+            failed,
+            bytes_in: bytes,
+            bytes_out: bytes / 3,
+            ..Default::default()
+        };
+        let mut slow = summary(
+            t(500, 0, 400 << 20),
+            34.8,
+            vec![
+                stage("walk", 1, 500, 0.01, 0.2, 34.8),
+                stage("load", 2, 500, 0.6, 30.1, 34.8),
+                stage("compress", 2, 520, 4.1, 60.3, 34.8),
+                stage("upload", 8, 520, 272.0, 0.0, 34.8),
+                stage("record", 1, 500, 0.01, 0.0, 34.8),
+            ],
+        );
+        slow.stages[3].retries = 12;
+        let mut failing = summary(
+            t(20_000, 3, 160 << 20),
+            0.9,
+            vec![
+                stage("walk", 1, 20_000, 0.3, 0.5, 0.9),
+                stage("load", 2, 20_000, 0.7, 0.2, 0.9),
+                stage("compress", 2, 20_000, 1.62, 0.0, 0.9),
+                stage("upload", 2, 20_000, 0.5, 0.0, 0.9),
+                stage("record", 1, 20_000, 0.05, 0.0, 0.9),
+            ],
+        );
+        failing.failures = vec![Failure::new(
+            Path::new("small/g01/f0042.txt"),
+            Stage::Load,
+            &FileError::Io(std::io::Error::from_raw_os_error(libc::EACCES)),
+        )];
+        for (name, s) in [
+            (
+                "one_big_file",
+                summary(
+                    t(1, 0, 1 << 30),
+                    5.6,
+                    vec![
+                        stage("walk", 1, 1, 0.0, 0.0, 5.6),
+                        stage("load", 2, 1024, 0.4, 2.9, 5.6),
+                        stage("compress", 2, 1024, 10.9, 0.1, 5.6),
+                        stage("upload", 2, 1024, 0.3, 0.0, 5.6),
+                        stage("record", 1, 1, 0.0, 0.0, 5.6),
+                    ],
+                ),
+            ),
+            (
+                "many_small_files",
+                summary(
+                    t(20_000, 0, 160 << 20),
+                    0.9,
+                    vec![
+                        stage("walk", 1, 20_000, 0.3, 0.5, 0.9),
+                        stage("load", 2, 20_000, 0.7, 0.2, 0.9),
+                        stage("compress", 2, 20_000, 1.62, 0.0, 0.9),
+                        stage("upload", 2, 20_000, 0.5, 0.0, 0.9),
+                        stage("record", 1, 20_000, 0.05, 0.0, 0.9),
+                    ],
+                ),
+            ),
+            ("slow_sink", slow),
+            ("with_failures", failing),
+        ] {
+            for width in [80, 120] {
+                let text = s.render_width(Some(width));
+                for l in text.lines() {
+                    assert!(l.chars().count() <= width, "{name} at {width}: {l:?}");
+                }
+                insta::assert_snapshot!(format!("summary_{name}_{width}"), text);
+            }
+        }
+    }
+
     #[test]
     fn json_has_the_documented_shape() {
         let s = Summary {
@@ -430,6 +631,7 @@ mod tests {
             dry_run: false,
             would_send: None,
             bottleneck: None,
+            timeline: Vec::new(),
         };
         let v: serde_json::Value = serde_json::from_str(&s.to_json()).unwrap();
         for k in [
