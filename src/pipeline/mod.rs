@@ -214,6 +214,17 @@ impl<U> Emitter<U> {
         }
     }
 
+    /// Runs `wait`, counting its time as blocked rather than working: for back-pressure
+    /// other than a full queue, such as a memory budget.
+    pub fn blocked_while<R>(&self, wait: impl FnOnce() -> R) -> R {
+        let started = Instant::now();
+        let r = wait();
+        self.metrics
+            .blocked_ns
+            .fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
+        r
+    }
+
     /// The run's cancellation token.
     pub fn cancel_token(&self) -> &CancelToken {
         &self.cancel

@@ -237,6 +237,7 @@ fn snapshot(
     stages: &[Arc<StageMetrics>],
     now: &Reading,
     then: &Reading,
+    started: Instant,
 ) -> Snapshot {
     let dt = now.at.duration_since(then.at).as_secs_f64();
     let per_s = |a: u64, b: u64| match dt > 0.05 {
@@ -263,7 +264,11 @@ fn snapshot(
         failed: m.failed.load(Relaxed),
         bytes_done: now.bytes,
         bytes_total,
-        rate: per_s(now.bytes, then.bytes),
+        // Once every file has ended, the run's average (the last second may be empty).
+        rate: match m.discovery_done.load(Relaxed) && m.finished() >= m.discovered.load(Relaxed) {
+            true => now.bytes as f64 / now.at.duration_since(started).as_secs_f64().max(1e-3),
+            false => per_s(now.bytes, then.bytes),
+        },
         files: m
             .flights_now()
             .into_iter()
@@ -333,7 +338,7 @@ fn draw_loop(
         let (now, then) = sampler.tick(&metrics, stages);
         if bars_on {
             let (rows, cols) = term.size();
-            let snap = snapshot(&metrics, stages, &now, &then);
+            let snap = snapshot(&metrics, stages, &now, &then, started);
             let view = render(
                 &snap,
                 cols as usize,

@@ -526,10 +526,10 @@ impl Restorer {
         small: &mut Small,
         out: &Emitter<Work>,
     ) -> Outcome {
-        let Some(_permit) = self
-            .budget
-            .acquire(e.bytes_out + e.size, out.cancel_token())
-        else {
+        let Some(_permit) = out.blocked_while(|| {
+            self.budget
+                .acquire(e.bytes_out + e.size, out.cancel_token())
+        }) else {
             let _ = std::fs::remove_file(&temp);
             return Outcome {
                 path: target,
@@ -754,9 +754,8 @@ impl Restorer {
                 } else {
                     segs.len
                 };
-                let permit = self
-                    .budget
-                    .acquire(z + len, out.cancel_token())
+                let permit = out
+                    .blocked_while(|| self.budget.acquire(z + len, out.cancel_token()))
                     .ok_or(Verdict::Cancelled)?;
                 let mut deflate = vec![0u8; z as usize];
                 deflate.reserve_exact(2);
