@@ -97,14 +97,20 @@ impl RunMetrics {
         }
     }
 
-    /// The files in flight now, largest first.
+    /// The files in flight now: those under way first, then the largest.
     pub fn flights_now(&self) -> Vec<(u64, Flight)> {
         let mut v: Vec<(u64, Flight)> = self
             .flights()
             .iter()
             .map(|(i, f)| (*i, f.clone()))
             .collect();
-        v.sort_by(|a, b| b.1.size.cmp(&a.1.size).then(a.0.cmp(&b.0)));
+        // Files under way first (those only loaded wait in a queue), then the largest.
+        v.sort_by(|a, b| {
+            (b.1.done > 0)
+                .cmp(&(a.1.done > 0))
+                .then(b.1.size.cmp(&a.1.size))
+                .then(a.0.cmp(&b.0))
+        });
         v
     }
 
