@@ -346,6 +346,55 @@ fn four_shards_into_one_bucket_deliver_every_file_once() {
     assert_eq!(manifests.len(), 4, "{manifests:?}");
 }
 
+/// A plan stored in the bucket, two planned shards, then one verify and one report for
+/// both: the shard machinery over an object store.
+#[test]
+fn planned_shards_verify_and_report_through_the_object_store() {
+    let s3 = s3();
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    for i in 0..40u64 {
+        write(
+            &src,
+            &format!("d{}/f{i}", i % 3),
+            &text(200 + i as usize * 997, i),
+        );
+    }
+    let prefix = unique("planned");
+    let bin = || s3.with_keys(assert_cmd::Command::cargo_bin("ferry").unwrap());
+    let plan = bin()
+        .args(["plan", "-q", "--shards", "2", "--to", &s3.url(&prefix)])
+        .arg(&src)
+        .assert()
+        .success();
+    let id = String::from_utf8_lossy(&plan.get_output().stdout)
+        .trim()
+        .to_string();
+    for k in 0..2 {
+        s3.ferry()
+            .args(["--plan", &id, "--shard", &format!("{k}/2"), "-q"])
+            .arg("--to")
+            .arg(s3.url(&prefix))
+            .assert()
+            .success();
+    }
+    let v = s3
+        .subcommand("verify")
+        .args(["--report", "-", "--to", &s3.url(&prefix)])
+        .assert()
+        .success();
+    let found: serde_json::Value = serde_json::from_slice(&v.get_output().stdout).unwrap();
+    assert_eq!(found["checked"], 40, "{found}");
+    let r = bin()
+        .args(["report", "--json", &s3.url(&prefix)])
+        .assert()
+        .success();
+    let c: serde_json::Value = serde_json::from_slice(&r.get_output().stdout).unwrap();
+    assert_eq!(c["totals"]["succeeded"], 40, "{c}");
+    assert_eq!(c["shards"].as_array().unwrap().len(), 2, "{c}");
+    assert!(c["unfinished"].as_array().unwrap().is_empty(), "{c}");
+}
+
 #[test]
 fn bad_credentials_are_a_setup_error_that_says_so() {
     let s3 = s3();

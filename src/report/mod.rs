@@ -8,5 +8,6 @@ mod summary;
 pub mod view;
 
 pub use log::{Level, Log};
-pub use progress::{ColorMode, ProgressMode, Reporter, Sample};
+pub use progress::{ColorMode, ProgressMode, Reporter};
 pub use summary::{write_json, Bottleneck, Failure, StageSummary, Summary, Totals};
+pub use view::Sample;

@@ -1,7 +1,7 @@
 //! The reporter thread: owns stderr, draws the indicatif bars, prints log lines.
 
 use super::log::{Event, Level, Log};
-use super::view::{render, FileView, Paint, Snapshot, StageView};
+use super::view::{render, FileView, Paint, Sample, Snapshot, StageView};
 use crate::metrics::RunMetrics;
 use crate::pipeline::StageMetrics;
 use crate::words::human_bytes;
@@ -53,19 +53,6 @@ impl ColorMode {
             _ => Paint::Plain,
         }
     }
-}
-
-/// One second of the run, for the report's time series.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Sample {
-    /// Seconds since the start, at the end of this interval.
-    pub t_s: f64,
-    /// Source bytes delivered in the interval.
-    pub bytes: u64,
-    /// Files ended in the interval.
-    pub files: u64,
-    /// Each stage's utilisation over the interval (0–1), in pipeline order.
-    pub utilisation: Vec<f64>,
 }
 
 /// Handle to the running reporter thread.
@@ -298,7 +285,7 @@ fn snapshot(
                 finished: s.is_finished(),
             })
             .collect(),
-        cores: crate::config::cores().get(),
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
     }
 }
 

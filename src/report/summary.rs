@@ -1,5 +1,6 @@
 //! The end-of-run summary: the same numbers as text for people and JSON for programs.
 
+use super::view::{hint, Sample};
 use crate::error::{ExitCode, FileError, Stage};
 use crate::metrics::RunMetrics;
 use crate::pipeline::{CancelReason, StageMetrics};
@@ -145,7 +146,7 @@ pub struct Summary {
     /// One sample a second: bytes and files done, each stage's utilisation (stages in
     /// the order of `stages`). Render it with `scripts/plot-report`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub timeline: Vec<super::Sample>,
+    pub timeline: Vec<Sample>,
 }
 
 /// The stage that limited the run: the one whose workers were busiest.
@@ -191,24 +192,6 @@ impl Bottleneck {
         }
         s
     }
-}
-
-/// What to try when `stage` is the busiest, if anything applies: a stage that is mostly
-/// idle limits nothing.
-pub fn hint(stage: &str, utilisation: f64, workers: usize, cores: usize) -> Option<String> {
-    if utilisation < 0.5 {
-        return None;
-    }
-    Some(match stage {
-        "compress" if workers < cores => "more -j helps: cores are free".into(),
-        "compress" => "every core is compressing; a lower --level trades size for speed".into(),
-        "upload" => "raise --upload-workers on a high-latency sink".into(),
-        "load" => "raise --load-workers where the storage has headroom (network file systems)".into(),
-        "walk" => "the walk is the limit (many tiny files, a slow file system); ferry plan walks once for many runs".into(),
-        "fetch" => "raise --download-workers on a high-latency sink".into(),
-        "inflate" if workers < cores => "more -j helps: cores are free".into(),
-        _ => return None,
-    })
 }
 
 /// What a dry run would have sent.

@@ -61,6 +61,37 @@ pub struct StageView {
     pub finished: bool,
 }
 
+/// One second of the run, for the report's time series.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Sample {
+    /// Seconds since the start, at the end of this interval.
+    pub t_s: f64,
+    /// Source bytes delivered in the interval.
+    pub bytes: u64,
+    /// Files ended in the interval.
+    pub files: u64,
+    /// Each stage's utilisation over the interval (0–1), in pipeline order.
+    pub utilisation: Vec<f64>,
+}
+
+/// What to try when `stage` is the busiest, if anything applies: a stage that is mostly
+/// idle limits nothing.
+pub fn hint(stage: &str, utilisation: f64, workers: usize, cores: usize) -> Option<String> {
+    if utilisation < 0.5 {
+        return None;
+    }
+    Some(match stage {
+        "compress" if workers < cores => "more -j helps: cores are free".into(),
+        "compress" => "every core is compressing; a lower --level trades size for speed".into(),
+        "upload" => "raise --upload-workers on a high-latency sink".into(),
+        "load" => "raise --load-workers where the storage has headroom (network file systems)".into(),
+        "walk" => "the walk is the limit (many tiny files, a slow file system); ferry plan walks once for many runs".into(),
+        "fetch" => "raise --download-workers on a high-latency sink".into(),
+        "inflate" if workers < cores => "more -j helps: cores are free".into(),
+        _ => return None,
+    })
+}
+
 /// The fraction of the run done: bytes when their total is known, never behind the
 /// files fraction (a run of many skipped files moves by files).
 pub fn fraction(s: &Snapshot) -> f64 {
@@ -139,7 +170,7 @@ pub fn render(s: &Snapshot, width: usize, max_files: usize, paint: Paint) -> Vec
         lines.push(stage_line(st, name_w, width, top == Some(i), paint));
     }
     if let Some(st) = top.map(|i| &s.stages[i]) {
-        if let Some(h) = super::summary::hint(&st.name, st.utilisation, st.workers, s.cores) {
+        if let Some(h) = hint(&st.name, st.utilisation, st.workers, s.cores) {
             lines.push(fit(&format!("  {} is the bottleneck: {h}", st.name), width));
         }
     }
