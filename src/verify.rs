@@ -134,6 +134,7 @@ pub fn verify(
         let scope = shard.map_or(Scope::Every, |s| Scope::One(Some(s)));
         let r = for_each_current(src.as_ref(), scope, |e| {
             m.discovered.fetch_add(1, Relaxed);
+            m.opened.fetch_add(1, Relaxed);
             m.opened_bytes.fetch_add(e.bytes_out, Relaxed);
             let _ = out.emit(e);
         });
@@ -157,7 +158,7 @@ pub fn verify(
                     .map_err(|err| err.to_string())
                     .and_then(|object| check_object(&e, object));
                 m.bytes_read.fetch_add(e.bytes_out, Relaxed);
-                m.opened.fetch_add(1, Relaxed);
+                m.bytes_done.fetch_add(e.bytes_out, Relaxed);
                 let _ = out.emit((key, r));
             }
         })?

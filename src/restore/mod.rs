@@ -316,6 +316,8 @@ fn wanted_producer(
             for_each_current(sink.as_ref(), s, |e| {
                 let key = PathBuf::from(&e.key);
                 if take(&key) {
+                    // The manifest knows every size: the bar counts bytes from the start.
+                    metrics.opened.fetch_add(1, Relaxed);
                     metrics.opened_bytes.fetch_add(e.size, Relaxed);
                     emit(Wanted {
                         key,
@@ -570,6 +572,7 @@ impl Restorer {
         match got {
             Ok(got) => {
                 self.metrics.bytes_read.fetch_add(got.len, Relaxed);
+                self.metrics.bytes_done.fetch_add(got.len, Relaxed);
                 let mtime = (e.mtime_s, e.mtime_ns);
                 self.finish(&target, &temp, &file, mtime, e)
             }
@@ -605,6 +608,7 @@ impl Restorer {
         };
         let got = inflate_object(w.entry.as_ref(), &mut cancelled, &mut writer, &|n| {
             metrics.bytes_read.fetch_add(n, Relaxed);
+            metrics.bytes_done.fetch_add(n, Relaxed);
         })
         .and_then(|got| {
             writer
@@ -843,6 +847,7 @@ impl Restorer {
                         match written {
                             Ok(()) => {
                                 self.metrics.bytes_read.fetch_add(len, Relaxed);
+                                self.metrics.bytes_done.fetch_add(len, Relaxed);
                                 file.crcs.lock().unwrap_or_else(|e| e.into_inner())[index] =
                                     (crate::gzip::crc32(&buf), len);
                             }
