@@ -66,6 +66,22 @@ pub struct RunMetrics {
 }
 
 impl RunMetrics {
+    /// The source bytes of the run, once any file is open: sizes are known for the files
+    /// opened so far, the rest are assumed average.
+    pub fn estimated_total(&self) -> Option<u64> {
+        let opened = self.opened.load(Relaxed);
+        (opened > 0).then(|| {
+            let opened_bytes = self.opened_bytes.load(Relaxed);
+            let ended_unread = self.skipped.load(Relaxed) + self.failed.load(Relaxed);
+            let unopened = self
+                .discovered
+                .load(Relaxed)
+                .saturating_sub(opened)
+                .saturating_sub(ended_unread);
+            opened_bytes + unopened * (opened_bytes / opened)
+        })
+    }
+
     /// Lists file `id` as in flight, when it is big enough to show.
     pub fn take_off(&self, id: u64, key: &std::path::Path, size: u64) {
         if size >= FLIGHT_MIN {

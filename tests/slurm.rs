@@ -222,15 +222,7 @@ fn a_job_array_with_a_task_killed_mid_run_and_resubmitted_delivers_every_file_on
     }
 
     // The union is exactly the tree: one object per file, each decoding to its source.
-    let objects: Vec<PathBuf> = files_under(&out)
-        .into_iter()
-        .filter(|p| {
-            !p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(".ferry-")
-        })
-        .collect();
+    let objects = sink_objects(&out);
     let sources = files_under(&src);
     assert_eq!(objects.len(), sources.len(), "one object per file");
     for rel in &sources {

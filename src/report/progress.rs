@@ -232,18 +232,7 @@ fn snapshot(
         false => 0.0,
     };
     let util = utilisation(stages, then, now);
-    let opened = m.opened.load(Relaxed);
-    let bytes_total = (opened > 0).then(|| {
-        // Sizes are known for files opened so far; the rest are assumed average.
-        let opened_bytes = m.opened_bytes.load(Relaxed);
-        let ended_unread = m.skipped.load(Relaxed) + m.failed.load(Relaxed);
-        let unopened = m
-            .discovered
-            .load(Relaxed)
-            .saturating_sub(opened)
-            .saturating_sub(ended_unread);
-        opened_bytes + unopened * (opened_bytes / opened)
-    });
+    let bytes_total = m.estimated_total();
     Snapshot {
         discovered: m.discovered.load(Relaxed),
         discovery_done: m.discovery_done.load(Relaxed),
@@ -404,17 +393,8 @@ fn overall_line(m: &RunMetrics, started: Instant) -> String {
         human_bytes(read),
         human_bytes(rate as u64)
     );
-    let opened = m.opened.load(Relaxed);
-    if m.discovery_done.load(Relaxed) && rate > 0.0 && opened > 0 {
-        // Sizes are known for files opened so far; the rest are assumed average.
-        let opened_bytes = m.opened_bytes.load(Relaxed);
-        let ended_unread = m.skipped.load(Relaxed) + m.failed.load(Relaxed);
-        let unopened = m
-            .discovered
-            .load(Relaxed)
-            .saturating_sub(opened)
-            .saturating_sub(ended_unread);
-        let total = opened_bytes + unopened * (opened_bytes / opened);
+    let total = m.estimated_total().filter(|_| rate > 0.0);
+    if let Some(total) = total.filter(|_| m.discovery_done.load(Relaxed)) {
         let left = total.saturating_sub(read) as f64 / rate;
         s.push_str(&format!(
             " · ETA {}",

@@ -77,6 +77,19 @@ pub fn text(n: usize, seed: u64) -> Vec<u8> {
     v
 }
 
+/// The objects at a `dir:` sink (not ferry's own `.ferry-*` files), relative, sorted.
+pub fn sink_objects(dir: &Path) -> Vec<PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|p| {
+            !p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".ferry-")
+        })
+        .collect()
+}
+
 /// All files under `dir`, relative, sorted.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = walk(dir)
