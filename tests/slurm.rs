@@ -11,6 +11,23 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// Prints a line of the test's story and keeps it in `target/tmp/slurm-test.log`, which
+/// `.ci/run` shows (cargo hides a passing test's output).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let line = format!($($arg)*);
+        eprintln!("{line}");
+        use std::io::Write as _;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(Path::new(env!("CARGO_TARGET_TMPDIR")).join("slurm-test.log"))
+        {
+            let _ = writeln!(f, "{line}");
+        }
+    }};
+}
+
 const SCRIPT: &str = "examples/slurm/ferry-array.sbatch";
 const K8S: &str = "examples/k8s/ferry-indexed-job.yaml";
 
@@ -135,6 +152,7 @@ fn a_job_array_with_a_task_killed_mid_run_and_resubmitted_delivers_every_file_on
     if !slurm_up() {
         return;
     }
+    let _ = std::fs::remove_file(Path::new(env!("CARGO_TARGET_TMPDIR")).join("slurm-test.log"));
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("data");
     // Enough work that a task is still running when its first objects appear.
@@ -176,7 +194,7 @@ fn a_job_array_with_a_task_killed_mid_run_and_resubmitted_delivers_every_file_on
     };
     let job = run(&mut sbatch("0-3", &[]));
     let job = job.split(';').next().unwrap().to_string();
-    eprintln!("slurm: plan {plan}, job array {job}");
+    say!("slurm: plan {plan}, job array {job}");
 
     // Task 0 has delivered some of its list: kill it there.
     let mine = list_objects(&out, &plan, 0, 4);
@@ -185,7 +203,7 @@ fn a_job_array_with_a_task_killed_mid_run_and_resubmitted_delivers_every_file_on
     });
     run(Command::new("scancel").args(["--signal=KILL", "--full", &format!("{job}_0")]));
     let before = mine.iter().filter(|k| out.join(k).exists()).count();
-    eprintln!(
+    say!(
         "slurm: killed task {job}_0 with SIGKILL after {before} of its {} files",
         mine.len()
     );
@@ -202,7 +220,7 @@ fn a_job_array_with_a_task_killed_mid_run_and_resubmitted_delivers_every_file_on
     // Resubmit index 0 once the array is over, and wait for it.
     let dep = format!("--dependency=afterany:{job}");
     let again = run(&mut sbatch("0", &["--wait", &dep]));
-    eprintln!("slurm: resubmitted task 0 as {again}");
+    say!("slurm: resubmitted task 0 as {again}");
     // No accounting database here: slurmctld still holds the finished tasks.
     let states = run(Command::new("scontrol").args(["-o", "show", "job", &job]));
     for task in states.lines() {
@@ -212,7 +230,7 @@ fn a_job_array_with_a_task_killed_mid_run_and_resubmitted_delivers_every_file_on
                 .unwrap_or("?")
                 .to_string()
         };
-        eprintln!(
+        say!(
             "slurm: task {}_{}: {} (exit {})",
             job,
             field("ArrayTaskId="),
@@ -262,10 +280,13 @@ fn a_job_array_with_a_task_killed_mid_run_and_resubmitted_delivers_every_file_on
         mine.len() as u64,
         "{rerun}"
     );
-    eprintln!(
+    say!(
         "slurm: report: {} files, {} succeeded + {} skipped across 4 shards; the rerun of \
          task 0 skipped {} its first run had journaled",
-        n, totals["succeeded"], totals["skipped"], rerun["skipped"]
+        n,
+        totals["succeeded"],
+        totals["skipped"],
+        rerun["skipped"]
     );
     let v = Command::new(&ferry_bin)
         .args([
@@ -282,5 +303,5 @@ fn a_job_array_with_a_task_killed_mid_run_and_resubmitted_delivers_every_file_on
     let found: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
     assert!(v.status.success(), "{found}");
     assert_eq!(found["checked"].as_u64(), Some(n), "{found}");
-    eprintln!("slurm: verify: {} objects checked, all shards, 0 bad", n);
+    say!("slurm: verify: {} objects checked, all shards, 0 bad", n);
 }
