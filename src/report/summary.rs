@@ -530,17 +530,14 @@ mod tests {
             ],
         );
         slow.stages[3].retries = 12;
-        let mut failing = summary(
-            t(20_000, 3, 160 << 20),
-            0.9,
-            vec![
-                stage("walk", 1, 20_000, 0.3, 0.5, 0.9),
-                stage("load", 2, 20_000, 0.7, 0.2, 0.9),
-                stage("compress", 2, 20_000, 1.62, 0.0, 0.9),
-                stage("upload", 2, 20_000, 0.5, 0.0, 0.9),
-                stage("record", 1, 20_000, 0.05, 0.0, 0.9),
-            ],
-        );
+        let small_stages = vec![
+            stage("walk", 1, 20_000, 0.3, 0.5, 0.9),
+            stage("load", 2, 20_000, 0.7, 0.2, 0.9),
+            stage("compress", 2, 20_000, 1.62, 0.0, 0.9),
+            stage("upload", 2, 20_000, 0.5, 0.0, 0.9),
+            stage("record", 1, 20_000, 0.05, 0.0, 0.9),
+        ];
+        let mut failing = summary(t(20_000, 3, 160 << 20), 0.9, small_stages.clone());
         failing.failures = vec![Failure::new(
             Path::new("small/g01/f0042.txt"),
             Stage::Load,
@@ -563,17 +560,7 @@ mod tests {
             ),
             (
                 "many_small_files",
-                summary(
-                    t(20_000, 0, 160 << 20),
-                    0.9,
-                    vec![
-                        stage("walk", 1, 20_000, 0.3, 0.5, 0.9),
-                        stage("load", 2, 20_000, 0.7, 0.2, 0.9),
-                        stage("compress", 2, 20_000, 1.62, 0.0, 0.9),
-                        stage("upload", 2, 20_000, 0.5, 0.0, 0.9),
-                        stage("record", 1, 20_000, 0.05, 0.0, 0.9),
-                    ],
-                ),
+                summary(t(20_000, 0, 160 << 20), 0.9, small_stages),
             ),
             ("slow_sink", slow),
             ("with_failures", failing),
