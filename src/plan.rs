@@ -15,8 +15,6 @@ use crate::sink::{self, Sink, SinkOptions};
 use crate::task::FileTask;
 use crate::upload::Uploader;
 use crate::walk::{Keyed, Sources, Walker};
-use std::os::unix::fs::MetadataExt;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// List K of plan `id` at the sink, as the producers read it.
@@ -162,26 +160,8 @@ impl<'c> Plan<'c> {
 
     /// The producers: one per input root, one for the file list.
     pub fn producers(&self, metrics: &Arc<RunMetrics>, log: &Log) -> Vec<Producer<FileTask>> {
-        let inputs = self.config.inputs();
         // The output directory, when it is local, is never read as input.
-        let skip_dir = self
-            .sink
-            .local_root()
-            .and_then(|p| std::fs::metadata(p).ok())
-            .map(|m| (m.dev(), m.ino()));
-        let walker = Walker {
-            follow: inputs.follow,
-            skip_dir,
-            metrics: metrics.clone(),
-            log: log.clone(),
-            next_id: AtomicU64::new(0),
-            // A planned run takes its list as it is: the plan, not the hash, shards it.
-            shard: inputs.shard.filter(|_| inputs.plan.is_none()),
-            sizes: crate::walk::SizeFilter {
-                min: inputs.min_size,
-                max: inputs.max_size,
-            },
-        };
+        let walker = Walker::for_inputs(self.config.inputs(), self.sink.local_root(), metrics, log);
         walker.producers(self.sources.clone())
     }
 

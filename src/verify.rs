@@ -157,8 +157,7 @@ pub fn verify(
                     .open_object(&key)
                     .map_err(|err| err.to_string())
                     .and_then(|object| check_object(&e, object));
-                m.bytes_read.fetch_add(e.bytes_out, Relaxed);
-                m.bytes_done.fetch_add(e.bytes_out, Relaxed);
+                m.restored(e.bytes_out);
                 let _ = out.emit((key, r));
             }
         })?

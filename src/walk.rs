@@ -191,6 +191,33 @@ pub struct Walker {
     pub sizes: SizeFilter,
 }
 
+impl Walker {
+    /// The walker for `inputs` (follow, size filters, shard), never reading the local
+    /// output directory `out_dir` as input. A planned run (`--plan`) takes its list as it
+    /// is: the plan, not the hash, shards it.
+    pub fn for_inputs(
+        inputs: &Inputs,
+        out_dir: Option<&Path>,
+        metrics: &Arc<RunMetrics>,
+        log: &Log,
+    ) -> Self {
+        Walker {
+            follow: inputs.follow,
+            skip_dir: out_dir
+                .and_then(|p| std::fs::metadata(p).ok())
+                .map(|m| (m.dev(), m.ino())),
+            metrics: metrics.clone(),
+            log: log.clone(),
+            next_id: AtomicU64::new(0),
+            shard: inputs.shard.filter(|_| inputs.plan.is_none()),
+            sizes: SizeFilter {
+                min: inputs.min_size,
+                max: inputs.max_size,
+            },
+        }
+    }
+}
+
 /// `--min-size` / `--max-size`, inclusive; unset bounds take everything.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SizeFilter {

@@ -192,12 +192,7 @@ impl<U> Emitter<U> {
         let sent = match self.tx.try_send(item) {
             Ok(()) => Ok(()),
             Err(crossbeam_channel::TrySendError::Full(item)) => {
-                let waited = Instant::now();
-                let r = self.tx.send(item).map_err(|e| e.into_inner());
-                self.metrics
-                    .blocked_ns
-                    .fetch_add(waited.elapsed().as_nanos() as u64, Relaxed);
-                r
+                self.blocked_while(|| self.tx.send(item).map_err(|e| e.into_inner()))
             }
             Err(crossbeam_channel::TrySendError::Disconnected(item)) => Err(item),
         };

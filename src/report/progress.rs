@@ -2,7 +2,7 @@
 
 use super::log::{Event, Level, Log};
 use super::view::{render, FileView, Paint, Sample, Snapshot, StageView};
-use crate::metrics::RunMetrics;
+use crate::metrics::{Flight, RunMetrics};
 use crate::pipeline::StageMetrics;
 use crate::words::human_bytes;
 use crossbeam_channel::{Receiver, Sender};
@@ -160,7 +160,8 @@ struct Reading {
     bytes: u64,
     files: u64,
     work_ns: Vec<u64>,
-    flights: Vec<(u64, u64)>,
+    /// The files in flight, in the order the view lists them.
+    flights: Vec<(u64, Flight)>,
 }
 
 impl Sampler {
@@ -173,11 +174,7 @@ impl Sampler {
                 .iter()
                 .map(|s| s.work_time().as_nanos() as u64)
                 .collect(),
-            flights: m
-                .flights_now()
-                .into_iter()
-                .map(|(id, f)| (id, f.done))
-                .collect(),
+            flights: m.flights_now(),
         }
     }
 
@@ -245,15 +242,15 @@ fn snapshot(
             true => now.bytes as f64 / now.at.duration_since(started).as_secs_f64().max(1e-3),
             false => per_s(now.bytes, then.bytes),
         },
-        files: m
-            .flights_now()
-            .into_iter()
+        files: now
+            .flights
+            .iter()
             .map(|(id, f)| {
                 let before = then
                     .flights
                     .iter()
-                    .find(|(i, _)| *i == id)
-                    .map_or(0, |(_, d)| *d);
+                    .find(|(i, _)| i == id)
+                    .map_or(0, |(_, b)| b.done);
                 FileView {
                     name: f.key.display().to_string(),
                     size: f.size,

@@ -571,8 +571,7 @@ impl Restorer {
             });
         match got {
             Ok(got) => {
-                self.metrics.bytes_read.fetch_add(got.len, Relaxed);
-                self.metrics.bytes_done.fetch_add(got.len, Relaxed);
+                self.metrics.restored(got.len);
                 let mtime = (e.mtime_s, e.mtime_ns);
                 self.finish(&target, &temp, &file, mtime, e)
             }
@@ -607,8 +606,7 @@ impl Restorer {
             cancel,
         };
         let got = inflate_object(w.entry.as_ref(), &mut cancelled, &mut writer, &|n| {
-            metrics.bytes_read.fetch_add(n, Relaxed);
-            metrics.bytes_done.fetch_add(n, Relaxed);
+            metrics.restored(n);
         })
         .and_then(|got| {
             writer
@@ -846,8 +844,7 @@ impl Restorer {
                                 });
                         match written {
                             Ok(()) => {
-                                self.metrics.bytes_read.fetch_add(len, Relaxed);
-                                self.metrics.bytes_done.fetch_add(len, Relaxed);
+                                self.metrics.restored(len);
                                 file.crcs.lock().unwrap_or_else(|e| e.into_inner())[index] =
                                     (crate::gzip::crc32(&buf), len);
                             }

@@ -24,7 +24,6 @@ use std::collections::BinaryHeap;
 use std::io::{BufRead, BufReader};
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -265,21 +264,7 @@ pub fn make_plan(opts: &PlanOptions, cancel: CancelToken) -> Result<PlanHeader, 
     )?;
     let log = Log::stderr(opts.log_level);
     let metrics = Arc::new(RunMetrics::default());
-    let walker = Walker {
-        follow: opts.inputs.follow,
-        skip_dir: sink.local_root().and_then(|p| {
-            use std::os::unix::fs::MetadataExt;
-            std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
-        }),
-        metrics: metrics.clone(),
-        log: log.clone(),
-        next_id: AtomicU64::new(0),
-        shard: None,
-        sizes: crate::walk::SizeFilter {
-            min: opts.inputs.min_size,
-            max: opts.inputs.max_size,
-        },
-    };
+    let walker = Walker::for_inputs(&opts.inputs, sink.local_root(), &metrics, &log);
     let follow = opts.inputs.follow;
     let mut p = Pipeline::new(cancel.clone());
     let found = p
