@@ -148,7 +148,7 @@ pub struct RunArgs {
     pub level: u32,
 
     /// Compress workers [default: available cores].
-    #[arg(short, long, env = "FERRY_JOBS", value_name = "N")]
+    #[arg(short, long, env = "FERRY_JOBS", value_name = "N", value_parser = workers)]
     pub jobs: Option<NonZeroUsize>,
 
     /// Load (file read) workers.
@@ -156,7 +156,8 @@ pub struct RunArgs {
         long,
         env = "FERRY_LOAD_WORKERS",
         value_name = "N",
-        default_value = "2"
+        default_value = "2",
+        value_parser = workers
     )]
     pub load_workers: NonZeroUsize,
 
@@ -165,7 +166,8 @@ pub struct RunArgs {
         long,
         env = "FERRY_UPLOAD_WORKERS",
         value_name = "N",
-        default_value = "2"
+        default_value = "2",
+        value_parser = workers
     )]
     pub upload_workers: NonZeroUsize,
 
@@ -438,11 +440,11 @@ pub struct RestoreArgs {
 
     /// Objects fetched at once [default: the cores for a local sink, 8 for an object
     /// store, whose requests wait on the network].
-    #[arg(long, env = "FERRY_DOWNLOAD_WORKERS", value_name = "N")]
+    #[arg(long, env = "FERRY_DOWNLOAD_WORKERS", value_name = "N", value_parser = workers)]
     pub download_workers: Option<NonZeroUsize>,
 
     /// Inflate workers [default: available cores].
-    #[arg(short, long, env = "FERRY_JOBS", value_name = "N")]
+    #[arg(short, long, env = "FERRY_JOBS", value_name = "N", value_parser = workers)]
     pub jobs: Option<NonZeroUsize>,
 
     /// Most compressed and inflated bytes held at once [default: 8MiB × jobs].
@@ -692,6 +694,20 @@ fn sink_spec(s: &str) -> Result<SinkSpec, String> {
 /// A size such as `0`, `10KiB` or `2GiB`.
 fn size_or_zero(s: &str) -> Result<u64, String> {
     parse_size::parse_size(s).map_err(|e| format!("{e} (try 0, 10KiB, 2GiB)"))
+}
+
+/// A worker count: 1 to [`crate::config::MAX_WORKERS`] (each worker is a thread).
+fn workers(s: &str) -> Result<NonZeroUsize, String> {
+    let n: NonZeroUsize = s
+        .parse()
+        .map_err(|e| format!("{e} (a whole number, 1 or more)"))?;
+    if n.get() > crate::config::MAX_WORKERS {
+        return Err(format!(
+            "at most {} (each worker is a thread of its own)",
+            crate::config::MAX_WORKERS
+        ));
+    }
+    Ok(n)
 }
 
 /// A size such as `1MiB`, `64KiB` or `512K`, more than 0.

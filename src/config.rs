@@ -111,6 +111,13 @@ pub struct Config {
     output: Output,
 }
 
+/// The most workers a stage may have: each is an OS thread, and a typo such as
+/// `--upload-workers 100000` must be a usage error, not minutes of thread creation.
+pub const MAX_WORKERS: usize = 1024;
+
+/// The most items a channel between stages may hold (its slots are allocated up front).
+pub const MAX_QUEUE: usize = 1 << 20;
+
 /// The default memory budget: enough segments in flight to keep every compress worker
 /// busy (4 per worker), and at least 16 MiB. More only raises peak RSS, not speed.
 pub fn default_memory(jobs: NonZeroUsize, segment_size: u64) -> u64 {
@@ -315,6 +322,26 @@ impl ConfigBuilder {
         }
         if t.segment_size == 0 {
             return usage("--segment-size must be more than 0".into());
+        }
+        if t.segment_size > crate::manifest::MAX_SEGMENT {
+            return usage(format!(
+                "--segment-size ({} bytes) must be at most 1GiB",
+                t.segment_size
+            ));
+        }
+        for (flag, n) in [
+            ("--jobs", t.jobs),
+            ("--load-workers", t.load_workers),
+            ("--upload-workers", t.upload_workers),
+        ] {
+            if n.get() > MAX_WORKERS {
+                return usage(format!(
+                    "{flag} {n}: at most {MAX_WORKERS} (each worker is a thread of its own)"
+                ));
+            }
+        }
+        if t.queue.get() > MAX_QUEUE {
+            return usage(format!("--queue {}: at most {MAX_QUEUE}", t.queue));
         }
         t.memory = match self.memory {
             None => default_memory(t.jobs, t.segment_size),

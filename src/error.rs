@@ -23,13 +23,16 @@ pub enum FerryError {
     /// The engine failed (a thread could not start).
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    /// Another run holds the history this run would write (or its lease is unreadable).
+    #[error(transparent)]
+    Lease(#[from] crate::lease::LeaseError),
 }
 
 impl FerryError {
     /// The exit code for this error: 2 for usage and setup errors, 1 otherwise.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            FerryError::Usage(_) | FerryError::Sink(_) => ExitCode::Usage,
+            FerryError::Usage(_) | FerryError::Sink(_) | FerryError::Lease(_) => ExitCode::Usage,
             FerryError::Pipeline(_) => ExitCode::Failures,
         }
     }

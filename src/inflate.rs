@@ -4,7 +4,7 @@
 //! segments of a big object in parallel.
 
 use crate::manifest::Entry;
-use flate2::read::GzDecoder;
+use flate2::bufread::GzDecoder;
 use std::io::{Read, Write};
 
 /// What one object decoded to.
@@ -52,6 +52,8 @@ pub fn inflate_object(
         inner: object,
         n: 0,
     };
+    // The buffered decoder reads through our buffer and leaves what follows the member in
+    // it, so data after the member is seen (the `read` decoder's own buffer swallowed it).
     let mut d = GzDecoder::new(std::io::BufReader::with_capacity(256 << 10, &mut counted));
     let mut crc = crc32fast::Hasher::new();
     let mut len = 0u64;
@@ -62,6 +64,14 @@ pub fn inflate_object(
             Ok(n) => {
                 crc.update(&buf[..n]);
                 len += n as u64;
+                // The recorded size is a promise: an object that decodes to more is not the
+                // file delivered, and is not written on until the disk is full.
+                if let Some(e) = expect.filter(|e| len > e.size) {
+                    return Err(format!(
+                        "decodes to more than the manifest's {} bytes",
+                        e.size
+                    ));
+                }
                 out.write_all(&buf[..n])
                     .map_err(|e| format!("write: {}", crate::words::io_words(&e)))?;
                 progress(n as u64);
@@ -74,7 +84,9 @@ pub fn inflate_object(
     let after = std::io::copy(&mut rest, &mut std::io::sink()).map_err(|e| e.to_string())?;
     drop(rest);
     if after > 0 {
-        return Err("data after the gzip member".into());
+        return Err(format!(
+            "{after} bytes of data after the gzip member (a second member or garbage); a ferry object is exactly one member"
+        ));
     }
     let got = Inflated {
         len,
@@ -132,6 +144,12 @@ pub fn inflate_whole(
         gz.get(at..at + 4)
             .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     };
+    let len = usize::try_from(expect.size).map_err(|e| e.to_string())?;
+    out.clear();
+    out.resize(len, 0);
+    // Decoded first: the engine says whether the member ends exactly at the object's end
+    // (anything after it is named as such), and checks the trailer against the data.
+    engine.gzip(gz, out)?;
     let tail = gz.len().saturating_sub(8);
     let (crc, isize) = (word(tail), word(tail + 4));
     if crc != expect.crc32 || u64::from(isize) != expect.size & 0xffff_ffff {
@@ -140,10 +158,6 @@ pub fn inflate_whole(
             expect.size, expect.crc32
         ));
     }
-    let len = usize::try_from(expect.size).map_err(|e| e.to_string())?;
-    out.clear();
-    out.resize(len, 0);
-    engine.gzip(gz, out)?;
     Ok(Inflated {
         len: expect.size,
         crc32: crc,
@@ -207,6 +221,8 @@ pub fn inflate_segment(
 pub struct SegmentInflater {
     #[cfg(feature = "libdeflate")]
     d: libdeflater::Decompressor,
+    #[cfg(feature = "libdeflate")]
+    gz: RawInflater,
     #[cfg(not(feature = "libdeflate"))]
     d: flate2::Decompress,
 }
@@ -216,9 +232,38 @@ impl Default for SegmentInflater {
         SegmentInflater {
             #[cfg(feature = "libdeflate")]
             d: libdeflater::Decompressor::new(),
+            #[cfg(feature = "libdeflate")]
+            gz: RawInflater::new(),
             #[cfg(not(feature = "libdeflate"))]
             d: flate2::Decompress::new(false),
         }
+    }
+}
+
+/// A libdeflate decompressor of our own, for the `_ex` call libdeflater does not offer.
+#[cfg(feature = "libdeflate")]
+struct RawInflater(*mut libdeflate_sys::libdeflate_decompressor);
+
+#[cfg(feature = "libdeflate")]
+impl RawInflater {
+    fn new() -> Self {
+        // SAFETY: allocation only; a null result is checked where it is used by libdeflate
+        // (it aborts on allocation failure like any Rust allocation would).
+        let p = unsafe { libdeflate_sys::libdeflate_alloc_decompressor() };
+        assert!(!p.is_null(), "libdeflate could not allocate a decompressor");
+        RawInflater(p)
+    }
+}
+
+// SAFETY: a decompressor is plain memory used by one thread at a time (`&mut self`).
+#[cfg(feature = "libdeflate")]
+unsafe impl Send for RawInflater {}
+
+#[cfg(feature = "libdeflate")]
+impl Drop for RawInflater {
+    fn drop(&mut self) {
+        // SAFETY: allocated by libdeflate_alloc_decompressor, freed once.
+        unsafe { libdeflate_sys::libdeflate_free_decompressor(self.0) };
     }
 }
 
@@ -226,10 +271,34 @@ impl SegmentInflater {
     /// One whole gzip member into exactly `out.len()` bytes, its trailer checked.
     #[cfg(feature = "libdeflate")]
     fn gzip(&mut self, gz: &[u8], out: &mut [u8]) -> Result<(), String> {
-        match self.d.gzip_decompress(gz, out) {
-            Ok(n) if n == out.len() => Ok(()),
-            Ok(n) => Err(format!("decodes to {n} bytes, not {}", out.len())),
-            Err(e) => Err(format!("does not decode: {e}")),
+        let (mut used, mut n) = (0usize, 0usize);
+        // SAFETY: the decompressor is ours and live; `gz` and `out` are valid for their
+        // lengths; the two counts are written by the call.
+        let r = unsafe {
+            libdeflate_sys::libdeflate_gzip_decompress_ex(
+                self.gz.0,
+                gz.as_ptr().cast(),
+                gz.len(),
+                out.as_mut_ptr().cast(),
+                out.len(),
+                &mut used,
+                &mut n,
+            )
+        };
+        match r {
+            libdeflate_sys::libdeflate_result_LIBDEFLATE_SUCCESS if used != gz.len() => Err(format!(
+                "{} bytes of data after the gzip member (a second member or garbage); a ferry object is exactly one member",
+                gz.len() - used
+            )),
+            libdeflate_sys::libdeflate_result_LIBDEFLATE_SUCCESS if n == out.len() => Ok(()),
+            libdeflate_sys::libdeflate_result_LIBDEFLATE_SUCCESS => {
+                Err(format!("decodes to {n} bytes, not {}", out.len()))
+            }
+            libdeflate_sys::libdeflate_result_LIBDEFLATE_INSUFFICIENT_SPACE => Err(format!(
+                "decodes to more than the manifest's {} bytes",
+                out.len()
+            )),
+            _ => Err("does not decode: invalid gzip data".into()),
         }
     }
 
@@ -241,6 +310,9 @@ impl SegmentInflater {
             .map_err(|e| format!("does not decode: {e}"))?;
         let mut rest = [0u8; 1];
         match d.read(&mut rest) {
+            Ok(0) if !d.into_inner().is_empty() => Err(
+                "data after the gzip member (a second member or garbage); a ferry object is exactly one member".into(),
+            ),
             Ok(0) => Ok(()),
             Ok(_) => Err(format!("decodes to more than {} bytes", out.len())),
             Err(e) => Err(format!("does not decode: {e}")),

@@ -37,6 +37,10 @@ pub enum HistoryError {
     /// A manifest or journal segment is damaged.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    /// The history changed while it was read (a run beside this one folded its journal
+    /// into the manifest), and no consistent snapshot was had in several tries.
+    #[error("the history at the sink kept changing while it was read ({0} went away); no consistent snapshot could be had: run again when the delivery beside this one has ended")]
+    Changed(String),
 }
 
 /// What earlier runs delivered into a sink, as a rerun needs it.
@@ -84,6 +88,11 @@ fn read_sources(
     let mut warnings = Vec::new();
     for name in names {
         let Some(r) = sink.open_meta(name)? else {
+            // A listed segment that is gone was folded into a manifest read before it:
+            // this read is no snapshot. (A manifest not there yet is just no history.)
+            if name.starts_with(JOURNAL_NAME) {
+                return Err(HistoryError::Changed(name.clone()));
+            }
             continue;
         };
         let reader = EntryReader::new(name, r)?;
@@ -111,7 +120,7 @@ impl History {
         let (names, next_seq) = sources(sink, shard)?;
         let mut index = Index::default();
         let warnings = read_sources(sink, &names, |item| match item {
-            Item::Announced(n) => index.reserve(n as usize),
+            Item::Announced(n) => index.reserve(crate::manifest::reservation(n)),
             Item::Entry(_, e) => index.push(&e),
         })?;
         index.seal();
@@ -209,26 +218,101 @@ pub fn for_each_current(
     scope: Scope,
     mut visit: impl FnMut(Entry),
 ) -> Result<(u64, Vec<String>), HistoryError> {
-    let names = scope_sources(sink, scope)?;
-    let keep = current(sink, &names)?;
-    let mut n = 0;
-    let warnings = read_sources(sink, &names, |item| {
-        if let Item::Entry(ord, e) = item {
-            if keep.get(ord as usize).is_some_and(|&k| k) {
-                n += 1;
-                visit(e);
+    // Two passes over the same sources must see the same entries: each pass hashes what
+    // it read, and a difference (a compaction in between) starts the read again, before
+    // anything was visited.
+    let mut last = String::new();
+    for _ in 0..SNAPSHOT_TRIES {
+        let names = scope_sources(sink, scope)?;
+        let (keep, first) = match current(sink, &names) {
+            Ok(k) => k,
+            Err(HistoryError::Changed(n)) => {
+                last = n;
+                continue;
             }
+            Err(e) => return Err(e),
+        };
+        let mut second = Fingerprint::default();
+        let mut mine = Vec::new();
+        let read = read_sources(sink, &names, |item| {
+            if let Item::Entry(ord, e) = item {
+                second.add(ord, &e);
+                if keep.get(ord as usize).is_some_and(|&k| k) {
+                    mine.push(ord);
+                }
+            }
+        });
+        match read {
+            Err(HistoryError::Changed(n)) => {
+                last = n;
+                continue;
+            }
+            Err(e) => return Err(e),
+            Ok(_) if second != first => {
+                last = "the manifest".into();
+                continue;
+            }
+            Ok(_) => {}
         }
-    })?;
-    Ok((n, warnings))
+        // The snapshot holds: now visit, from a third read checked the same way.
+        let mut n = 0;
+        let mut third = Fingerprint::default();
+        let mut entries_ok = true;
+        let warnings = read_sources(sink, &names, |item| {
+            if let Item::Entry(ord, e) = item {
+                third.add(ord, &e);
+                if !entries_ok {
+                    return;
+                }
+                if keep.get(ord as usize).is_some_and(|&k| k) {
+                    n += 1;
+                    visit(e);
+                }
+            }
+        });
+        entries_ok = third == first;
+        return match (warnings, entries_ok) {
+            (Ok(w), true) => Ok((n, w)),
+            (Ok(_), false) => Err(HistoryError::Changed("the manifest".into())),
+            (Err(e), _) => Err(e),
+        };
+    }
+    Err(HistoryError::Changed(last))
 }
 
-/// For every entry across `names`, whether it is the last one of its key.
-fn current(sink: &dyn Sink, names: &[String]) -> Result<Vec<bool>, HistoryError> {
+/// How many times a reader tries for a consistent snapshot of a history.
+const SNAPSHOT_TRIES: usize = 8;
+
+/// What a pass over the history read: the entry count and a hash of (ordinal, key, size,
+/// crc) over every entry, to tell two passes over changed sources apart.
+#[derive(Default, PartialEq, Eq)]
+struct Fingerprint(u64, u64);
+
+impl Fingerprint {
+    fn add(&mut self, ord: u64, e: &Entry) {
+        let k = key_hash(&std::path::PathBuf::from(&e.key));
+        let mixed = (k as u64)
+            ^ ((k >> 64) as u64).rotate_left(17)
+            ^ ord.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            ^ e.size.rotate_left(29)
+            ^ u64::from(e.crc32).rotate_left(41);
+        self.0 += 1;
+        self.1 = self
+            .1
+            .wrapping_add(mixed.wrapping_mul(0xff51_afd7_ed55_8ccd) | 1);
+    }
+}
+
+/// For every entry across `names`, whether it is the last one of its key; and what was read.
+fn current(sink: &dyn Sink, names: &[String]) -> Result<(Vec<bool>, Fingerprint), HistoryError> {
     let mut seen: Vec<([u64; 2], u64)> = Vec::new();
+    let mut print = Fingerprint::default();
     read_sources(sink, names, |item| match item {
-        Item::Announced(n) => seen.reserve(n as usize),
-        Item::Entry(ord, e) => seen.push((split(key_hash(&std::path::PathBuf::from(&e.key))), ord)),
+        Item::Announced(n) => seen.reserve(crate::manifest::reservation(n)),
+        Item::Entry(ord, e) => {
+            print.add(ord, &e);
+            seen.push((split(key_hash(&std::path::PathBuf::from(&e.key))), ord))
+        }
     })?;
     let mut keep = vec![false; seen.len()];
     seen.sort_unstable();
@@ -237,7 +321,7 @@ fn current(sink: &dyn Sink, names: &[String]) -> Result<Vec<bool>, HistoryError>
             keep[*ord as usize] = true;
         }
     }
-    Ok(keep)
+    Ok((keep, print))
 }
 
 /// Folds the manifest and every journal segment of `shard` into a new manifest, streamed
@@ -258,13 +342,9 @@ pub fn compact(sink: &dyn Sink, shard: Option<Shard>, log: &Log) -> Result<u64, 
             names.len() - 1
         )
     });
-    let keep = current(sink, &names)?;
+    let (keep, _) = current(sink, &names)?;
     let count = keep.iter().filter(|&&k| k).count() as u64;
-    let meta = ObjectMeta {
-        mtime: None,
-        source_size: 0,
-        deadline: None,
-    };
+    let meta = ObjectMeta::default();
     let mut upload = sink.begin_meta(&name, &meta)?;
     let mut buf = crate::manifest::header(count);
     let mut failed: Option<SinkError> = None;
@@ -357,8 +437,8 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Starts the writer for `shard` at `sink`, numbering segments from `first_seq`, a
-    /// segment at least every second and every `every` entries.
+    /// Starts the writer for `shard` at `sink`, numbering segments from `first_seq` and
+    /// naming them with `run`, a segment at least every second and every `every` entries.
     ///
     /// # Errors
     /// If the thread cannot start.
@@ -366,6 +446,7 @@ impl Journal {
         sink: Arc<dyn Sink>,
         shard: Option<Shard>,
         first_seq: u64,
+        run: &str,
         every: usize,
         log: Log,
     ) -> std::io::Result<Journal> {
@@ -379,6 +460,7 @@ impl Journal {
             sink,
             prefix: journal_prefix(shard),
             seq: first_seq,
+            run: run.to_string(),
             log,
             pending: recorder.pending.clone(),
             unsaved: Pending::default(),
@@ -410,6 +492,8 @@ struct Writer {
     sink: Arc<dyn Sink>,
     prefix: String,
     seq: u64,
+    /// This run's id, in each segment's name.
+    run: String,
     log: Log,
     pending: Arc<std::sync::Mutex<Pending>>,
     /// Taken but not yet saved (a save failed): saved first next time.
@@ -454,7 +538,7 @@ impl Writer {
         if self.unsaved.count == 0 {
             return;
         }
-        let name = journal_segment(&self.prefix, self.seq);
+        let name = journal_segment(&self.prefix, self.seq, &self.run);
         let n = self.unsaved.count;
         self.log
             .debug(|| format!("[journal] flushing {n} records to {name}"));

@@ -48,6 +48,7 @@
 //! println!("{}", summary.render_text());
 //! ```
 
+pub mod beneath;
 pub mod budget;
 pub mod cli;
 pub mod compress;
@@ -57,6 +58,7 @@ pub mod gzip;
 pub mod inflate;
 pub mod interrupt;
 pub mod journal;
+pub mod lease;
 pub mod ledger;
 pub mod load;
 pub mod manifest;

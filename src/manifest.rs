@@ -33,17 +33,28 @@ pub fn journal_prefix(shard: Option<Shard>) -> String {
     }
 }
 
-/// Journal segment `seq` (zero-padded, so names sort in sequence order).
-pub fn journal_segment(prefix: &str, seq: u64) -> String {
-    format!("{prefix}{seq:010}.jsonl")
+/// Journal segment `seq` of run `run` (zero-padded, so names sort in sequence order; the
+/// run id keeps two runs' segments apart even if they number alike).
+pub fn journal_segment(prefix: &str, seq: u64, run: &str) -> String {
+    match run {
+        "" => format!("{prefix}{seq:010}.jsonl"),
+        run => format!("{prefix}{seq:010}.{run}.jsonl"),
+    }
 }
 
-/// The sequence number of a segment named by [`journal_segment`] with `prefix`.
+/// The sequence number of a segment named by [`journal_segment`] with `prefix` (with or
+/// without a run id: segments of older versions have none).
 pub fn journal_seq(prefix: &str, name: &str) -> Option<u64> {
-    name.strip_prefix(prefix)?
-        .strip_suffix(".jsonl")?
-        .parse()
-        .ok()
+    let rest = name.strip_prefix(prefix)?.strip_suffix(".jsonl")?;
+    let (seq, run) = rest.split_once('.').unwrap_or((rest, "x"));
+    let plain_run = !run.is_empty()
+        && run
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if seq.len() != 10 || !seq.bytes().all(|b| b.is_ascii_digit()) || !plain_run {
+        return None;
+    }
+    seq.parse().ok()
 }
 
 /// The manifest name for a run: one per shard, so N shard processes writing into one sink
@@ -114,6 +125,44 @@ pub struct Segments {
     pub len: u64,
     /// Compressed bytes of each segment.
     pub z: Vec<u64>,
+}
+
+/// The largest segment a history may claim (and `--segment-size` may set): a larger one
+/// is damage, never an allocation.
+pub const MAX_SEGMENT: u64 = 1 << 30;
+
+impl Segments {
+    /// Whether this index can describe a file of `size` bytes: a segment length within
+    /// [`MAX_SEGMENT`], exactly `ceil(size / len)` segments (at least one), and no segment
+    /// bigger than deflate could ever make of its bytes. The history is the sink's word:
+    /// nothing it says sizes a buffer before this holds.
+    ///
+    /// # Errors
+    /// What is wrong, in words.
+    pub fn check(&self, size: u64) -> Result<(), String> {
+        if self.len == 0 || self.len > MAX_SEGMENT {
+            return Err(format!(
+                "its segment index is damaged: a segment length of {} bytes (1 to {MAX_SEGMENT})",
+                self.len
+            ));
+        }
+        let want = size.div_ceil(self.len).max(1);
+        if self.z.len() as u64 != want {
+            return Err(format!(
+                "its segment index is damaged: {} segments of {} bytes cannot hold {size} bytes",
+                self.z.len(),
+                self.len
+            ));
+        }
+        let most = self.len + self.len / 8 + 4096;
+        if let Some(z) = self.z.iter().find(|&&z| z > most) {
+            return Err(format!(
+                "its segment index is damaged: a segment of {z} compressed bytes for {} bytes",
+                self.len
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A manifest or journal that cannot be read.
@@ -263,6 +312,13 @@ pub fn write_entry(out: &mut Vec<u8>, e: &Entry) {
     // An Entry always serialises (plain numbers and a string or byte array).
     serde_json::to_writer(&mut *out, e).unwrap_or_default();
     out.push(b'\n');
+}
+
+/// The room to reserve for a header's announced `entries`: the header is the sink's word,
+/// not a fact, so it is a hint up to a million entries and no more (a damaged or hostile
+/// header of 10^15 must not size an allocation; real entries still all fit, by growing).
+pub fn reservation(entries: u64) -> usize {
+    usize::try_from(entries.min(1 << 20)).unwrap_or(0)
 }
 
 /// The header line of a manifest of `entries` entries.
@@ -452,13 +508,19 @@ mod tests {
     fn journal_names_sort_in_sequence_order() {
         let p = journal_prefix(Some(Shard::new(1, 4).unwrap()));
         assert_eq!(
-            journal_segment(&p, 12),
+            journal_segment(&p, 12, ""),
             ".ferry-journal.shard-1-of-4.0000000012.jsonl"
         );
-        assert_eq!(journal_seq(&p, &journal_segment(&p, 12)), Some(12));
         assert_eq!(
-            journal_seq(&journal_prefix(None), &journal_segment(&p, 1)),
+            journal_segment(&p, 12, "ab12"),
+            ".ferry-journal.shard-1-of-4.0000000012.ab12.jsonl"
+        );
+        assert_eq!(journal_seq(&p, &journal_segment(&p, 12, "")), Some(12));
+        assert_eq!(journal_seq(&p, &journal_segment(&p, 12, "ab12")), Some(12));
+        assert_eq!(
+            journal_seq(&journal_prefix(None), &journal_segment(&p, 1, "")),
             None
         );
+        assert_eq!(journal_seq(&p, &format!("{p}12.jsonl")), None);
     }
 }

@@ -5,6 +5,7 @@ use crate::budget::Budget;
 use crate::config::Config;
 use crate::error::FerryError;
 use crate::journal::{compact, History, Journal};
+use crate::lease::Lease;
 use crate::load::Loader;
 use crate::manifest::Index;
 use crate::metrics::RunMetrics;
@@ -92,6 +93,10 @@ pub struct Plan<'c> {
     warnings: Vec<String>,
     /// The run's log, once it has one, for the sink client's events.
     log: Arc<LateLog>,
+    /// This run's id, in its journal segments' names and its lease.
+    run_id: String,
+    /// The history's lease, held until the journal is folded (none for a dry run).
+    lease: Option<Lease>,
 }
 
 impl<'c> Plan<'c> {
@@ -115,6 +120,17 @@ impl<'c> Plan<'c> {
             read_only: delivery.dry_run,
         };
         let sink = sink::open(&delivery.sink, &options)?;
+        let run_id = crate::lease::new_run_id();
+        // One writer per history: taken before the history is read, so what this run
+        // reads is not changed under it by another delivery (a dry run writes nothing).
+        let lease = match delivery.dry_run {
+            true => None,
+            false => Some(Lease::acquire(
+                sink.clone(),
+                config.inputs().shard,
+                &run_id,
+            )?),
+        };
         if let Some(id) = &config.inputs().plan {
             sources.keyed = Some(planned(sink.as_ref(), id, config.inputs().shard)?);
         }
@@ -132,7 +148,8 @@ impl<'c> Plan<'c> {
                     warnings: vec![format!("{e}; replaced, as --force asks")],
                 }
             }
-            Err(crate::journal::HistoryError::Manifest(e)) => {
+            Err(e @ crate::journal::HistoryError::Manifest(_))
+            | Err(e @ crate::journal::HistoryError::Changed(_)) => {
                 return Err(FerryError::Usage(e.to_string()))
             }
             Err(crate::journal::HistoryError::Sink(e)) => return Err(e.into()),
@@ -145,6 +162,8 @@ impl<'c> Plan<'c> {
             next_seq: history.next_seq,
             warnings: history.warnings,
             log,
+            run_id,
+            lease,
         })
     }
 
@@ -210,6 +229,7 @@ impl<'c> Plan<'c> {
             self.sink.clone(),
             self.config.inputs().shard,
             self.next_seq,
+            &self.run_id,
             self.config.delivery().journal_every.get(),
             log.clone(),
         )
@@ -235,6 +255,12 @@ impl<'c> Plan<'c> {
         drop(self.index);
         let shard = self.config.inputs().shard;
         if self.config.delivery().dry_run {
+            return warnings;
+        }
+        if !self.lease.as_ref().is_some_and(Lease::held) {
+            warnings.push(
+                "this run's lease on the history was taken over (it was thought dead); its journal stays for the next run to fold in".into(),
+            );
             return warnings;
         }
         if let Err(e) = compact(self.sink.as_ref(), shard, log) {

@@ -300,6 +300,7 @@ impl Uploader {
             mtime: Some(system_time(file.mtime)),
             source_size: file.size,
             deadline: file.deadline.map(|d| d.at),
+            ..ObjectMeta::default()
         };
         let key = file.object_key();
         let upload = self.retry(file, out, || self.sink.begin(&key, &meta))?;

@@ -183,7 +183,9 @@ pub fn verify(
     let n = match found {
         Some(Ok(n)) => n,
         Some(Err(HistoryError::Sink(e))) => return Err(FerryError::Sink(e)),
-        Some(Err(HistoryError::Manifest(e))) => return Err(FerryError::Usage(e.to_string())),
+        Some(Err(e @ (HistoryError::Manifest(_) | HistoryError::Changed(_)))) => {
+            return Err(FerryError::Usage(e.to_string()))
+        }
         None => 0,
     };
     if n == 0 {

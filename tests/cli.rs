@@ -312,16 +312,19 @@ fn reruns_skip_unchanged_files_and_force_rewrites() {
 }
 
 #[test]
-fn stale_temp_files_are_removed_at_start() {
+fn a_file_named_like_an_old_temp_is_the_users_and_stays() {
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("s");
     write(&src, "a", b"x");
     let out = t.path().join("out");
-    // A temp file of a crashed run (pid 0 never runs ferry).
-    let stale = write(&out, "s/.ferry-tmp-0-12", b"half");
+    // What an older ferry took for a crashed run's temp (pid 0 never runs): a user's file.
+    let mine = write(&out, "s/.ferry-tmp-0-12", b"half");
     ferry().arg(&src).arg("--to").arg(&out).assert().success();
-    assert!(!stale.exists());
-    assert_eq!(files_under(&out.join("s")), [Path::new("a.gz")]);
+    assert_eq!(std::fs::read(&mine).unwrap(), b"half");
+    assert_eq!(
+        files_under(&out.join("s")),
+        [Path::new(".ferry-tmp-0-12"), Path::new("a.gz")]
+    );
 }
 
 #[test]

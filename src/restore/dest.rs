@@ -1,25 +1,19 @@
-//! Where restored files go: only under DEST, never through a symbolic link, each written
-//! under a temp name and renamed into place whole.
+//! Where restored files go: only under DEST, never through a symbolic link. Every
+//! directory is reached from DEST's handle (see [`crate::beneath`]), and each file is
+//! written nameless and linked into place whole, so a directory swapped for a link
+//! mid-run fails one file and never leads a write outside.
 
-use std::collections::HashSet;
-use std::fs::{self, File};
+use crate::beneath::{Dir, Root, Temp};
+use std::fs;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
 
-/// The prefix of a file being restored; the next restore removes those of dead runs.
-pub const TEMP_PREFIX: &str = ".ferry-restore-";
-
-/// The destination directory, and the directories under it already checked.
+/// The destination directory, held open.
 pub struct Dest {
     root: PathBuf,
-    /// Directories known to be real directories under the root (not links).
-    checked: Mutex<HashSet<PathBuf>>,
-    seq: AtomicU64,
-    /// This process's id, for temp names (asked once: `getpid` is a syscall).
-    pid: u32,
+    /// DEST's handle; `None` for a dry run, which creates nothing.
+    handle: Option<Root>,
     /// Whether the root held nothing when the run began: then no target is looked up
-    /// before it is restored (the no-replace rename still refuses to clobber).
+    /// before it is restored (the no-replace link still refuses to clobber).
     empty: bool,
 }
 
@@ -35,19 +29,28 @@ pub enum Existing {
 }
 
 impl Dest {
-    /// The destination `root`, created if missing.
+    /// The destination `root`, created if missing, checked writable, and cleared of the
+    /// temps that crashed restores recorded (only those).
     ///
     /// # Errors
-    /// If it cannot be created or is not a directory.
+    /// If it cannot be created, is not a directory, or cannot be written.
     pub fn open(root: &Path) -> std::io::Result<Self> {
         fs::create_dir_all(root)?;
         if !fs::metadata(root)?.is_dir() {
             return Err(std::io::Error::other("not a directory"));
         }
         let empty = fs::read_dir(root)?.next().is_none();
+        let handle = Root::open(root)?;
+        // Writable? A nameless probe leaves nothing behind whatever happens.
+        handle
+            .dir(Path::new(""), None)
+            .map_err(std::io::Error::other)?
+            .temp(0o600)?;
+        handle.sweep();
         Ok(Dest {
+            root: root.to_path_buf(),
+            handle: Some(handle),
             empty,
-            ..Dest::unchecked(root)
         })
     }
 
@@ -55,9 +58,7 @@ impl Dest {
     pub fn unchecked(root: &Path) -> Self {
         Dest {
             root: root.to_path_buf(),
-            checked: Mutex::new(HashSet::new()),
-            seq: AtomicU64::new(0),
-            pid: std::process::id(),
+            handle: None,
             empty: false,
         }
     }
@@ -90,60 +91,30 @@ impl Dest {
         Ok(self.root.join(rel))
     }
 
-    /// Makes every directory between the root and `target`, refusing one that is a symbolic
-    /// link (which could lead outside the root) or not a directory.
+    /// The directory that `target` (from [`Dest::target`]) goes in, made as needed and
+    /// held open; a symbolic link or a non-directory on the way is refused, by name.
     ///
     /// # Errors
     /// Naming the directory and why.
-    pub fn make_parents(&self, target: &Path) -> Result<(), String> {
+    pub fn parent_of(&self, target: &Path) -> Result<Dir, String> {
+        let Some(handle) = &self.handle else {
+            return Err("a dry run writes nothing".into());
+        };
         let parent = target.parent().unwrap_or(&self.root);
         let rel = parent.strip_prefix(&self.root).unwrap_or(Path::new(""));
-        let mut at = self.root.clone();
-        for c in rel.components() {
-            at.push(c);
-            if self.is_checked(&at) {
-                continue;
-            }
-            match fs::symlink_metadata(&at) {
-                Ok(m) if m.file_type().is_symlink() => {
-                    return Err(format!(
-                        "{} is a symbolic link; restore never writes through one",
-                        at.display()
-                    ))
-                }
-                Ok(m) if !m.is_dir() => {
-                    return Err(format!("{} is in the way: not a directory", at.display()))
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => match fs::create_dir(&at) {
-                    Ok(()) => {}
-                    // Another worker made it a moment ago: check what it is, next time round.
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                        return self.make_parents(target)
-                    }
-                    Err(e) => {
-                        return Err(format!(
-                            "cannot create {}: {}",
-                            at.display(),
-                            crate::words::io_words(&e)
-                        ))
-                    }
-                },
-                Err(e) => return Err(format!("{}: {}", at.display(), crate::words::io_words(&e))),
-            }
-            self.checked
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(at.clone());
-        }
-        Ok(())
+        handle
+            .dir(rel, Some(0o777))
+            .map_err(|e| e.to_string().replace("ferry never", "restore never"))
     }
 
-    fn is_checked(&self, dir: &Path) -> bool {
-        self.checked
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(dir)
+    /// A new, nameless file in the directory of `target`, made as needed.
+    ///
+    /// # Errors
+    /// Naming the directory and why, or the OS's words.
+    pub fn temp_for(&self, target: &Path) -> Result<Temp, String> {
+        self.parent_of(target)?
+            .temp(0o666)
+            .map_err(|e| crate::words::io_words(&e))
     }
 
     /// What is at `target` now (not following a link).
@@ -156,56 +127,6 @@ impl Dest {
             Ok(m) if m.file_type().is_symlink() => Existing::Other("a symbolic link"),
             Ok(_) => Existing::Other("a special file"),
         }
-    }
-
-    /// A new, empty temp file beside `target`.
-    ///
-    /// # Errors
-    /// If it cannot be created.
-    pub fn temp_for(&self, target: &Path) -> std::io::Result<(PathBuf, File)> {
-        let dir = target.parent().unwrap_or(&self.root);
-        let n = self.seq.fetch_add(1, Relaxed);
-        let temp = dir.join(format!("{TEMP_PREFIX}{}-{n}", self.pid));
-        let f = File::options().write(true).create_new(true).open(&temp)?;
-        Ok((temp, f))
-    }
-}
-
-/// Renames `from` to `to` unless something is at `to`, which fails with
-/// [`std::io::ErrorKind::AlreadyExists`]. Where the file system cannot promise that
-/// (`renameat2` unsupported), it looks first, then renames.
-///
-/// # Errors
-/// As `rename(2)`, or `AlreadyExists`.
-pub fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| {
-        std::ffi::CString::new(p.as_os_str().as_bytes())
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
-    };
-    let (f, t) = (c(from)?, c(to)?);
-    // SAFETY: both are NUL-terminated strings that outlive the call.
-    let r = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            f.as_ptr(),
-            libc::AT_FDCWD,
-            t.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if r == 0 {
-        return Ok(());
-    }
-    let e = std::io::Error::last_os_error();
-    match e.raw_os_error() {
-        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) => {
-            if fs::symlink_metadata(to).is_ok() {
-                return Err(std::io::ErrorKind::AlreadyExists.into());
-            }
-            fs::rename(from, to)
-        }
-        _ => Err(e),
     }
 }
 
@@ -222,27 +143,12 @@ mod tests {
         }
         let ok = d.target(Path::new("a/b/c.txt")).unwrap();
         assert_eq!(ok, t.path().join("dest/a/b/c.txt"));
-        d.make_parents(&ok).unwrap();
+        d.parent_of(&ok).unwrap();
         assert!(t.path().join("dest/a/b").is_dir());
         std::os::unix::fs::symlink(t.path(), t.path().join("dest/link")).unwrap();
         let through = d.target(Path::new("link/x")).unwrap();
-        let e = d.make_parents(&through).unwrap_err();
+        let e = d.parent_of(&through).err().unwrap();
         assert!(e.contains("is a symbolic link"), "{e}");
         assert!(!t.path().join("x").exists());
-    }
-
-    #[test]
-    fn a_no_replace_rename_refuses_an_existing_target_and_keeps_both() {
-        let t = tempfile::tempdir().unwrap();
-        let (a, b) = (t.path().join("a"), t.path().join("b"));
-        fs::write(&a, "new").unwrap();
-        fs::write(&b, "old").unwrap();
-        let e = rename_noreplace(&a, &b).unwrap_err();
-        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
-        assert_eq!(fs::read(&b).unwrap(), b"old");
-        fs::remove_file(&b).unwrap();
-        rename_noreplace(&a, &b).unwrap();
-        assert_eq!(fs::read(&b).unwrap(), b"new");
-        assert!(!a.exists());
     }
 }

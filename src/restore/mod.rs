@@ -15,8 +15,9 @@
 
 mod dest;
 
-pub use dest::{Dest, Existing, TEMP_PREFIX};
+pub use dest::{Dest, Existing};
 
+use crate::beneath::Temp;
 use crate::budget::{Budget, Permit};
 use crate::config::Listing;
 use crate::error::{FerryError, FileError, Stage};
@@ -31,7 +32,6 @@ use crate::report::{Level, Log, ProgressMode, Reporter, Summary};
 use crate::shard::Shard;
 use crate::sink::{self, Sink, SinkOptions, SinkSpec};
 use crate::task::{Outcome, Skip, Verdict};
-use std::fs::File;
 use std::io::{BufRead, Read, Write};
 use std::num::NonZeroUsize;
 use std::os::unix::fs::FileExt;
@@ -106,8 +106,7 @@ struct Wanted {
 /// A file whose segments are being inflated by several workers.
 struct Restoring {
     target: PathBuf,
-    temp: PathBuf,
-    file: File,
+    temp: Temp,
     entry: Entry,
     /// Segments (and the fetch itself) still to finish; the one that ends it finishes the file.
     remaining: AtomicUsize,
@@ -152,8 +151,6 @@ struct Restorer {
     dest: Dest,
     force: bool,
     dry_run: bool,
-    /// Whether objects are local files, whose length the read itself shows.
-    local: bool,
     budget: Arc<Budget>,
     metrics: Arc<RunMetrics>,
     log: Log,
@@ -192,9 +189,6 @@ pub fn restore(opts: &RestoreOptions, cancel: CancelToken) -> Result<Summary, Fe
             ))
         })?,
     };
-    if !opts.dry_run {
-        crate::sink::remove_stale_temps(&opts.dest, TEMP_PREFIX);
-    }
     let _deadline = crate::run::start_deadline(&cancel, opts.timeout)?;
     let metrics = Arc::new(RunMetrics::default());
     let (reporter, log) = Reporter::start(opts.progress, opts.log_level, metrics.clone());
@@ -203,7 +197,6 @@ pub fn restore(opts: &RestoreOptions, cancel: CancelToken) -> Result<Summary, Fe
         dest,
         force: opts.force,
         dry_run: opts.dry_run,
-        local: sink.local_root().is_some(),
         budget: Budget::new(opts.memory, metrics.bytes_in_flight.clone()),
         metrics: metrics.clone(),
         log: log.clone(),
@@ -371,7 +364,10 @@ fn wanted_producer(
             }
             Ok(_) => Ok(()),
             Err(crate::journal::HistoryError::Sink(e)) => Err(e.into()),
-            Err(crate::journal::HistoryError::Manifest(e)) => Err(FerryError::Usage(e.to_string())),
+            Err(
+                e @ (crate::journal::HistoryError::Manifest(_)
+                | crate::journal::HistoryError::Changed(_)),
+            ) => Err(FerryError::Usage(e.to_string())),
         };
         let rest = batch.take();
         if !rest.is_empty() {
@@ -448,9 +444,10 @@ impl Restorer {
             let size = w.entry.as_ref().map_or(0, |e| e.size);
             return skip(Skip::DryRun { size });
         }
-        if let Err(why) = self.dest.make_parents(&target) {
-            return done(failed(&target, Stage::Load, why));
-        }
+        let temp = match self.dest.temp_for(&target) {
+            Ok(t) => t,
+            Err(why) => return done(failed(&target, Stage::Upload, why)),
+        };
         let object_key = crate::task::object_key(&w.key);
         let object = match self.sink.open_object(&object_key) {
             Ok(o) => o,
@@ -468,10 +465,13 @@ impl Restorer {
                 ))
             }
         };
-        let (temp, file) = match self.dest.temp_for(&target) {
-            Ok(t) => t,
-            Err(e) => return done(failed(&target, Stage::Upload, crate::words::io_words(&e))),
-        };
+        if let Some(Err(why)) = w
+            .entry
+            .as_ref()
+            .and_then(|e| e.segments.as_ref().map(|s| s.check(e.size)))
+        {
+            return done(failed(&target, Stage::Load, why));
+        }
         let parallel = w
             .entry
             .as_ref()
@@ -486,14 +486,12 @@ impl Restorer {
                         e.segments.as_ref().map_or(0, |s| s.z.len())
                     )
                 });
-                if let Err(err) = file.set_len(e.size) {
-                    let _ = std::fs::remove_file(&temp);
+                if let Err(err) = temp.file.set_len(e.size) {
                     return done(failed(&target, Stage::Upload, crate::words::io_words(&err)));
                 }
                 let r = Arc::new(Restoring {
                     target,
                     temp,
-                    file,
                     entry: e.clone(),
                     remaining: AtomicUsize::new(e.segments.as_ref().map_or(0, |s| s.z.len()) + 1),
                     crcs: Mutex::new(vec![(0, 0); e.segments.as_ref().map_or(0, |s| s.z.len())]),
@@ -505,12 +503,10 @@ impl Restorer {
                 None
             }
             None => match w.entry {
-                Some(e) if is_small(&e) => {
-                    done(self.whole(e, target, temp, file, object, small, out))
-                }
+                Some(e) if is_small(&e) => done(self.whole(e, target, temp, object, small, out)),
                 entry => {
                     let w = Wanted { key: w.key, entry };
-                    done(self.stream(w, target, temp, file, object, out.cancel_token()))
+                    done(self.stream(w, target, temp, object, out.cancel_token()))
                 }
             },
         }
@@ -522,8 +518,7 @@ impl Restorer {
         &self,
         e: Entry,
         target: PathBuf,
-        temp: PathBuf,
-        mut file: File,
+        mut temp: Temp,
         mut object: Box<dyn Read + Send>,
         small: &mut Small,
         out: &Emitter<Work>,
@@ -532,15 +527,12 @@ impl Restorer {
             self.budget
                 .acquire(e.bytes_out + e.size, out.cancel_token())
         }) else {
-            let _ = std::fs::remove_file(&temp);
             return Outcome {
                 path: target,
                 result: Err(Verdict::Cancelled),
             };
         };
         // Exactly the recorded size: no fstat or seek per file, as read_to_end would make.
-        // A remote object is read on to its end (so its connection can be reused); a local
-        // file is not, as the gzip trailer inside the recorded size must match anyway.
         small.gz.clear();
         small.gz.resize(e.bytes_out as usize, 0);
         let mut probe = [0u8; 1];
@@ -552,20 +544,20 @@ impl Restorer {
                     e.bytes_out
                 )
             })
-            .and_then(|_| match self.local {
-                true => Ok(()),
-                false => match object.read(&mut probe) {
-                    Ok(0) => Ok(()),
-                    Ok(_) => Err(format!(
-                        "size is more than the manifest's {} bytes",
-                        e.bytes_out
-                    )),
-                    Err(err) => Err(format!("cannot read: {err}")),
-                },
+            // Read on to the end, local or not: bytes after the recorded size (a member
+            // appended, garbage) make the object something other than what was delivered.
+            .and_then(|_| match object.read(&mut probe) {
+                Ok(0) => Ok(()),
+                Ok(_) => Err(format!(
+                    "size is more than the manifest's {} bytes: data after the gzip member",
+                    e.bytes_out
+                )),
+                Err(err) => Err(format!("cannot read: {err}")),
             })
             .and_then(|_| inflate::inflate_whole(&e, &small.gz, &mut small.out, &mut small.engine))
             .and_then(|got| {
-                file.write_all(&small.out)
+                temp.file
+                    .write_all(&small.out)
                     .map_err(|e| format!("write: {}", crate::words::io_words(&e)))
                     .map(|_| got)
             });
@@ -573,19 +565,13 @@ impl Restorer {
             Ok(got) => {
                 self.metrics.restored(got.len);
                 let mtime = (e.mtime_s, e.mtime_ns);
-                self.finish(&target, &temp, &file, mtime, e)
+                self.finish(&target, &temp, mtime, e)
             }
-            Err(_) if out.is_cancelled() => {
-                let _ = std::fs::remove_file(&temp);
-                Outcome {
-                    path: target,
-                    result: Err(Verdict::Cancelled),
-                }
-            }
-            Err(why) => {
-                let _ = std::fs::remove_file(&temp);
-                failed(&target, Stage::Compress, why)
-            }
+            Err(_) if out.is_cancelled() => Outcome {
+                path: target,
+                result: Err(Verdict::Cancelled),
+            },
+            Err(why) => failed(&target, Stage::Compress, why),
         }
     }
 
@@ -594,12 +580,11 @@ impl Restorer {
         &self,
         w: Wanted,
         target: PathBuf,
-        temp: PathBuf,
-        file: File,
+        temp: Temp,
         object: Box<dyn Read + Send>,
         cancel: &CancelToken,
     ) -> Outcome {
-        let mut writer = std::io::BufWriter::with_capacity(256 << 10, &file);
+        let mut writer = std::io::BufWriter::with_capacity(256 << 10, &temp.file);
         let metrics = &self.metrics;
         let mut cancelled = Cancellable {
             inner: object,
@@ -618,7 +603,6 @@ impl Restorer {
         let got = match got {
             Ok(g) => g,
             Err(why) => {
-                let _ = std::fs::remove_file(&temp);
                 if cancel.is_cancelled() {
                     return Outcome {
                         path: target,
@@ -634,7 +618,7 @@ impl Restorer {
             .map_or((i64::from(got.header_mtime), 0), |e| {
                 (e.mtime_s, e.mtime_ns)
             });
-        self.finish(&target, &temp, &file, mtime, entry_of(w, &got))
+        self.finish(&target, &temp, mtime, entry_of(w, &got))
     }
 
     /// What to do about what is at `target` already: `None` to restore it, or the outcome
@@ -676,25 +660,16 @@ impl Restorer {
     }
 
     /// Stamps the mtime, renames the temp file into place, and says what was restored.
-    fn finish(
-        &self,
-        target: &Path,
-        temp: &Path,
-        file: &File,
-        mtime: (i64, u32),
-        entry: Entry,
-    ) -> Outcome {
-        let done = file
+    fn finish(&self, target: &Path, temp: &Temp, mtime: (i64, u32), entry: Entry) -> Outcome {
+        let name = target.file_name().unwrap_or_default();
+        let done = temp
+            .file
             .set_modified(system_time(mtime))
-            .and_then(|_| match self.force {
-                true => std::fs::rename(temp, target),
-                false => dest::rename_noreplace(temp, target),
-            });
+            .and_then(|_| temp.publish(name, self.force));
         match done {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 // Something is there now: put there by another process, or by this run for
                 // a key listed twice. Decide as a rerun would.
-                let _ = std::fs::remove_file(temp);
                 self.decide(target, Some(&entry)).unwrap_or_else(|| {
                     failed(target, Stage::Upload, "appeared while being restored")
                 })
@@ -706,14 +681,11 @@ impl Restorer {
                     result: Ok(entry),
                 }
             }
-            Err(e) => {
-                let _ = std::fs::remove_file(temp);
-                failed(
-                    target,
-                    Stage::Upload,
-                    format!("cannot finish: {}", crate::words::io_words(&e)),
-                )
-            }
+            Err(e) => failed(
+                target,
+                Stage::Upload,
+                format!("cannot finish: {}", crate::words::io_words(&e)),
+            ),
         }
     }
 
@@ -838,7 +810,7 @@ impl Restorer {
                                     if buf.iter().all(|&b| b == 0) {
                                         return Ok(());
                                     }
-                                    file.file.write_all_at(&buf, offset).map_err(|e| {
+                                    file.temp.file.write_all_at(&buf, offset).map_err(|e| {
                                         format!("write: {}", crate::words::io_words(&e))
                                     })
                                 });
@@ -863,20 +835,16 @@ impl Restorer {
         // The last to finish: every segment is written, or the file failed.
         let verdict = r.failed.lock().unwrap_or_else(|e| e.into_inner()).take();
         let outcome = match verdict {
-            Some(v) => {
-                let _ = std::fs::remove_file(&r.temp);
-                Outcome {
-                    path: r.target.clone(),
-                    result: Err(v),
-                }
-            }
+            Some(v) => Outcome {
+                path: r.target.clone(),
+                result: Err(v),
+            },
             None => {
                 let mut c = CrcCombiner::default();
                 for &(crc, len) in r.crcs.lock().unwrap_or_else(|e| e.into_inner()).iter() {
                     c.push(crc, len);
                 }
                 if c.crc() != r.entry.crc32 || c.len() != r.entry.size {
-                    let _ = std::fs::remove_file(&r.temp);
                     failed(
                         &r.target,
                         Stage::Compress,
@@ -892,7 +860,6 @@ impl Restorer {
                     self.finish(
                         &r.target,
                         &r.temp,
-                        &r.file,
                         (r.entry.mtime_s, r.entry.mtime_ns),
                         r.entry.clone(),
                     )

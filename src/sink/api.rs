@@ -87,6 +87,11 @@ impl SinkError {
     }
 }
 
+/// Whether `hay` holds `needle`.
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
+}
+
 /// `context: words`, or the words alone without a context.
 fn io_text(context: &str, e: &std::io::Error) -> String {
     match context {
@@ -116,6 +121,12 @@ pub struct ObjectMeta {
     pub source_size: u64,
     /// When the file's `--task-timeout` runs out; waits on the sink must end by then.
     pub deadline: Option<Instant>,
+    /// Permission bits for a local object (the source's, so an output is no more open than
+    /// its source); `None` leaves the default (0666 before the umask).
+    pub mode: Option<u32>,
+    /// Permission bits for a directory a local sink creates on the way (the source's
+    /// directory's); `None` leaves the default (0777 before the umask).
+    pub dir_mode: Option<u32>,
 }
 
 /// What the sink says it received for one committed object.
@@ -162,13 +173,44 @@ pub trait Sink: Send + Sync {
         let mut up = self.begin_meta(
             name,
             &ObjectMeta {
-                mtime: None,
                 source_size: bytes.len() as u64,
-                deadline: None,
+                ..ObjectMeta::default()
             },
         )?;
         up.write(bytes)?;
         up.commit().map(|_| ())
+    }
+    /// Writes the metadata object `name` only if there is none: `Ok(false)`, and nothing
+    /// written, when one exists. Where the store can promise it, the check and the write
+    /// are one step (a `dir:` link that never replaces; a conditional PUT).
+    ///
+    /// # Errors
+    /// a [`SinkError`] if it cannot be written or looked up.
+    fn create_meta(&self, name: &str, bytes: &[u8]) -> Result<bool, SinkError> {
+        if self.list_meta(name)?.iter().any(|n| n == name) {
+            return Ok(false);
+        }
+        self.write_meta(name, bytes).map(|_| true)
+    }
+    /// Removes the metadata object `name` if it still holds `marker` (a lease naming its
+    /// run), even after the run was cancelled, and within a few seconds however the store
+    /// behaves: a run's last word must not hang its exit.
+    ///
+    /// # Errors
+    /// a [`SinkError`] if it cannot be read or removed in time.
+    fn release_meta(&self, name: &str, marker: &str) -> Result<(), SinkError> {
+        let Some(mut r) = self.open_meta(name)? else {
+            return Ok(());
+        };
+        let mut bytes = Vec::new();
+        (&mut r)
+            .take(1 << 16)
+            .read_to_end(&mut bytes)
+            .map_err(|e| SinkError::io(format!("cannot read {name}"), e))?;
+        if contains(&bytes, marker.as_bytes()) {
+            self.delete_meta(name)?;
+        }
+        Ok(())
     }
     /// The names of the metadata objects at the sink root that start with `prefix`,
     /// sorted.

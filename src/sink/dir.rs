@@ -1,33 +1,27 @@
 //! `dir:PATH` — objects as files in a local directory, made visible atomically.
 
 use super::api::{ObjectMeta, Receipt, Sink, SinkError, SinkOptions, Upload};
+use crate::beneath::{BeneathError, Root, Temp};
 use crate::words::io_words;
-use std::collections::HashSet;
-use std::ffi::OsString;
+use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
 
-/// Temp files start with this, so they are recognisable and never mistaken for output.
-pub const TEMP_PREFIX: &str = ".ferry-tmp-";
-
-/// A local directory sink: each object is written to a temp file in its final
-/// directory, then renamed into place, so a reader never sees half an object.
+/// A local directory sink: each object is written as a nameless file in its final
+/// directory and linked into place whole, so a reader never sees half an object, and
+/// every directory under the root is reached through handles (see [`crate::beneath`]):
+/// a link swapped in mid-run never leads a write outside.
 pub struct DirSink {
     root: PathBuf,
-    /// Directories known to exist, so each is created once, not once per file. Keyed by
-    /// the path's bytes: hashing a `Path` walks its components, which showed in profiles.
-    made: Mutex<HashSet<OsString>>,
+    /// The root held open; `None` for a read-only sink (nothing is written).
+    handle: Option<Root>,
     opts: SinkOptions,
-    seq: AtomicU64,
-    pid: u32,
 }
 
 impl DirSink {
-    /// Creates `root` if needed, checks it is writable, and removes temp files left by
-    /// earlier runs that crashed (those whose process is gone).
+    /// Creates `root` if needed, checks it is writable, and removes the temps that
+    /// crashed runs recorded (only those, and only by their recorded inode).
     ///
     /// # Errors
     /// [`SinkError::Setup`] if the directory cannot be created or written.
@@ -36,61 +30,46 @@ impl DirSink {
             target: format!("dir:{}", root.display()),
             cause,
         };
-        let read_only = opts.read_only;
-        let sink = DirSink {
-            root: root.to_path_buf(),
-            made: Mutex::new(HashSet::new()),
-            opts,
-            seq: AtomicU64::new(0),
-            pid: std::process::id(),
-        };
-        if read_only {
+        if opts.read_only {
             // Nothing created, nothing cleaned up: a missing directory reads as empty.
             return match fs::metadata(root) {
                 Ok(m) if !m.is_dir() => Err(setup("not a directory".into())),
-                Ok(_) => Ok(sink),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(sink),
+                Ok(_) => Ok(DirSink {
+                    root: root.to_path_buf(),
+                    handle: None,
+                    opts,
+                }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DirSink {
+                    root: root.to_path_buf(),
+                    handle: None,
+                    opts,
+                }),
                 Err(e) => Err(setup(io_words(&e))),
             };
         }
         fs::create_dir_all(root).map_err(|e| setup(io_words(&e)))?;
-        let probe = sink.temp_path(root);
-        File::create(&probe).map_err(|e| setup(io_words(&e)))?;
-        let _ = fs::remove_file(&probe);
-        remove_stale_temps(root, TEMP_PREFIX);
-        Ok(sink)
-    }
-
-    fn temp_path(&self, dir: &Path) -> PathBuf {
-        let n = self.seq.fetch_add(1, Relaxed);
-        dir.join(format!("{TEMP_PREFIX}{}-{n}", self.pid))
+        let handle = Root::open(root).map_err(|e| setup(io_words(&e)))?;
+        // Writable? A nameless probe leaves nothing behind whatever happens.
+        handle
+            .dir(Path::new(""), None)
+            .map_err(|e| setup(e.to_string()))?
+            .temp(0o600)
+            .map_err(|e| setup(io_words(&e)))?;
+        handle.sweep();
+        Ok(DirSink {
+            root: root.to_path_buf(),
+            handle: Some(handle),
+            opts,
+        })
     }
 }
 
-/// Removes `<prefix><pid>-<n>` files under `root` whose process no longer runs: the temp
-/// files of a crashed delivery (`.ferry-tmp-`) or restore (`.ferry-restore-`).
-pub fn remove_stale_temps(root: &Path, prefix: &str) {
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        let Ok(rd) = fs::read_dir(&dir) else { continue };
-        for entry in rd.flatten() {
-            let Ok(ft) = entry.file_type() else { continue };
-            if ft.is_dir() {
-                dirs.push(entry.path());
-                continue;
-            }
-            let name = entry.file_name();
-            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(prefix)) else {
-                continue;
-            };
-            let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
-            let alive = pid.is_some_and(|p| {
-                p != std::process::id() && Path::new(&format!("/proc/{p}")).exists()
-            });
-            if !alive {
-                let _ = fs::remove_file(entry.path());
-            }
+fn beneath_error(e: BeneathError) -> SinkError {
+    match e {
+        BeneathError::Io { path, source } => {
+            SinkError::io(format!("cannot create {}", path.display()), source)
         }
+        other => SinkError::io("", std::io::Error::other(other.to_string())),
     }
 }
 
@@ -100,39 +79,24 @@ impl Sink for DirSink {
     }
 
     fn begin(&self, key: &Path, meta: &ObjectMeta) -> Result<Box<dyn Upload>, SinkError> {
-        if self.opts.read_only {
+        let Some(handle) = &self.handle else {
             return Err(SinkError::Misuse("write to a sink opened read-only"));
-        }
-        let target = self.root.join(key);
-        let dir = target.parent().unwrap_or(&self.root);
-        let known = self
-            .made
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(dir.as_os_str());
-        if !known {
-            fs::create_dir_all(dir)
-                .map_err(|e| SinkError::io(format!("cannot create {}", dir.display()), e))?;
-            self.made
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(dir.as_os_str().to_owned());
-        }
-        let temp = self.temp_path(dir);
-        let create = || File::options().write(true).create_new(true).open(&temp);
-        let file = match create() {
-            // The directory was removed behind our back since we made it: make it again.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                fs::create_dir_all(dir).and_then(|_| create())
-            }
-            r => r,
-        }
-        .map_err(|e| SinkError::io("cannot create output", e))?;
+        };
+        let name = key
+            .file_name()
+            .ok_or(SinkError::Misuse("an object key with no file name"))?
+            .to_owned();
+        let parent = key.parent().unwrap_or(Path::new(""));
+        let dir = handle
+            .dir(parent, Some(meta.dir_mode.unwrap_or(0o777)))
+            .map_err(beneath_error)?;
+        let temp = dir
+            .temp(meta.mode.unwrap_or(0o666))
+            .map_err(|e| SinkError::io("cannot create output", e))?;
         Ok(Box::new(DirUpload {
-            file: Some(file),
+            temp: Some(temp),
             written: 0,
-            temp,
-            target,
+            name,
             mtime: meta.mtime,
             fsync: self.opts.fsync,
         }))
@@ -150,6 +114,25 @@ impl Sink for DirSink {
                 target: self.describe(),
                 cause: format!("cannot read {name}: {}", io_words(&e)),
             }),
+        }
+    }
+
+    fn create_meta(&self, name: &str, bytes: &[u8]) -> Result<bool, SinkError> {
+        let Some(handle) = &self.handle else {
+            return Err(SinkError::Misuse("write to a sink opened read-only"));
+        };
+        let mut temp = handle
+            .dir(Path::new(""), None)
+            .map_err(beneath_error)?
+            .temp(0o644)
+            .map_err(|e| SinkError::io(format!("cannot create {name}"), e))?;
+        temp.file
+            .write_all(bytes)
+            .map_err(|e| SinkError::io(format!("cannot write {name}"), e))?;
+        match temp.publish(OsStr::new(name), false) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(SinkError::io(format!("cannot create {name}"), e)),
         }
     }
 
@@ -193,14 +176,14 @@ impl Sink for DirSink {
     }
 }
 
-/// One file being written under a temp name.
+/// One file being written, nameless until committed.
 struct DirUpload {
     /// `None` once committed or aborted.
-    file: Option<File>,
+    temp: Option<Temp>,
     /// Bytes written so far.
     written: u64,
-    temp: PathBuf,
-    target: PathBuf,
+    /// Its name in its directory.
+    name: std::ffi::OsString,
     /// Stamped on the output, as gzip does.
     mtime: Option<std::time::SystemTime>,
     fsync: bool,
@@ -208,42 +191,37 @@ struct DirUpload {
 
 impl Upload for DirUpload {
     fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
-        let file = self
-            .file
+        let temp = self
+            .temp
             .as_mut()
             .ok_or(SinkError::Misuse("write after commit"))?;
-        file.write_all(bytes)
+        temp.file
+            .write_all(bytes)
             .map_err(|e| SinkError::io("write failed", e))?;
         self.written += bytes.len() as u64;
         Ok(())
     }
 
     fn commit(&mut self) -> Result<Receipt, SinkError> {
-        let Some(file) = self.file.take() else {
+        let Some(temp) = self.temp.take() else {
             return Err(SinkError::Misuse("committed twice"));
         };
         let finish = || -> std::io::Result<()> {
             if let Some(t) = self.mtime {
-                file.set_modified(t)?;
+                temp.file.set_modified(t)?;
             }
             if self.fsync {
-                file.sync_all()?;
+                temp.file.sync_all()?;
             }
-            drop(file);
-            fs::rename(&self.temp, &self.target)?;
+            temp.publish(OsStr::new(&self.name), true)?;
             if self.fsync {
-                // The rename is an entry in the directory: without this it can be lost
+                // The link is an entry in the directory: without this it can be lost
                 // on power loss even though the file's bytes were synced.
-                if let Some(dir) = self.target.parent() {
-                    File::open(dir)?.sync_all()?;
-                }
+                temp.sync_dir()?;
             }
             Ok(())
         };
-        finish().map_err(|e| {
-            let _ = fs::remove_file(&self.temp);
-            SinkError::io("cannot finish output", e)
-        })?;
+        finish().map_err(|e| SinkError::io("cannot finish output", e))?;
         Ok(Receipt {
             bytes: self.written,
             crc32: None,
@@ -251,18 +229,8 @@ impl Upload for DirUpload {
     }
 
     fn abort(&mut self) {
-        if self.file.take().is_some() {
-            let _ = fs::remove_file(&self.temp);
-        }
-    }
-}
-
-impl Drop for DirUpload {
-    fn drop(&mut self) {
-        // Neither committed nor aborted (a panic on the way): leave nothing behind.
-        if self.file.take().is_some() {
-            let _ = fs::remove_file(&self.temp);
-        }
+        // A nameless file vanishes when closed (a named fallback is removed by its drop).
+        self.temp.take();
     }
 }
 
@@ -274,11 +242,7 @@ mod tests {
     fn objects_appear_only_on_commit_and_abort_leaves_nothing() {
         let t = tempfile::tempdir().unwrap();
         let sink = DirSink::open(t.path(), SinkOptions::default()).unwrap();
-        let meta = ObjectMeta {
-            mtime: None,
-            source_size: 0,
-            deadline: None,
-        };
+        let meta = ObjectMeta::default();
         let mut up = sink.begin(Path::new("a/b.gz"), &meta).unwrap();
         up.write(b"hello").unwrap();
         assert!(!t.path().join("a/b.gz").exists());
@@ -298,16 +262,25 @@ mod tests {
     }
 
     #[test]
-    fn stale_temps_of_dead_processes_are_removed_at_open() {
+    fn look_alike_temp_names_are_never_removed_at_open() {
         let t = tempfile::tempdir().unwrap();
         fs::create_dir_all(t.path().join("x")).unwrap();
-        // pid 0 is never a user process: a crashed run's leftover.
-        let stale = t.path().join("x").join(format!("{TEMP_PREFIX}0-7"));
-        fs::write(&stale, b"junk").unwrap();
-        fs::write(t.path().join("x/keep.gz"), b"ok").unwrap();
+        // Names a crashed run of an older ferry would have left: now a user's files.
+        for n in [
+            "x/.ferry-tmp-0-7",
+            "x/.ferry-tmp-999999-0",
+            "x/.ferry-tmp-x",
+        ] {
+            fs::write(t.path().join(n), b"mine").unwrap();
+        }
         DirSink::open(t.path(), SinkOptions::default()).unwrap();
-        assert!(!stale.exists());
-        assert!(t.path().join("x/keep.gz").exists());
+        for n in [
+            "x/.ferry-tmp-0-7",
+            "x/.ferry-tmp-999999-0",
+            "x/.ferry-tmp-x",
+        ] {
+            assert_eq!(fs::read(t.path().join(n)).unwrap(), b"mine", "{n}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ mod sim;
 pub use api::{ObjectMeta, Receipt, Sink, SinkError, SinkOptions, Upload, UrlStyle};
 #[cfg(feature = "cloud")]
 pub use cloud::{part_size, Cloud, CloudSink, CloudSpec};
-pub use dir::{remove_stale_temps, DirSink};
+pub use dir::DirSink;
 pub use sim::{SimSink, SimSpec};
 
 use std::path::PathBuf;

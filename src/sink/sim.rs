@@ -259,6 +259,15 @@ impl Sink for SimSink {
         Ok(())
     }
 
+    fn create_meta(&self, name: &str, bytes: &[u8]) -> Result<bool, SinkError> {
+        let mut meta = self.inner.meta.lock().unwrap_or_else(|e| e.into_inner());
+        if meta.contains_key(name) {
+            return Ok(false);
+        }
+        meta.insert(name.to_string(), bytes.to_vec());
+        Ok(true)
+    }
+
     fn list_meta(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
         let meta = self.inner.meta.lock().unwrap_or_else(|e| e.into_inner());
         let mut names: Vec<String> = meta
@@ -357,11 +366,7 @@ mod tests {
     }
 
     fn meta() -> ObjectMeta {
-        ObjectMeta {
-            mtime: None,
-            source_size: 0,
-            deadline: None,
-        }
+        ObjectMeta::default()
     }
 
     #[test]

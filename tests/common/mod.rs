@@ -252,6 +252,11 @@ impl Running {
         }
     }
 
+    /// The process id of the ferry under test.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits until a stderr line contains `text`; fails the test after [`WATCHDOG`].
     pub fn wait_for(&mut self, text: &str) {
         self.wait_until(text, |l| l.contains(text));

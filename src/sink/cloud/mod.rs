@@ -457,6 +457,62 @@ impl Sink for CloudSink {
         }
     }
 
+    fn release_meta(&self, name: &str, marker: &str) -> Result<(), SinkError> {
+        let path = self.path(Path::new(name));
+        let handle = self.runtime.handle();
+        // Not ended by the run's cancel (a cancelled run still gives its lease back), but
+        // bounded: a store that stopped answering must not hold up the exit.
+        let deadline = Some(std::time::Instant::now() + std::time::Duration::from_secs(5));
+        let got = run_with(handle, &self.client, deadline, false, async {
+            self.store.get(&path).await?.bytes().await
+        });
+        match got {
+            Ok(bytes) if super::api::contains(&bytes, marker.as_bytes()) => run_with(
+                handle,
+                &self.client,
+                deadline,
+                false,
+                self.store.delete(&path),
+            ),
+            Ok(_) | Err(SinkError::Store(object_store::Error::NotFound { .. })) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn create_meta(&self, name: &str, bytes: &[u8]) -> Result<bool, SinkError> {
+        let path = self.path(Path::new(name));
+        let opts = PutOptions {
+            mode: object_store::PutMode::Create,
+            ..Default::default()
+        };
+        let put = || {
+            run(
+                self.runtime.handle(),
+                &self.client,
+                None,
+                self.store
+                    .put_opts(&path, PutPayload::from(bytes.to_vec()), opts.clone()),
+            )
+        };
+        match put() {
+            Ok(_) => Ok(true),
+            Err(SinkError::Store(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            )) => Ok(false),
+            // A store (or emulator) without conditional writes: look, then write. Two runs
+            // starting in the same instant may then both write; the lease's read-back
+            // settles which one holds it.
+            Err(SinkError::Store(object_store::Error::NotImplemented { .. })) => {
+                match self.open_meta(name)? {
+                    Some(_) => Ok(false),
+                    None => self.write_meta(name, bytes).map(|_| true),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     fn write_meta(&self, name: &str, bytes: &[u8]) -> Result<(), SinkError> {
         let path = self.path(Path::new(name));
         run(
