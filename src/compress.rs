@@ -25,7 +25,34 @@ impl Compressor {
     }
 
     /// Compresses one segment and emits its piece (or passes its `Stop` on).
+    ///
+    /// A panic anywhere in here, not only in the deflate engine, becomes a `Stop` for this
+    /// piece that fails its file by name, so the upload stage never waits for a piece
+    /// that will not come.
     pub fn handle(&mut self, s: Segment, out: &Emitter<Packed>) {
+        let (file, index) = (s.file.clone(), s.index);
+        let last = match &s.body {
+            SegmentBody::Stop(_) => true,
+            SegmentBody::Data { last, .. } => *last,
+        };
+        let result = catch_unwind(AssertUnwindSafe(|| self.handle_segment(s, out)));
+        if let Err(panic) = result {
+            // The engine may be half-updated: start afresh.
+            self.deflate = SegmentCompressor::new(self.deflate.level());
+            let error = FileError::panicked(Stage::Compress, &*panic);
+            let _ = out.emit(Packed {
+                file,
+                index,
+                body: PackedBody::Stop {
+                    verdict: Verdict::failed(Stage::Compress, error),
+                    last,
+                },
+            });
+        }
+    }
+
+    fn handle_segment(&mut self, s: Segment, out: &Emitter<Packed>) {
+        s.file.injected_panic_at(Stage::Compress, s.index);
         let body = match s.body {
             // From load: nothing follows it.
             SegmentBody::Stop(verdict) => PackedBody::Stop {

@@ -184,6 +184,9 @@ mod tests {
             ("ferry-test-panic-in-load", "load"),
             ("ferry-test-panic-in-compress", "compress"),
             ("ferry-test-panic-in-upload", "upload"),
+            // In the handler's body, outside the stage's inner catch, at a middle segment.
+            ("ferry-test-panic-in-compress-body", "compress"),
+            ("ferry-test-panic-in-upload-body", "upload"),
         ] {
             let t = tempfile::tempdir().unwrap();
             let src = t.path().join("src");

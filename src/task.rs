@@ -179,6 +179,21 @@ impl FileCtx {
     #[cfg(not(test))]
     #[inline(always)]
     pub(crate) fn injected_panic(&self, _stage: Stage) {}
+
+    /// Test builds only: panics in the body of `stage`'s handler, outside any catch of its
+    /// own, on piece `index` 2 of the file named `ferry-test-panic-in-<stage>-body`.
+    #[cfg(test)]
+    pub(crate) fn injected_panic_at(&self, stage: Stage, index: u32) {
+        let name = format!("ferry-test-panic-in-{stage}-body");
+        if index == 2 && self.path.file_name() == Some(name.as_ref()) {
+            panic!("injected {stage} panic in the handler's body");
+        }
+    }
+
+    /// Does nothing outside test builds.
+    #[cfg(not(test))]
+    #[inline(always)]
+    pub(crate) fn injected_panic_at(&self, _stage: Stage, _index: u32) {}
 }
 
 /// Load → compress: one piece of a file's bytes, or the end of its stream.

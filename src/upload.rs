@@ -37,6 +37,27 @@ struct Assembly {
     /// A worker is writing this file's pieces right now.
     draining: bool,
     state: State,
+    /// A handler panicked on one of its pieces, outside the writing: the file has failed,
+    /// and its pieces are dropped as they come (releasing their budget) until all have.
+    poisoned: bool,
+    /// Pieces received so far, and the index of the one that ends the stream once seen:
+    /// a poisoned file leaves the map when every piece has come.
+    received: u32,
+    end: Option<u32>,
+}
+
+impl Assembly {
+    fn note(&mut self, index: u32, ends: bool) {
+        self.received += 1;
+        if ends {
+            self.end = Some(index);
+        }
+    }
+
+    /// Every piece of the stream has come.
+    fn complete(&self) -> bool {
+        self.end.is_some_and(|e| self.received > e)
+    }
 }
 
 #[derive(Default)]
@@ -108,7 +129,64 @@ impl Uploader {
 
     /// Takes one packed piece; writes it and any pieces it unblocks, and emits the file's
     /// outcome when its stream ends.
+    ///
+    /// A panic anywhere in here (not only while writing) fails the piece's file by name:
+    /// its upload is aborted, and its other pieces are dropped as they come, so no piece
+    /// waits for one that will never be written and the run ends.
     pub fn handle(&self, piece: Packed, out: &Emitter<Outcome>) {
+        let (file, index, ends) = (piece.file.clone(), piece.index, piece.ends_stream());
+        let result = catch_unwind(AssertUnwindSafe(|| self.handle_piece(piece, out)));
+        if let Err(panic) = result {
+            let error = FileError::panicked(Stage::Upload, &*panic);
+            self.poison(&file, index, ends, error, out);
+        }
+    }
+
+    /// Fails `file` after a panic on its piece `index`.
+    fn poison(
+        &self,
+        file: &Arc<FileCtx>,
+        index: u32,
+        ends: bool,
+        e: FileError,
+        out: &Emitter<Outcome>,
+    ) {
+        if index == 0 && ends {
+            self.metrics.land(file.id, file.size);
+            let _ = out.emit(failed(file, e));
+            return;
+        }
+        let shard = &self.assemblies[file.id as usize % MAP_SHARDS];
+        let asm = lock(shard).entry(file.id).or_default().clone();
+        let mut a = lock(&asm);
+        if !a.poisoned {
+            a.poisoned = true;
+            // The panicking piece was counted if it got as far as the map; if not, now.
+            if !a.pending.contains_key(&index) && a.end != Some(index) && a.received <= index {
+                a.note(index, ends);
+            }
+            a.pending.clear();
+            match std::mem::replace(&mut a.state, State::Done) {
+                State::Done => {}
+                State::Open(mut open) => {
+                    open.upload.abort();
+                    self.metrics.land(file.id, file.size);
+                    let _ = out.emit(failed(file, e));
+                }
+                State::Idle | State::Busy => {
+                    self.metrics.land(file.id, file.size);
+                    let _ = out.emit(failed(file, e));
+                }
+            }
+        }
+        if a.complete() {
+            drop(a);
+            lock(shard).remove(&file.id);
+        }
+    }
+
+    fn handle_piece(&self, piece: Packed, out: &Emitter<Outcome>) {
+        piece.file.injected_panic_at(Stage::Upload, piece.index);
         if piece.index == 0 && piece.ends_stream() {
             // A whole file in one piece: nothing to order.
             let file = piece.file.clone();
@@ -123,6 +201,16 @@ impl Uploader {
         let asm = lock(shard).entry(id).or_default().clone();
         let file = piece.file.clone();
         let mut a = lock(&asm);
+        a.note(piece.index, piece.ends_stream());
+        if a.poisoned {
+            // Its file failed already: drop the piece (and its budget).
+            drop(piece);
+            if a.complete() {
+                drop(a);
+                lock(shard).remove(&id);
+            }
+            return;
+        }
         a.pending.insert(piece.index, piece);
         if a.draining {
             return;

@@ -224,7 +224,23 @@ pub fn restore(opts: &RestoreOptions, cancel: CancelToken) -> Result<Summary, Fe
             let mut small = Small::default();
             move |ws: Vec<Wanted>, out: &Emitter<Work>| {
                 let mut done = Vec::with_capacity(ws.len());
-                done.extend(ws.into_iter().filter_map(|w| r.fetch(w, &mut small, out)));
+                done.extend(ws.into_iter().filter_map(|w| {
+                    // A panic while fetching fails this file by name; the batch goes on.
+                    let key = w.key.clone();
+                    let fetched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        r.fetch(w, &mut small, out)
+                    }));
+                    fetched.unwrap_or_else(|panic| {
+                        small = Small::default();
+                        Some(Outcome {
+                            path: key,
+                            result: Err(Verdict::failed(
+                                Stage::Load,
+                                FileError::panicked(Stage::Load, &*panic),
+                            )),
+                        })
+                    })
+                }));
                 if !done.is_empty() {
                     let _ = out.emit(Work::Done(done));
                 }
@@ -797,34 +813,45 @@ impl Restorer {
                 mut deflate,
                 _permit,
             } => {
-                if !file.stop.load(Relaxed) {
-                    if out.is_cancelled() {
-                        file.fail(Verdict::Cancelled);
-                    } else {
-                        let mut buf = vec![0u8; len as usize];
-                        let written =
-                            inflate::inflate_segment(&mut deflate, last, &mut buf, engine)
-                                .and_then(|_| {
-                                    // The file was sized up front: a segment of zeros
-                                    // stays a hole, so a sparse source comes back sparse.
-                                    if buf.iter().all(|&b| b == 0) {
-                                        return Ok(());
-                                    }
-                                    file.temp.file.write_all_at(&buf, offset).map_err(|e| {
-                                        format!("write: {}", crate::words::io_words(&e))
-                                    })
-                                });
-                        match written {
-                            Ok(()) => {
-                                self.metrics.restored(len);
-                                file.crcs.lock().unwrap_or_else(|e| e.into_inner())[index] =
-                                    (crate::gzip::crc32(&buf), len);
-                            }
-                            Err(why) => {
-                                file.fail(Verdict::failed(Stage::Compress, FileError::Restore(why)))
+                // A panic here fails this file by name; its count still goes down below,
+                // so the file ends and the run with it.
+                let work = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    if !file.stop.load(Relaxed) {
+                        if out.is_cancelled() {
+                            file.fail(Verdict::Cancelled);
+                        } else {
+                            let mut buf = vec![0u8; len as usize];
+                            let written =
+                                inflate::inflate_segment(&mut deflate, last, &mut buf, engine)
+                                    .and_then(|_| {
+                                        // The file was sized up front: a segment of zeros
+                                        // stays a hole, so a sparse source comes back sparse.
+                                        if buf.iter().all(|&b| b == 0) {
+                                            return Ok(());
+                                        }
+                                        file.temp.file.write_all_at(&buf, offset).map_err(|e| {
+                                            format!("write: {}", crate::words::io_words(&e))
+                                        })
+                                    });
+                            match written {
+                                Ok(()) => {
+                                    self.metrics.restored(len);
+                                    file.crcs.lock().unwrap_or_else(|e| e.into_inner())[index] =
+                                        (crate::gzip::crc32(&buf), len);
+                                }
+                                Err(why) => file.fail(Verdict::failed(
+                                    Stage::Compress,
+                                    FileError::Restore(why),
+                                )),
                             }
                         }
                     }
+                }));
+                if let Err(panic) = work {
+                    file.fail(Verdict::failed(
+                        Stage::Compress,
+                        FileError::panicked(Stage::Compress, &*panic),
+                    ));
                 }
                 file
             }
