@@ -139,7 +139,8 @@ impl Loader {
             at: Instant::now() + after,
             after,
         });
-        let ctx = FileCtx::new(task, size, mtime, deadline);
+        let ctime = (meta.ctime(), meta.ctime_nsec() as u32);
+        let ctx = FileCtx::opened(task, size, mtime, ctime, deadline);
         sent.file.set(Some(ctx.clone()));
         self.read_segments(ctx, file, out, sent);
     }
@@ -190,6 +191,7 @@ impl Loader {
         };
         e.size == meta.len()
             && (e.mtime_s, e.mtime_ns) == (meta.mtime(), meta.mtime_nsec() as u32)
+            && e.same_ctime((meta.ctime(), meta.ctime_nsec() as u32))
             && (e.listed || self.sink.has(&object_key(&task.key), e.bytes_out))
     }
 
@@ -267,13 +269,15 @@ impl Loader {
 }
 
 /// After the last segment: a file that grew, shrank or was rewritten while it was read
-/// would be delivered torn; report it instead. `fstat` sees all three (size, mtime), so
-/// no probe read for EOF is needed.
+/// would be delivered torn; report it instead. `fstat` sees all of it (size, mtime, and
+/// ctime, which a rewrite moves even when the mtime is put back), so no probe read for
+/// EOF is needed.
 fn changed_since_open(file: &File, ctx: &FileCtx) -> Option<FileError> {
     let change = match file.metadata() {
         Ok(m) if m.len() > ctx.size => Change::Grew,
         Ok(m) if m.len() < ctx.size => Change::Shrank,
         Ok(m) if (m.mtime(), m.mtime_nsec() as u32) != ctx.mtime => Change::Modified,
+        Ok(m) if (m.ctime(), m.ctime_nsec() as u32) != ctx.ctime => Change::Modified,
         Ok(_) => return None,
         Err(e) => return Some(e.into()),
     };

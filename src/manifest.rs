@@ -105,6 +105,11 @@ pub struct Entry {
     pub mtime_s: i64,
     /// Source modification time, nanoseconds part.
     pub mtime_ns: u32,
+    /// Source status-change time (seconds, nanoseconds) when it was read, so a rerun sees
+    /// a rewrite in place whose mtime was put back. Absent in entries of older versions
+    /// (which then compare size and mtime only); older versions ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctime: Option<(i64, u32)>,
     /// CRC-32 of the source bytes.
     pub crc32: u32,
     /// Size of the delivered object.
@@ -351,6 +356,25 @@ pub struct Delivered {
     /// Whether a listing of the sink showed the object at `bytes_out` (for sinks that
     /// list, so the skip check needs no request per file).
     pub listed: bool,
+    /// A 24-bit tag of the source's ctime when delivered (0: not recorded); in what was
+    /// padding, so an index entry stays 48 bytes.
+    pub ctime_tag: [u8; 3],
+}
+
+/// The 24-bit tag of a ctime in [`Delivered`] (never 0, which means "not recorded").
+pub fn ctime_tag((s, ns): (i64, u32)) -> [u8; 3] {
+    let h = xxhash_rust::xxh3::xxh3_64(&[s.to_le_bytes(), u64::from(ns).to_le_bytes()].concat());
+    let t = ((h as u32) & 0x00ff_ffff).max(1);
+    let b = t.to_le_bytes();
+    [b[0], b[1], b[2]]
+}
+
+impl Delivered {
+    /// Whether a source with status-change time `ctime` is the one delivered, as far as
+    /// its ctime tells (an entry without one says nothing against it).
+    pub fn same_ctime(&self, ctime: (i64, u32)) -> bool {
+        self.ctime_tag == [0; 3] || self.ctime_tag == ctime_tag(ctime)
+    }
 }
 
 /// Every delivered file by key hash, sorted for binary search: 48 bytes a file, with no
@@ -380,6 +404,7 @@ impl Index {
             mtime_s: e.mtime_s,
             mtime_ns: e.mtime_ns,
             listed: false,
+            ctime_tag: e.ctime.map_or([0; 3], ctime_tag),
         };
         self.entries
             .push((split(key_hash(&PathBuf::from(&e.key))), d));
@@ -442,6 +467,7 @@ mod tests {
             size,
             mtime_s: 5,
             mtime_ns: 7,
+            ctime: None,
             crc32: 9,
             bytes_out: 11,
         }

@@ -131,6 +131,9 @@ pub struct FileCtx {
     pub size: u64,
     /// Modification time (seconds, nanoseconds) when opened.
     pub mtime: (i64, u32),
+    /// Status-change time (seconds, nanoseconds) when opened: what a rewrite in place
+    /// moves even when it puts the mtime back (`rsync --inplace -t`, `touch -r`).
+    pub ctime: (i64, u32),
     /// When this file's `--task-timeout` runs out, counted from when it was opened.
     pub deadline: Option<Deadline>,
 }
@@ -143,12 +146,24 @@ impl FileCtx {
         mtime: (i64, u32),
         deadline: Option<Deadline>,
     ) -> Arc<Self> {
+        Self::opened(task, size, mtime, (0, 0), deadline)
+    }
+
+    /// A context for `task`, opened with `size`, `mtime` and `ctime`.
+    pub fn opened(
+        task: FileTask,
+        size: u64,
+        mtime: (i64, u32),
+        ctime: (i64, u32),
+        deadline: Option<Deadline>,
+    ) -> Arc<Self> {
         Arc::new(FileCtx {
             id: task.id,
             path: task.path,
             key: task.key,
             size,
             mtime,
+            ctime,
             deadline,
         })
     }

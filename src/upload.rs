@@ -450,6 +450,7 @@ impl Uploader {
                 size: file.size,
                 mtime_s: file.mtime.0,
                 mtime_ns: file.mtime.1,
+                ctime: Some(file.ctime),
                 crc32: open.crc.crc(),
                 bytes_out: written,
                 segments: (!gzip::PRIMES_SEGMENTS && open.pieces.0.len() > 1).then(|| {

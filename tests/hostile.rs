@@ -459,3 +459,47 @@ fn data_after_the_gzip_member_fails_verify_and_restore() {
     );
     assert_eq!(entries(&d2), ["in", "in/b.txt"].map(PathBuf::from));
 }
+
+/// Issue 21 point 6: a file rewritten in place while it is read, its mtime put back (as
+/// `rsync --inplace -t` does), is failed, never delivered torn; and a rerun after such a
+/// rewrite sends it again instead of skipping it forever.
+#[test]
+fn a_rewrite_in_place_with_the_mtime_put_back_is_never_delivered_torn() {
+    use std::io::{Seek, Write};
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("in");
+    let big = write(&src, "big.bin", &noise(40 << 16));
+    let mtime = filetime::FileTime::from_last_modification_time(&big.metadata().unwrap());
+    // A slow sink and room for two segments: the read of 40 segments takes seconds.
+    let mut ferry = Running::spawn([
+        src.as_os_str(),
+        "-vv".as_ref(),
+        "--segment-size".as_ref(),
+        "64KiB".as_ref(),
+        "--memory".as_ref(),
+        "128KiB".as_ref(),
+        "--to".as_ref(),
+        "sim:latency=100ms".as_ref(),
+    ]);
+    ferry.wait_for("segment 2/40");
+    let mut f = std::fs::OpenOptions::new().write(true).open(&big).unwrap();
+    f.seek(std::io::SeekFrom::Start(30 << 16)).unwrap();
+    f.write_all(&[0xAB; 4096]).unwrap();
+    drop(f);
+    filetime::set_file_mtime(&big, mtime).unwrap();
+    let (status, err, _) = ferry.finish();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("big.bin") && err.contains("1 failed"), "{err}");
+
+    // A rerun: delivered, then rewritten in place with the mtime put back.
+    let small = write(&src, "small.txt", b"version one");
+    let out = t.path().join("out");
+    std::fs::remove_file(&big).unwrap();
+    deliver(&src, &out);
+    let m = filetime::FileTime::from_last_modification_time(&small.metadata().unwrap());
+    std::fs::write(&small, b"version two").unwrap();
+    filetime::set_file_mtime(&small, m).unwrap();
+    let r = deliver(&src, &out);
+    assert_eq!(r["totals"]["succeeded"], 1, "{r}");
+    assert_eq!(gunzip(&out.join("in/small.txt.gz")), b"version two");
+}

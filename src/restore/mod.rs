@@ -924,6 +924,7 @@ fn entry_of(w: Wanted, got: &Inflated) -> Entry {
         size: got.len,
         mtime_s: i64::from(got.header_mtime),
         mtime_ns: 0,
+        ctime: None,
         crc32: got.crc32,
         bytes_out: got.bytes_in,
         segments: None,
