@@ -39,7 +39,7 @@ fn main() -> std::process::ExitCode {
         Ok(cli) => deliver(cli.run),
     };
     let code = code.unwrap_or_else(|e| {
-        eprintln!("ferry: {e}");
+        eprintln!("ferry: {}", ferry::words::escaped(&e.to_string()));
         e.exit_code()
     });
     code.into()
@@ -114,7 +114,11 @@ fn report(args: ReportArgs) -> Result<ExitCode, FerryError> {
     let combined = ferry::shard::report::Combined::read(sink.as_ref())?;
     match args.json {
         true => println!("{}", combined.to_json()),
-        false => print!("{}", combined.render_text()),
+        // Names in it (shards' keys, failures) shown with control characters escaped.
+        false => combined
+            .render_text()
+            .lines()
+            .for_each(|l| println!("{}", ferry::words::escaped(l))),
     }
     Ok(combined.exit_code())
 }

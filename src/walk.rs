@@ -425,6 +425,8 @@ impl Walker {
             let mut reader = BufReader::new(reader);
             let sep = if nul { 0 } else { b'\n' };
             let mut line = Vec::new();
+            // Keys taken so far: `a`, `./a` and `a//` are one key, taken once per run.
+            let mut taken = std::collections::HashSet::<u128>::new();
             loop {
                 line.clear();
                 match reader.read_until(sep, &mut line) {
@@ -444,6 +446,18 @@ impl Walker {
                 let path = PathBuf::from(OsString::from_vec(line.clone()));
                 if let Some(ov) = &overrides {
                     if ov.matched(&path, false).is_ignore() {
+                        continue;
+                    }
+                }
+                if let Some(key) = list_key(&path) {
+                    if !taken.insert(crate::manifest::key_hash(&key)) {
+                        w.log.warn(|| {
+                            format!(
+                                "{}: listed more than once (as {}); taken once",
+                                crate::words::shown(&path),
+                                crate::words::shown(&key)
+                            )
+                        });
                         continue;
                     }
                 }
@@ -479,10 +493,15 @@ impl Walker {
     }
 
     fn send_listed(&self, out: &Emitter<FileTask>, path: PathBuf) -> bool {
-        let Some(key) = list_key(&path) else {
-            return self.send(out, path.clone(), path, walk_failure(FileError::LeavesRoot));
-        };
-        self.send_keyed(out, path, key, None)
+        let climbs = path.components().any(|c| c == Component::ParentDir);
+        match list_key(&path) {
+            Some(key) => self.send_keyed(out, path, key, None),
+            None if climbs => {
+                self.send(out, path.clone(), path, walk_failure(FileError::LeavesRoot))
+            }
+            // `.` or `/`: a directory, said as such (a list names files).
+            None => self.send_keyed(out, path.clone(), path, None),
+        }
     }
 
     /// Sends a named file under `key`, after one stat: a regular file goes on to be

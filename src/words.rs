@@ -34,6 +34,35 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// `text` with every control character escaped (`\e`, `\n`, `\t`, `\x7f`, C1 as `\u{85}`),
+/// so that a name cannot recolour the terminal or forge a line, as `ls` and fd print
+/// names; every other character stays as it is.
+pub fn escaped(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\x1b' => out.push_str("\\e"),
+            c if (c as u32) < 0x80 && c.is_control() => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// A path as a person should read it: lossy UTF-8, control characters escaped.
+pub fn shown(path: &std::path::Path) -> String {
+    escaped(&path.to_string_lossy()).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +81,14 @@ mod tests {
         assert_eq!(human_bytes(1024), "1.0 KiB");
         assert_eq!(human_bytes(230 * 1024), "230 KiB");
         assert_eq!(human_bytes(1258291), "1.2 MiB");
+    }
+    #[test]
+    fn control_characters_are_escaped_and_nothing_else() {
+        assert_eq!(escaped("plain/ü.txt"), "plain/ü.txt");
+        assert_eq!(escaped("a\x1b[31mRED\x1b[0m"), "a\\e[31mRED\\e[0m");
+        assert_eq!(
+            escaped("two\nlines\t\x7f\u{85}"),
+            "two\\nlines\\t\\x7f\\u{85}"
+        );
     }
 }

@@ -503,3 +503,79 @@ fn a_rewrite_in_place_with_the_mtime_put_back_is_never_delivered_torn() {
     assert_eq!(r["totals"]["succeeded"], 1, "{r}");
     assert_eq!(gunzip(&out.join("in/small.txt.gz")), b"version two");
 }
+
+/// Issue 21 point 7: a file name with terminal escapes is printed escaped in every line a
+/// person reads (delivery, verify, restore at `-v`), and exact in JSON.
+#[test]
+fn names_with_control_characters_are_printed_escaped() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("in");
+    write(&src, "a\x1b[31mRED\x1b[0m\nline", b"red");
+    let out = t.path().join("out");
+    let o = ferry_cmd()
+        .arg(&src)
+        .args(["-v", "--progress", "never", "--report", "-", "--to"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains('\x1b'), "{err:?}");
+    assert!(err.contains("a\\e[31mRED\\e[0m\\nline"), "{err}");
+    // The history keeps the name exact.
+    let manifest = std::fs::read_to_string(out.join(".ferry-manifest.json")).unwrap();
+    assert!(
+        manifest.contains("\\u001b[31mRED\\u001b[0m\\nline"),
+        "{manifest}"
+    );
+    let dest = t.path().join("dest");
+    let o = restore_cmd(&out, &dest).arg("-v").output().unwrap();
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !err.contains('\x1b') && err.contains("\\e[31mRED"),
+        "{err:?}"
+    );
+    assert_eq!(
+        std::fs::read(dest.join("in/a\x1b[31mRED\x1b[0m\nline")).unwrap(),
+        b"red"
+    );
+    // A damaged object named so: verify's error line is escaped too.
+    std::fs::write(out.join("in/a\x1b[31mRED\x1b[0m\nline.gz"), b"junk").unwrap();
+    let o = verify_out(&out);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        !err.contains('\x1b') && err.contains("\\e[31mRED"),
+        "{err:?}"
+    );
+}
+
+/// Issue 21 point 7: `a`, `./a` and `a//` in a list are one key, taken once; a bare `.`
+/// is a directory, not a path that climbs.
+#[test]
+fn a_listed_file_is_taken_once_whatever_its_spelling() {
+    let t = tempfile::tempdir().unwrap();
+    write(t.path(), "a", b"a");
+    std::fs::write(t.path().join("list"), "a\n./a\na//\n.\n").unwrap();
+    let o = ferry_cmd()
+        .current_dir(t.path())
+        .args([
+            "--files-from",
+            "list",
+            "--progress",
+            "never",
+            "--report",
+            "-",
+            "--to",
+            "dir:out",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    let r = report(&o.stdout);
+    assert_eq!(r["totals"]["succeeded"], 1, "{err}");
+    assert_eq!(r["totals"]["discovered"], 2, "{err}");
+    assert!(err.contains("listed more than once"), "{err}");
+    assert!(!err.contains(".."), "{err}");
+}

@@ -55,7 +55,13 @@ impl Log {
         if !self.enabled(level) {
             return;
         }
-        let text = text();
+        // One line for a person: a name's control characters (ESC, newlines) are shown
+        // escaped, never sent to the terminal.
+        let raw = text();
+        let text = match raw.chars().any(char::is_control) {
+            true => crate::words::escaped(&raw).into_owned(),
+            false => raw,
+        };
         match &self.tx {
             Some(tx) => {
                 if let Err(e) = tx.send(Event::Line(text)) {
