@@ -39,7 +39,8 @@ fn main() -> std::process::ExitCode {
         Ok(cli) => deliver(cli.run),
     };
     let code = code.unwrap_or_else(|e| {
-        eprintln!("ferry: {}", ferry::words::escaped(&e.to_string()));
+        let text = ferry::words::redacted(&e.to_string()).into_owned();
+        eprintln!("ferry: {}", ferry::words::escaped(&text));
         e.exit_code()
     });
     code.into()

@@ -63,6 +63,39 @@ pub fn shown(path: &std::path::Path) -> String {
     escaped(&path.to_string_lossy()).into_owned()
 }
 
+/// `text` with the credentials of every URL in it replaced: `http://user:secret@host`
+/// becomes `http://***@host`, so that no password given in an endpoint is ever printed or
+/// reported.
+pub fn redacted(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains("://") || !text.contains('@') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        // The authority ends at the first `/`, `?`, `#` or space; credentials end at its
+        // last `@`.
+        let end = tail
+            .find(|c: char| {
+                c == '/' || c == '?' || c == '#' || c.is_whitespace() || c == '\'' || c == '"'
+            })
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,5 +123,15 @@ mod tests {
             escaped("two\nlines\t\x7f\u{85}"),
             "two\\nlines\\t\\x7f\\u{85}"
         );
+    }
+
+    #[test]
+    fn credentials_in_urls_are_never_shown() {
+        assert_eq!(
+            redacted("endpoint 'http://user:secret@host:9000/x' is down"),
+            "endpoint 'http://***@host:9000/x' is down"
+        );
+        assert_eq!(redacted("s3://bucket/a@b"), "s3://bucket/a@b");
+        assert_eq!(redacted("mail me@example.com"), "mail me@example.com");
     }
 }

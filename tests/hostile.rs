@@ -579,3 +579,48 @@ fn a_listed_file_is_taken_once_whatever_its_spelling() {
     assert!(err.contains("listed more than once"), "{err}");
     assert!(!err.contains(".."), "{err}");
 }
+
+/// Issue 21 point 7: a bucket name that is not a name is refused before any request, and
+/// a password in an endpoint URL is never printed.
+#[test]
+fn bad_bucket_names_are_refused_and_endpoint_passwords_never_printed() {
+    let t = tempfile::tempdir().unwrap();
+    write(t.path(), "in/a", b"a");
+    for to in [
+        "s3://bucket?acl",
+        "s3://bucket?acl/p",
+        "az://UPPER/p",
+        "gs://x/a/../b",
+    ] {
+        let o = ferry_cmd()
+            .arg(t.path().join("in"))
+            .args(["--progress", "never", "--force", "--to", to])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{to}: {err}");
+        assert!(
+            err.contains("not valid") || err.contains("segment"),
+            "{to}: {err}"
+        );
+    }
+    // Nothing listens on port 9: the setup error names the endpoint, not its password.
+    let o = ferry_cmd()
+        .arg(t.path().join("in"))
+        .args([
+            "--progress",
+            "never",
+            "--to",
+            "s3://bkt/p",
+            "--endpoint-url",
+            "http://user:hunter2@127.0.0.1:9",
+        ])
+        .env("AWS_ACCESS_KEY_ID", "k")
+        .env("AWS_SECRET_ACCESS_KEY", "s")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}

@@ -298,7 +298,7 @@ fn an_unreachable_endpoint_is_a_setup_error() {
         .env("AWS_ACCESS_KEY_ID", "k")
         .env("AWS_SECRET_ACCESS_KEY", "s")
         .arg(t.path().join("d"))
-        .args(["--to", "s3://b/x"])
+        .args(["--to", "s3://bkt/x"])
         .assert()
         .code(2)
         .stderr(predicate::str::contains("cannot use output s3://b/x"));

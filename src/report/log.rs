@@ -57,7 +57,7 @@ impl Log {
         }
         // One line for a person: a name's control characters (ESC, newlines) are shown
         // escaped, never sent to the terminal.
-        let raw = text();
+        let raw = crate::words::redacted(&text()).into_owned();
         let text = match raw.chars().any(char::is_control) {
             true => crate::words::escaped(&raw).into_owned(),
             false => raw,

@@ -108,7 +108,8 @@ impl Failure {
                 .is_none()
                 .then(|| path.as_os_str().as_bytes().to_vec()),
             stage,
-            error: error.to_string(),
+            // A store's error may quote the endpoint's URL: never its credentials.
+            error: crate::words::redacted(&error.to_string()).into_owned(),
         }
     }
 }

@@ -86,10 +86,13 @@ impl CloudSpec {
                 cloud.bucket_word()
             ));
         }
+        check_bucket(cloud, bucket)?;
+        let prefix = prefix.trim_matches('/');
+        check_prefix(prefix)?;
         Ok(CloudSpec {
             cloud,
             bucket: bucket.to_string(),
-            prefix: prefix.trim_matches('/').to_string(),
+            prefix: prefix.to_string(),
             endpoint: None,
             url_style: None,
             profile: None,
@@ -103,18 +106,82 @@ impl CloudSpec {
     }
 }
 
+/// Whether `name` follows the store's naming rules for a bucket (S3: 3–63 of `a-z 0-9 . -`;
+/// GCS: 3–63 of `a-z 0-9 . - _`, up to 222 with dots; Azure: 3–63 of `a-z 0-9 -`, no
+/// `--`), starting and ending with a letter or digit. Checked before any request, so that
+/// text such as `bucket?acl` never becomes part of a request's URL.
+fn check_bucket(cloud: Cloud, name: &str) -> Result<(), String> {
+    let word = cloud.bucket_word();
+    let (extra, max): (&[u8], usize) = match cloud {
+        Cloud::S3 => (b".-", 63),
+        Cloud::Gcs if name.contains('.') => (b".-_", 222),
+        Cloud::Gcs => (b".-_", 63),
+        Cloud::Azure => (b"-", 63),
+    };
+    let bad = |why: &str| {
+        Err(format!(
+            "{word} name {name:?} is not valid for {}: {why}",
+            cloud.scheme()
+        ))
+    };
+    if name.len() < 3 || name.len() > max {
+        return bad(&format!("it must be 3 to {max} characters"));
+    }
+    if let Some(c) = name
+        .bytes()
+        .find(|b| !(b.is_ascii_lowercase() || b.is_ascii_digit() || extra.contains(b)))
+    {
+        return bad(&format!(
+            "{:?} is not allowed (lowercase letters, digits and {:?} only)",
+            c as char,
+            String::from_utf8_lossy(extra)
+        ));
+    }
+    let alnum = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if !alnum(name.bytes().next()) || !alnum(name.bytes().last()) {
+        return bad("it must start and end with a letter or a digit");
+    }
+    if name.contains("..") || (cloud == Cloud::Azure && name.contains("--")) {
+        return bad("no two dots (or, on Azure, hyphens) in a row");
+    }
+    Ok(())
+}
+
+/// Whether a key prefix is plain: no control characters, and no empty, `.` or `..`
+/// segment (which stores and clients resolve differently).
+fn check_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.is_empty() {
+        return Ok(());
+    }
+    if prefix.chars().any(char::is_control) {
+        return Err(format!(
+            "the key prefix {:?} has a control character",
+            crate::words::escaped(prefix)
+        ));
+    }
+    if let Some(seg) = prefix
+        .split('/')
+        .find(|s| s.is_empty() || *s == "." || *s == "..")
+    {
+        return Err(format!(
+            "the key prefix {prefix:?} has a segment {seg:?} (empty, `.` or `..`)"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn parses_bucket_and_prefix() {
-        let s = CloudSpec::parse("s3://b/a/b/").unwrap();
+        let s = CloudSpec::parse("s3://bkt/a/b/").unwrap();
         assert_eq!(
             (s.cloud, s.bucket.as_str(), s.prefix.as_str()),
-            (Cloud::S3, "b", "a/b")
+            (Cloud::S3, "bkt", "a/b")
         );
-        assert_eq!(CloudSpec::parse("s3://b").unwrap().prefix, "");
+        assert_eq!(CloudSpec::parse("s3://bkt").unwrap().prefix, "");
         assert!(CloudSpec::parse("s3:///x").is_err());
         let g = CloudSpec::parse("gs://logs/2026").unwrap();
         assert_eq!(
@@ -125,5 +192,35 @@ mod tests {
         assert_eq!((a.cloud, a.bucket.as_str()), (Cloud::Azure, "box"));
         let e = CloudSpec::parse("az:///p").unwrap_err();
         assert!(e.contains("container name is empty"), "{e}");
+    }
+
+    #[test]
+    fn names_outside_each_stores_rules_are_refused_before_any_request() {
+        for bad in [
+            "s3://bucket?acl",
+            "s3://bucket?acl/x",
+            "s3://Upper",
+            "s3://ab",
+            "s3://-lead",
+            "s3://a..b",
+            "s3://under_score",
+            "az://two--hyphens",
+            "az://dot.ted",
+            "gs://sp ace",
+            "s3://bkt/a//b",
+            "s3://bkt/a/../b",
+            "s3://bkt/a/\x1b[31m",
+        ] {
+            assert!(CloudSpec::parse(bad).is_err(), "{bad:?}");
+        }
+        for good in [
+            "s3://my-bucket.logs/p",
+            "gs://under_score/p",
+            "az://ferry-test/run",
+        ] {
+            assert!(CloudSpec::parse(good).is_ok(), "{good}");
+        }
+        let e = CloudSpec::parse("s3://bucket?acl").unwrap_err();
+        assert!(e.contains("'?' is not allowed"), "{e}");
     }
 }
