@@ -250,9 +250,10 @@ pub struct RunArgs {
     pub shard: Option<Shard>,
 
     /// Deliver list K of the plan ID made by `ferry plan` (stored at the sink), with
-    /// `--shard K/N`: nothing is walked, and files added since the plan are not taken.
+    /// `--shard K/N` and the INPUTs the plan was made from: nothing is walked, files added
+    /// since the plan are not taken, and a listed file not under the INPUTs is refused.
     #[arg(long, env = "FERRY_PLAN", value_name = "ID", requires = "shard",
-          conflicts_with_all = ["inputs", "files_from", "include", "exclude", "exclude_from", "min_size", "max_size"])]
+          conflicts_with_all = ["files_from", "include", "exclude", "exclude_from", "min_size", "max_size"])]
     pub plan: Option<String>,
 }
 

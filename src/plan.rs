@@ -23,6 +23,7 @@ fn planned(
     sink: &dyn Sink,
     id: &str,
     shard: Option<crate::shard::Shard>,
+    allowed: Vec<std::path::PathBuf>,
 ) -> Result<Arc<Mutex<Option<Keyed>>>, FerryError> {
     let header = PlanHeader::read(sink, id)?;
     let shard = shard.ok_or_else(|| {
@@ -43,6 +44,7 @@ fn planned(
         name: PlanHeader::list_name(id, shard),
         files: Box::new(files),
         gone: gone(&header).to_string(),
+        allowed,
     }))))
 }
 
@@ -132,7 +134,26 @@ impl<'c> Plan<'c> {
             )?),
         };
         if let Some(id) = &config.inputs().plan {
-            sources.keyed = Some(planned(sink.as_ref(), id, config.inputs().shard)?);
+            // The INPUTs of a planned run are not walked: they bound what the list may name.
+            let allowed = std::mem::take(&mut sources.roots)
+                .into_iter()
+                .map(|(r, _)| {
+                    std::fs::canonicalize(&r.path).map_err(|e| {
+                        FerryError::Usage(format!(
+                            "{}: {}",
+                            r.path.display(),
+                            crate::words::io_words(&e)
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let none = allowed.is_empty();
+            sources.keyed = Some(planned(sink.as_ref(), id, config.inputs().shard, allowed)?);
+            if none {
+                return Err(FerryError::Usage(format!(
+                    "--plan {id} needs the INPUTs the plan was made from (ferry --plan {id} --shard K/N /data …): only files under them are taken, whatever the list at the sink names"
+                )));
+            }
         }
         let history = match History::read(sink.as_ref(), config.inputs().shard) {
             Ok(h) => h,

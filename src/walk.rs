@@ -111,6 +111,17 @@ pub struct Keyed {
     pub files: Box<dyn Iterator<Item = Result<(PathBuf, PathBuf), String>> + Send>,
     /// Why a listed file that is no longer there fails (says when the list was made).
     pub gone: String,
+    /// The input roots this run was given, resolved: a listed path that does not resolve
+    /// to a file under one of them is refused (the list is the sink's word, and whoever
+    /// can write to the sink must not make a runner read any file it can).
+    pub allowed: Vec<PathBuf>,
+}
+
+/// Whether `path`, its links resolved, lies under one of `roots` (resolved already);
+/// `None` when it cannot be resolved (gone: the load says so).
+fn resolves_under(path: &Path, roots: &[PathBuf]) -> Option<bool> {
+    let real = std::fs::canonicalize(path).ok()?;
+    Some(roots.iter().any(|r| real.starts_with(r)))
 }
 
 /// `--files-from`: where the list is, how it is separated, and its filter.
@@ -479,6 +490,17 @@ impl Walker {
                     return;
                 }
                 let sent = match item {
+                    Ok((path, key)) if resolves_under(&path, &k.allowed) == Some(false) => {
+                        let why = format!(
+                            "not under the inputs this run was given ({}); a planned run takes only files under them",
+                            k.allowed
+                                .iter()
+                                .map(|r| crate::words::shown(r))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        );
+                        w.send(out, path, key, walk_failure(FileError::Plan(why)))
+                    }
                     Ok((path, key)) => w.send_keyed(out, path, key, Some(&k.gone)),
                     Err(why) => {
                         let name = PathBuf::from(&k.name);

@@ -47,9 +47,10 @@ fn plan(src: &Path, out: &Path, shards: u64) -> String {
     String::from_utf8(o.stdout).unwrap().trim().to_string()
 }
 
-fn planned_run(out: &Path, id: &str, shard: &str) -> assert_cmd::assert::Assert {
+fn planned_run(src: &Path, out: &Path, id: &str, shard: &str) -> assert_cmd::assert::Assert {
     ferry()
         .args(["--plan", id, "--shard", shard])
+        .arg(src)
         .arg("--to")
         .arg(format!("dir:{}", out.display()))
         .args(["--report", "-"])
@@ -85,7 +86,7 @@ fn four_planned_shards_are_balanced_by_bytes_and_deliver_what_a_plain_run_does()
 
     let mut delivered = 0;
     for k in 0..4 {
-        let r = planned_run(&out, &id, &format!("{k}/4")).success();
+        let r = planned_run(&src, &out, &id, &format!("{k}/4")).success();
         let v = report(&r.get_output().stdout);
         assert_eq!(v["totals"]["discovered"], h["shard_files"][k], "{v}");
         delivered += v["totals"]["succeeded"].as_u64().unwrap();
@@ -129,7 +130,7 @@ fn four_planned_shards_are_balanced_by_bytes_and_deliver_what_a_plain_run_does()
     assert!(c["unfinished"].as_array().unwrap().is_empty(), "{c}");
 
     // A rerun of a shard skips what it delivered.
-    let r = planned_run(&out, &id, "2/4").success();
+    let r = planned_run(&src, &out, &id, "2/4").success();
     let v = report(&r.get_output().stdout);
     assert_eq!(v["totals"]["succeeded"], 0, "{v}");
 }
@@ -148,7 +149,7 @@ fn a_file_gone_since_the_plan_fails_by_name_and_a_new_one_is_not_taken() {
     let mut failed = Vec::new();
     let mut total = 0;
     for k in 0..2 {
-        let a = planned_run(&out, &id, &format!("{k}/2"));
+        let a = planned_run(&src, &out, &id, &format!("{k}/2"));
         let o = a.get_output();
         let v = report(&o.stdout);
         total += v["totals"]["discovered"].as_u64().unwrap();
@@ -200,12 +201,13 @@ fn a_plan_is_run_only_as_it_was_cut() {
         .code(2);
     let err = String::from_utf8_lossy(&e.get_output().stderr).to_string();
     assert!(err.contains(&format!("plans there: {id}")), "{err}");
-    // --plan walks nothing: inputs beside it are refused by clap.
-    ferry()
+    // A planned run needs the inputs the plan was made from (it walks none of them).
+    let e = ferry()
         .args(["--plan", &id, "--shard", "0/3", "--to", &to])
-        .arg(&src)
         .assert()
         .code(2);
+    let err = String::from_utf8_lossy(&e.get_output().stderr).to_string();
+    assert!(err.contains("needs the INPUTs"), "{err}");
 }
 
 /// A shard that never ran, and one that was stopped, show as unfinished; `--report`
@@ -246,4 +248,36 @@ fn report_names_the_shards_that_have_not_finished() {
         "{text}"
     );
     assert!(!text.contains("not finished: 0/3"), "{text}");
+}
+
+/// Issue 21 point 7: a line appended to a plan list at the sink, naming a file outside
+/// the runner's inputs, is refused by name; nothing of it is delivered.
+#[test]
+fn a_plan_list_at_the_sink_cannot_make_a_runner_read_other_files() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("data");
+    write(&src, "a.txt", b"a");
+    let secret = write(t.path(), "secret/hostname", b"not yours");
+    let out = t.path().join("out");
+    let id = plan(&src, &out, 1);
+    let list = out.join(format!(".ferry-plan.{id}.shard-0-of-1.jsonl"));
+    let mut text = std::fs::read_to_string(&list).unwrap();
+    let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let mut stolen = line.clone();
+    stolen["path"] = secret.display().to_string().into();
+    stolen["key"] = "data/stolen".into();
+    text.push_str(&format!("{stolen}\n"));
+    // A link under the input that leads out is refused too (checked after resolving).
+    std::os::unix::fs::symlink(&secret, src.join("link")).unwrap();
+    let mut linked = line;
+    linked["path"] = src.join("link").display().to_string().into();
+    linked["key"] = "data/link".into();
+    text.push_str(&format!("{linked}\n"));
+    std::fs::write(&list, text).unwrap();
+    let r = planned_run(&src, &out, &id, "0/1").code(1);
+    let err = String::from_utf8_lossy(&r.get_output().stderr).to_string();
+    assert!(err.contains("not under the inputs"), "{err}");
+    assert!(!out.join("data/stolen.gz").exists());
+    assert!(!out.join("data/link.gz").exists());
+    assert!(out.join("data/a.txt.gz").exists());
 }

@@ -373,6 +373,7 @@ fn planned_shards_verify_and_report_through_the_object_store() {
     for k in 0..2 {
         s3.ferry()
             .args(["--plan", &id, "--shard", &format!("{k}/2"), "-q"])
+            .arg(&src)
             .arg("--to")
             .arg(s3.url(&prefix))
             .assert()

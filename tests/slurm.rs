@@ -106,7 +106,7 @@ fn the_readme_shows_the_tested_script_and_kubernetes_runs_the_same_command() {
         .iter()
         .filter_map(|e| e["name"].as_str())
         .collect();
-    for var in ["FERRY_TO", "FERRY_PLAN", "FERRY_SHARDS"] {
+    for var in ["FERRY_TO", "FERRY_PLAN", "FERRY_SHARDS", "FERRY_INPUT"] {
         assert!(
             env.contains(&var),
             "{var} missing from the Job's env: {env:?}"
@@ -177,11 +177,13 @@ fn a_job_array_with_a_task_killed_mid_run_and_resubmitted_delivers_every_file_on
     let plan = run(Command::new(&ferry_bin)
         .args(["plan", "--shards", "4", "-q", "--to", &sink])
         .arg(&src));
+    let src_text = src.display().to_string();
     let envs = [
         ("PATH", path.as_str()),
         ("FERRY_TO", sink.as_str()),
         ("FERRY_PLAN", plan.as_str()),
         ("FERRY_SHARDS", "4"),
+        ("FERRY_INPUT", src_text.as_str()),
     ];
     let sbatch = |array: &str, extra: &[&str]| {
         let mut c = Command::new("sbatch");
