@@ -14,6 +14,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -140,7 +141,8 @@ impl Loader {
             after,
         });
         let ctime = (meta.ctime(), meta.ctime_nsec() as u32);
-        let ctx = FileCtx::opened(task, size, mtime, ctime, deadline);
+        let modes = (meta.mode() & 0o7777, dir_modes(&task.path, &task.key));
+        let ctx = FileCtx::opened(task, size, mtime, ctime, modes, deadline);
         sent.file.set(Some(ctx.clone()));
         self.read_segments(ctx, file, out, sent);
     }
@@ -266,6 +268,39 @@ impl Loader {
             }
         }
     }
+}
+
+/// The permission bits of the directories above `path` within its input (as many levels
+/// as `key` has directories), ANDed: the most a directory a local sink makes for it may
+/// allow. Each worker remembers the last directory asked about (files come a directory at
+/// a time), so this is a few `stat`s a directory, not a file.
+fn dir_modes(path: &Path, key: &Path) -> u32 {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(PathBuf, u32)>> = const { std::cell::RefCell::new(None) };
+    }
+    let Some(parent) = path.parent() else {
+        return 0o777;
+    };
+    if let Some(m) = LAST.with_borrow(|l| l.as_ref().filter(|(p, _)| p == parent).map(|(_, m)| *m))
+    {
+        return m;
+    }
+    let depth = key.components().count().saturating_sub(1);
+    let mut mode = 0o777;
+    let mut at = Some(parent);
+    for _ in 0..depth {
+        let Some(dir) = at else { break };
+        if let Ok(m) = std::fs::metadata(if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        }) {
+            mode &= m.mode() & 0o777;
+        }
+        at = dir.parent();
+    }
+    LAST.with_borrow_mut(|l| *l = Some((parent.to_path_buf(), mode)));
+    mode
 }
 
 /// After the last segment: a file that grew, shrank or was rewritten while it was read

@@ -134,6 +134,10 @@ pub struct FileCtx {
     /// Status-change time (seconds, nanoseconds) when opened: what a rewrite in place
     /// moves even when it puts the mtime back (`rsync --inplace -t`, `touch -r`).
     pub ctime: (i64, u32),
+    /// Permission bits of the source file and of the directories above it within its
+    /// input (all of them ANDed), so that a local sink's output and the directories it
+    /// makes are no more open than the source: `(file, directories)`.
+    pub modes: (u32, u32),
     /// When this file's `--task-timeout` runs out, counted from when it was opened.
     pub deadline: Option<Deadline>,
 }
@@ -146,7 +150,7 @@ impl FileCtx {
         mtime: (i64, u32),
         deadline: Option<Deadline>,
     ) -> Arc<Self> {
-        Self::opened(task, size, mtime, (0, 0), deadline)
+        Self::opened(task, size, mtime, (0, 0), (0o666, 0o777), deadline)
     }
 
     /// A context for `task`, opened with `size`, `mtime` and `ctime`.
@@ -155,6 +159,7 @@ impl FileCtx {
         size: u64,
         mtime: (i64, u32),
         ctime: (i64, u32),
+        modes: (u32, u32),
         deadline: Option<Deadline>,
     ) -> Arc<Self> {
         Arc::new(FileCtx {
@@ -164,6 +169,7 @@ impl FileCtx {
             size,
             mtime,
             ctime,
+            modes,
             deadline,
         })
     }

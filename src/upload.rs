@@ -388,7 +388,10 @@ impl Uploader {
             mtime: Some(system_time(file.mtime)),
             source_size: file.size,
             deadline: file.deadline.map(|d| d.at),
-            ..ObjectMeta::default()
+            // No more open to others than the source: its read/write bits, and its
+            // directories' (ferry's own user keeps what it needs to write and reread).
+            mode: Some(file.modes.0 & 0o666 | 0o600),
+            dir_mode: Some(file.modes.1 | 0o700),
         };
         let key = file.object_key();
         let upload = self.retry(file, out, || self.sink.begin(&key, &meta))?;

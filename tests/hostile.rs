@@ -624,3 +624,73 @@ fn bad_bucket_names_are_refused_and_endpoint_passwords_never_printed() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
 }
+
+/// Issue 21 point 8: a private source (0600 in a 0700 directory) is delivered into a
+/// `dir:` sink no more open than it was: the object and the directories made for it shut
+/// to group and others.
+#[test]
+fn private_sources_stay_private_in_a_local_sink() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("in");
+    let secret = write(&src, "private/deep/key.pem", b"secret");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    for d in ["private", "private/deep"] {
+        std::fs::set_permissions(src.join(d), std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let open = write(&src, "public/readme", b"hello");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = t.path().join("out");
+    deliver(&src, &out);
+    let mode = |p: &str| std::fs::metadata(out.join(p)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode("in/private/deep/key.pem.gz") & 0o077,
+        0,
+        "{:o}",
+        mode("in/private/deep/key.pem.gz")
+    );
+    assert_eq!(mode("in/private") & 0o077, 0, "{:o}", mode("in/private"));
+    assert_eq!(
+        mode("in/private/deep") & 0o077,
+        0,
+        "{:o}",
+        mode("in/private/deep")
+    );
+    // What was open stays as open as the umask lets it.
+    assert_eq!(mode("in/public/readme.gz") & 0o600, 0o600);
+    assert_eq!(gunzip(&out.join("in/private/deep/key.pem.gz")), b"secret");
+}
+
+/// Issue 21 point 9: a DEST that cannot be written is one setup error (exit 2) before
+/// any file, as a read-only `dir:` sink is.
+#[test]
+#[cfg_attr(
+    not(ferry_test_setpriv),
+    ignore = "needs root and setpriv, to run ferry as an unprivileged user"
+)]
+fn a_read_only_dest_is_one_setup_error() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let src = t.path().join("in");
+    for i in 0..5 {
+        write(&src, &format!("f{i}"), b"x");
+    }
+    let out = t.path().join("out");
+    deliver(&src, &out);
+    let dest = t.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let o = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(assert_cmd::cargo::cargo_bin("ferry"))
+        .args(["restore", "--progress", "never", "--from"])
+        .arg(format!("dir:{}", out.display()))
+        .arg(&dest)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("permission denied"), "{err}");
+}

@@ -108,7 +108,44 @@ fn store_words(e: &object_store::Error) -> String {
         | object_store::Error::Unauthenticated { .. } => {
             format!("access denied ({e}); check the store's credentials")
         }
-        other => other.to_string(),
+        other => one_line(&other.to_string()),
+    }
+}
+
+/// A store's error on one line: an XML error body (`<Code>NoSuchBucket</Code>…`) as its
+/// code and message, and anything else up to its first line break.
+#[cfg(feature = "cloud")]
+fn one_line(text: &str) -> String {
+    let tag = |name: &str| {
+        let open = format!("<{name}>");
+        let at = text.find(&open)? + open.len();
+        let end = text[at..].find("</")?;
+        Some(text[at..at + end].trim().to_string())
+    };
+    let head = text.lines().next().unwrap_or(text).trim();
+    match (tag("Code"), tag("Message")) {
+        (Some(code), Some(msg)) => {
+            let head = head
+                .split("<?xml")
+                .next()
+                .unwrap_or(head)
+                .trim_end_matches([':', ' ']);
+            format!("{head}: {code}: {msg}")
+        }
+        _ => head.to_string(),
+    }
+}
+
+#[cfg(all(test, feature = "cloud"))]
+mod tests {
+    #[test]
+    fn a_store_error_body_is_one_line() {
+        let raw = "Client error with status 404 Not Found: <?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error>\n  <Code>NoSuchBucket</Code>\n  <Message>The specified bucket does not exist</Message>\n</Error>";
+        assert_eq!(
+            super::one_line(raw),
+            "Client error with status 404 Not Found: NoSuchBucket: The specified bucket does not exist"
+        );
+        assert_eq!(super::one_line("a\nb"), "a");
     }
 }
 
