@@ -965,3 +965,55 @@ fn interrupting_a_restore_while_the_store_stops_answering_leaves_nothing() {
     assert!(err.contains("1 cancelled"), "{err}");
     assert!(files_under(&dest).is_empty(), "{:?}", files_under(&dest));
 }
+
+/// Issue 21 point 3 on an object store: while one run delivers into a prefix, a second
+/// is refused at once (exit 2, naming the first); once the first ends its lease is gone,
+/// the second delivers, and the history holds both runs' files.
+#[test]
+fn a_second_writer_into_one_prefix_is_refused_while_the_first_runs() {
+    use std::io::Write;
+    let s3 = s3();
+    let prefix = unique("lease");
+    let t = tempfile::tempdir().unwrap();
+    for i in 0..20 {
+        write(t.path(), &format!("a/f{i}"), format!("a{i}").as_bytes());
+        write(t.path(), &format!("b/f{i}"), format!("b{i}").as_bytes());
+    }
+    let url = s3.url(&prefix);
+    let mut a = spawn_with_keys(
+        ["--files-from", "-", "-v", "--to", &url],
+        s3.endpoint.as_str(),
+    );
+    let list: String = (0..20)
+        .map(|i| format!("{}\n", t.path().join(format!("a/f{i}")).display()))
+        .collect();
+    let stdin = a.stdin.as_mut().unwrap();
+    stdin.write_all(list.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    a.wait_for("[done]");
+    let b = s3
+        .ferry()
+        .arg(t.path().join("b"))
+        .args(["--to", &url])
+        .assert()
+        .code(2);
+    let err = String::from_utf8_lossy(&b.get_output().stderr).to_string();
+    assert!(err.contains("another ferry run"), "{err}");
+    assert!(err.contains(&format!("pid {}", a.pid())), "{err}");
+    drop(a.stdin.take());
+    let (status, err, _) = a.finish();
+    assert!(status.success(), "{err}");
+    assert!(!s3
+        .keys(&prefix)
+        .iter()
+        .any(|k| k.ends_with(".ferry-lease.json")));
+    s3.deliver(&t.path().join("b"), &prefix);
+    let dest = t.path().join("dest");
+    let r = s3
+        .subcommand("restore")
+        .args(["--from", &url, "--report", "-"])
+        .arg(&dest)
+        .assert()
+        .success();
+    assert_eq!(report(&r.get_output().stdout)["totals"]["succeeded"], 40);
+}
