@@ -218,9 +218,11 @@ pub fn for_each_current(
     scope: Scope,
     mut visit: impl FnMut(Entry),
 ) -> Result<(u64, Vec<String>), HistoryError> {
-    // Two passes over the same sources must see the same entries: each pass hashes what
-    // it read, and a difference (a compaction in between) starts the read again, before
-    // anything was visited.
+    // The first pass finds each key's last entry, the second visits those, pairing the
+    // two by position; each hashes what it read. A compaction in between shows as a
+    // listed segment gone or a different hash: before anything was visited, the read
+    // starts again; after, the reader says it could not see one history (never a torn
+    // one in silence).
     let mut last = String::new();
     for _ in 0..SNAPSHOT_TRIES {
         let names = scope_sources(sink, scope)?;
@@ -232,50 +234,32 @@ pub fn for_each_current(
             }
             Err(e) => return Err(e),
         };
-        let mut second = Fingerprint::default();
-        let mut mine = Vec::new();
-        let read = read_sources(sink, &names, |item| {
-            if let Item::Entry(ord, e) = item {
-                second.add(ord, &e);
-                if keep.get(ord as usize).is_some_and(|&k| k) {
-                    mine.push(ord);
-                }
-            }
-        });
-        match read {
-            Err(HistoryError::Changed(n)) => {
-                last = n;
-                continue;
-            }
-            Err(e) => return Err(e),
-            Ok(_) if second != first => {
-                last = "the manifest".into();
-                continue;
-            }
-            Ok(_) => {}
-        }
-        // The snapshot holds: now visit, from a third read checked the same way.
         let mut n = 0;
-        let mut third = Fingerprint::default();
-        let mut entries_ok = true;
-        let warnings = read_sources(sink, &names, |item| {
-            if let Item::Entry(ord, e) = item {
-                third.add(ord, &e);
-                if !entries_ok {
-                    return;
-                }
-                if keep.get(ord as usize).is_some_and(|&k| k) {
+        let mut second = Fingerprint::default();
+        let mut announced = Vec::new();
+        let mut differs = false;
+        let read = read_sources(sink, &names, |item| match item {
+            Item::Announced(a) => {
+                announced.push(a);
+                differs |= first.announced.get(announced.len() - 1) != Some(&a);
+            }
+            Item::Entry(ord, e) => {
+                second.add(ord, &e);
+                if !differs && keep.get(ord as usize).is_some_and(|&k| k) {
                     n += 1;
                     visit(e);
                 }
             }
         });
-        entries_ok = third == first;
-        return match (warnings, entries_ok) {
-            (Ok(w), true) => Ok((n, w)),
-            (Ok(_), false) => Err(HistoryError::Changed("the manifest".into())),
-            (Err(e), _) => Err(e),
-        };
+        match read {
+            Err(HistoryError::Changed(name)) if n == 0 => last = name,
+            Ok(_) if differs && n == 0 => last = "the manifest".into(),
+            Err(e) => return Err(e),
+            Ok(_) if second.sum != first.sum || differs => {
+                return Err(HistoryError::Changed("the manifest".into()))
+            }
+            Ok(w) => return Ok((n, w)),
+        }
     }
     Err(HistoryError::Changed(last))
 }
@@ -283,10 +267,14 @@ pub fn for_each_current(
 /// How many times a reader tries for a consistent snapshot of a history.
 const SNAPSHOT_TRIES: usize = 8;
 
-/// What a pass over the history read: the entry count and a hash of (ordinal, key, size,
-/// crc) over every entry, to tell two passes over changed sources apart.
-#[derive(Default, PartialEq, Eq)]
-struct Fingerprint(u64, u64);
+/// What a pass over the history read: the headers' announced counts, and the entry count
+/// and a hash of (ordinal, key, size, crc) over every entry, to tell two passes over
+/// changed sources apart.
+#[derive(Default)]
+struct Fingerprint {
+    announced: Vec<u64>,
+    sum: (u64, u64),
+}
 
 impl Fingerprint {
     fn add(&mut self, ord: u64, e: &Entry) {
@@ -296,8 +284,9 @@ impl Fingerprint {
             ^ ord.wrapping_mul(0x9e37_79b9_7f4a_7c15)
             ^ e.size.rotate_left(29)
             ^ u64::from(e.crc32).rotate_left(41);
-        self.0 += 1;
-        self.1 = self
+        self.sum.0 += 1;
+        self.sum.1 = self
+            .sum
             .1
             .wrapping_add(mixed.wrapping_mul(0xff51_afd7_ed55_8ccd) | 1);
     }
@@ -308,7 +297,10 @@ fn current(sink: &dyn Sink, names: &[String]) -> Result<(Vec<bool>, Fingerprint)
     let mut seen: Vec<([u64; 2], u64)> = Vec::new();
     let mut print = Fingerprint::default();
     read_sources(sink, names, |item| match item {
-        Item::Announced(n) => seen.reserve(crate::manifest::reservation(n)),
+        Item::Announced(n) => {
+            print.announced.push(n);
+            seen.reserve(crate::manifest::reservation(n))
+        }
         Item::Entry(ord, e) => {
             print.add(ord, &e);
             seen.push((split(key_hash(&std::path::PathBuf::from(&e.key))), ord))
@@ -559,6 +551,117 @@ impl Writer {
                         .warn(|| format!("cannot save the journal ({e}); will retry"));
                 }
                 self.end.error = Some(e.to_string());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{header, write_entry};
+    use crate::sink::{DirSink, SinkOptions};
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+    fn entry(key: &str, size: u64) -> Entry {
+        Entry {
+            key: Path::new(key).into(),
+            size,
+            mtime_s: 1,
+            mtime_ns: 0,
+            ctime: None,
+            crc32: 0,
+            bytes_out: 20,
+            segments: None,
+        }
+    }
+
+    /// A sink that, at its `at`-th read of a metadata object, folds the journal into the
+    /// manifest first: what a delivery beside a reader does.
+    struct Compacting {
+        inner: DirSink,
+        reads: AtomicUsize,
+        at: usize,
+    }
+
+    impl Sink for Compacting {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn begin(
+            &self,
+            key: &Path,
+            meta: &ObjectMeta,
+        ) -> Result<Box<dyn crate::sink::Upload>, SinkError> {
+            self.inner.begin(key, meta)
+        }
+        fn has(&self, key: &Path, len: u64) -> bool {
+            self.inner.has(key, len)
+        }
+        fn open_meta(
+            &self,
+            name: &str,
+        ) -> Result<Option<Box<dyn std::io::Read + Send>>, SinkError> {
+            if self.reads.fetch_add(1, Relaxed) + 1 == self.at {
+                compact(&self.inner, None, &Log::stderr(crate::report::Level::Error)).unwrap();
+            }
+            self.inner.open_meta(name)
+        }
+        fn list_meta(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
+            self.inner.list_meta(prefix)
+        }
+        fn delete_meta(&self, name: &str) -> Result<(), SinkError> {
+            self.inner.delete_meta(name)
+        }
+    }
+
+    /// Issue 21 point 3: a reader beside a compaction sees one consistent history (every
+    /// key once, at its last entry), whichever read the compaction falls before.
+    #[test]
+    fn a_compaction_between_a_readers_passes_never_tears_what_it_sees() {
+        for at in 1..=9 {
+            let t = tempfile::tempdir().unwrap();
+            let inner = DirSink::open(t.path(), SinkOptions::default()).unwrap();
+            let mut m = header(3);
+            for (k, s) in [("a", 1), ("b", 2), ("c", 3)] {
+                write_entry(&mut m, &entry(k, s));
+            }
+            inner.write_meta(&manifest_name(None), &m).unwrap();
+            let prefix = journal_prefix(None);
+            for (seq, batch) in [[("b", 20), ("d", 4)], [("a", 10), ("e", 5)]]
+                .iter()
+                .enumerate()
+            {
+                let mut seg = Vec::new();
+                for (k, s) in batch {
+                    write_entry(&mut seg, &entry(k, *s));
+                }
+                inner
+                    .write_meta(&journal_segment(&prefix, seq as u64, "r1"), &seg)
+                    .unwrap();
+            }
+            let sink = Compacting {
+                inner,
+                reads: AtomicUsize::new(0),
+                at,
+            };
+            let mut seen = Vec::new();
+            let got = for_each_current(&sink, Scope::One(None), |e| {
+                seen.push((PathBuf::from(&e.key), e.size))
+            });
+            seen.sort();
+            let want: Vec<(PathBuf, u64)> = [("a", 10), ("b", 20), ("c", 3), ("d", 4), ("e", 5)]
+                .iter()
+                .map(|(k, s)| (PathBuf::from(k), *s))
+                .collect();
+            match got {
+                Ok((n, _)) => assert_eq!((n, seen), (5, want), "compaction at read {at}"),
+                // Said, not torn in silence; and only once entries were being visited.
+                Err(HistoryError::Changed(_)) => {
+                    assert!(!seen.is_empty(), "gave up before visiting, at read {at}")
+                }
+                Err(e) => panic!("{e}"),
             }
         }
     }

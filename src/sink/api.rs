@@ -136,8 +136,9 @@ fn one_line(text: &str) -> String {
     }
 }
 
-#[cfg(all(test, feature = "cloud"))]
+#[cfg(test)]
 mod tests {
+    #[cfg(feature = "cloud")]
     #[test]
     fn a_store_error_body_is_one_line() {
         let raw = "Client error with status 404 Not Found: <?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error>\n  <Code>NoSuchBucket</Code>\n  <Message>The specified bucket does not exist</Message>\n</Error>";
