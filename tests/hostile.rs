@@ -694,3 +694,30 @@ fn a_read_only_dest_is_one_setup_error() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("permission denied"), "{err}");
 }
+
+/// Issue 21 point 9: a worker count no machine can run is a usage error at once, naming
+/// the flag, not minutes of thread creation.
+#[test]
+fn absurd_worker_counts_are_usage_errors() {
+    for flag in ["--upload-workers", "--load-workers", "-j"] {
+        let o = ferry_cmd()
+            .args([flag, "100000", ".", "--to", "sim:"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{flag}: {err}");
+        assert!(err.contains("at most 1024"), "{flag}: {err}");
+    }
+    let o = ferry_cmd()
+        .args([
+            "restore",
+            "--download-workers",
+            "100000",
+            "--from",
+            "dir:x",
+            "y",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}

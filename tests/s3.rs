@@ -301,7 +301,7 @@ fn an_unreachable_endpoint_is_a_setup_error() {
         .args(["--to", "s3://bkt/x"])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("cannot use output s3://b/x"));
+        .stderr(predicate::str::contains("cannot use output s3://bkt/x"));
 }
 
 #[test]
