@@ -255,24 +255,8 @@ impl Root {
         if rec.is_none() {
             let rname = format!("{RECORD_PREFIX}{}", self.0.id);
             let c = cstr(OsStr::new(&rname))?;
-            // SAFETY: a NUL-terminated name relative to the root we hold.
-            let fd = unsafe {
-                libc::openat(
-                    self.0.root.as_raw_fd(),
-                    c.as_ptr(),
-                    libc::O_RDWR
-                        | libc::O_CREAT
-                        | libc::O_EXCL
-                        | libc::O_NOFOLLOW
-                        | libc::O_CLOEXEC,
-                    0o600,
-                )
-            };
-            if fd < 0 {
-                return Err(last_err());
-            }
-            // SAFETY: a new descriptor nothing else owns.
-            let mut f = unsafe { File::from_raw_fd(fd) };
+            let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+            let mut f = File::from(open_at(&self.0.root, &c, flags, 0o600)?);
             // SAFETY: flock on a descriptor we own; held until it is closed.
             unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
             self.0.record_made.store(true, Relaxed);
@@ -315,19 +299,8 @@ impl Root {
 
     fn sweep_record(&self, name: &OsStr) -> io::Result<usize> {
         let c = cstr(name)?;
-        // SAFETY: a NUL-terminated name relative to the root we hold.
-        let fd = unsafe {
-            libc::openat(
-                self.0.root.as_raw_fd(),
-                c.as_ptr(),
-                libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(last_err());
-        }
-        // SAFETY: a new descriptor nothing else owns.
-        let mut f = unsafe { File::from_raw_fd(fd) };
+        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK;
+        let mut f = File::from(open_at(&self.0.root, &c, flags, 0)?);
         let meta = f.metadata()?;
         if !meta.is_file() || meta.len() > 64 << 20 {
             return Ok(0);
@@ -410,13 +383,16 @@ fn dup(fd: &OwnedFd) -> io::Result<OwnedFd> {
     fd.try_clone()
 }
 
-fn open_dir_at(dir: &OwnedFd, name: &CString) -> io::Result<OwnedFd> {
-    // SAFETY: a NUL-terminated name relative to a directory we hold.
+/// `openat(dir, name, flags | O_CLOEXEC, mode)`, as an owned descriptor.
+fn open_at(dir: &OwnedFd, name: &std::ffi::CStr, flags: i32, mode: u32) -> io::Result<OwnedFd> {
+    // SAFETY: a NUL-terminated name relative to a directory we hold; `mode` is only read
+    // with O_CREAT or O_TMPFILE.
     let fd = unsafe {
         libc::openat(
             dir.as_raw_fd(),
             name.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            flags | libc::O_CLOEXEC,
+            mode as libc::c_uint,
         )
     };
     if fd < 0 {
@@ -424,6 +400,15 @@ fn open_dir_at(dir: &OwnedFd, name: &CString) -> io::Result<OwnedFd> {
     }
     // SAFETY: a new descriptor nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn open_dir_at(dir: &OwnedFd, name: &CString) -> io::Result<OwnedFd> {
+    open_at(
+        dir,
+        name,
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+        0,
+    )
 }
 
 fn openat2_beneath(root: &OwnedFd, rel: &OsStr) -> io::Result<OwnedFd> {
@@ -539,51 +524,25 @@ impl Dir {
     pub fn temp(&self, mode: u32) -> io::Result<Temp> {
         let shared = &self.root.0;
         if shared.tmpfile.load(Relaxed) != NO {
-            // SAFETY: "." relative to a directory we hold.
-            let fd = unsafe {
-                libc::openat(
-                    self.fd.as_raw_fd(),
-                    c".".as_ptr(),
-                    libc::O_TMPFILE | libc::O_WRONLY | libc::O_CLOEXEC,
-                    mode,
-                )
-            };
-            if fd >= 0 {
-                shared.tmpfile.store(YES, Relaxed);
-                return Ok(Temp {
-                    // SAFETY: a new descriptor nothing else owns.
-                    file: unsafe { File::from_raw_fd(fd) },
-                    dir: self.fd.clone(),
-                    root: self.root.clone(),
-                    path: self.path.clone(),
-                    named: None,
-                    done: AtomicBool::new(false),
-                });
-            }
-            let e = last_err();
-            match e.raw_os_error() {
-                Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL) => {
-                    shared.tmpfile.store(NO, Relaxed)
+            match open_at(&self.fd, c".", libc::O_TMPFILE | libc::O_WRONLY, mode) {
+                Ok(fd) => {
+                    shared.tmpfile.store(YES, Relaxed);
+                    return Ok(Temp {
+                        file: File::from(fd),
+                        dir: self.fd.clone(),
+                        root: self.root.clone(),
+                        path: self.path.clone(),
+                        named: None,
+                        done: AtomicBool::new(false),
+                    });
                 }
-                _ => return Err(e),
+                Err(e) => self.no_tmpfile(e)?,
             }
         }
         let name = self.temp_name();
         let c = cstr(&name)?;
-        // SAFETY: a NUL-terminated name relative to a directory we hold.
-        let fd = unsafe {
-            libc::openat(
-                self.fd.as_raw_fd(),
-                c.as_ptr(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                mode,
-            )
-        };
-        if fd < 0 {
-            return Err(last_err());
-        }
-        // SAFETY: a new descriptor nothing else owns.
-        let file = unsafe { File::from_raw_fd(fd) };
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+        let file = File::from(open_at(&self.fd, &c, flags, mode)?);
         let temp = Temp {
             dir: self.fd.clone(),
             root: self.root.clone(),
@@ -595,6 +554,18 @@ impl Dir {
         let ino = temp.file.metadata()?.ino();
         self.root.note(self, &name, ino)?;
         Ok(temp)
+    }
+
+    /// After `O_TMPFILE` failed with `e`: Ok (and named temps from now on) when the file
+    /// system cannot make nameless files; else the error.
+    fn no_tmpfile(&self, e: io::Error) -> io::Result<()> {
+        match e.raw_os_error() {
+            Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL) => {
+                self.root.0.tmpfile.store(NO, Relaxed);
+                Ok(())
+            }
+            _ => Err(e),
+        }
     }
 
     fn temp_name(&self) -> OsString {
@@ -792,6 +763,27 @@ mod tests {
         drop(d.temp(0o644).unwrap());
         drop((d, other, tmp, root));
         assert_eq!(names(&t.path().join("a/b")), ["x"]);
+        assert_eq!(names(t.path()), ["a"]);
+    }
+
+    #[test]
+    fn without_nameless_files_named_temps_are_recorded_and_leave_nothing() {
+        let t = tempfile::tempdir().unwrap();
+        let root = Root::open(t.path()).unwrap();
+        root.0.tmpfile.store(NO, Relaxed); // as on a file system without O_TMPFILE
+        let d = root.dir(Path::new("a"), Some(0o777)).unwrap();
+        let mut tmp = d.temp(0o644).unwrap();
+        tmp.file.write_all(b"one").unwrap();
+        let record = names(t.path()).into_iter().find(|n| n.starts_with(RECORD_PREFIX));
+        assert!(record.is_some(), "{:?}", names(t.path()));
+        tmp.publish(OsStr::new("x"), false).unwrap();
+        let mut again = d.temp(0o644).unwrap();
+        again.file.write_all(b"two").unwrap();
+        again.publish(OsStr::new("x"), true).unwrap();
+        drop(d.temp(0o644).unwrap()); // unpublished: removed at once
+        assert_eq!(std::fs::read(t.path().join("a/x")).unwrap(), b"two");
+        assert_eq!(names(&t.path().join("a")), ["x"]);
+        drop((d, tmp, again, root));
         assert_eq!(names(t.path()), ["a"]);
     }
 
