@@ -774,7 +774,9 @@ mod tests {
         let d = root.dir(Path::new("a"), Some(0o777)).unwrap();
         let mut tmp = d.temp(0o644).unwrap();
         tmp.file.write_all(b"one").unwrap();
-        let record = names(t.path()).into_iter().find(|n| n.starts_with(RECORD_PREFIX));
+        let record = names(t.path())
+            .into_iter()
+            .find(|n| n.starts_with(RECORD_PREFIX));
         assert!(record.is_some(), "{:?}", names(t.path()));
         tmp.publish(OsStr::new("x"), false).unwrap();
         let mut again = d.temp(0o644).unwrap();

@@ -33,6 +33,10 @@ pub struct Holder {
     pub host: String,
     /// Its process id on that host.
     pub pid: u32,
+    /// When that process started, in clock ticks since boot (`/proc/PID/stat`), so that a
+    /// pid reused by another process is not taken for the holder; 0 when unknown.
+    #[serde(default)]
+    pub pid_start: u64,
     /// When it started, in seconds since the epoch.
     pub started: u64,
     /// When it last renewed the lease, in seconds since the epoch.
@@ -143,12 +147,23 @@ fn read(sink: &dyn Sink, name: &str) -> Result<Option<Holder>, LeaseError> {
         })
 }
 
-/// Whether `h` is certainly gone: it ran here and its process is not there, or it has
-/// not renewed its lease for [`EXPIRES`].
+/// When process `pid` started, in clock ticks since boot (field 22 of `/proc/PID/stat`).
+fn started_at(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count after its end.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether `h` is certainly gone: it ran here and its process is not there (or the pid
+/// is another process's now), or it has not renewed its lease for [`EXPIRES`].
 fn dead(h: &Holder, host: &str) -> bool {
     let gone_here = h.host == host
         && h.pid != std::process::id()
-        && !std::path::Path::new(&format!("/proc/{}", h.pid)).exists();
+        && match started_at(h.pid) {
+            None => true,
+            Some(t) => h.pid_start != 0 && t != h.pid_start,
+        };
     gone_here || now().saturating_sub(h.heartbeat) > EXPIRES.as_secs()
 }
 
@@ -170,6 +185,7 @@ impl Lease {
             run: run.to_string(),
             host: host.clone(),
             pid: std::process::id(),
+            pid_start: started_at(std::process::id()).unwrap_or(0),
             started: now(),
             heartbeat: now(),
         };
@@ -342,6 +358,7 @@ mod tests {
             run: "crashed".into(),
             host: hostname(),
             pid: u32::MAX - 1,
+            pid_start: 0,
             started: now(),
             heartbeat: now(),
         };
@@ -367,8 +384,18 @@ mod tests {
         s.write_meta(&lease_name(None), &serde_json::to_vec(&live).unwrap())
             .unwrap();
         assert!(matches!(
-            Lease::acquire(s, None, "next"),
+            Lease::acquire(s.clone(), None, "next"),
             Err(LeaseError::Busy { .. })
         ));
+        // This host, a live pid, but another process's now (it started at another time).
+        let reused = Holder {
+            host: hostname(),
+            pid: 1,
+            pid_start: started_at(1).unwrap() + 1,
+            ..live
+        };
+        s.write_meta(&lease_name(None), &serde_json::to_vec(&reused).unwrap())
+            .unwrap();
+        assert!(Lease::acquire(s, None, "next").is_ok());
     }
 }
