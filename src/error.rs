@@ -26,6 +26,9 @@ pub enum FerryError {
     /// Another run holds the history this run would write (or its lease is unreadable).
     #[error(transparent)]
     Lease(#[from] crate::lease::LeaseError),
+    /// Ctrl-C or SIGTERM ended a command that has no summary to show for it.
+    #[error("{0}")]
+    Interrupted(String),
 }
 
 impl FerryError {
@@ -34,6 +37,7 @@ impl FerryError {
         match self {
             FerryError::Usage(_) | FerryError::Sink(_) | FerryError::Lease(_) => ExitCode::Usage,
             FerryError::Pipeline(_) => ExitCode::Failures,
+            FerryError::Interrupted(_) => ExitCode::Interrupted,
         }
     }
 }

@@ -132,7 +132,9 @@ fn verify(args: VerifyArgs) -> Result<ExitCode, FerryError> {
         ..Default::default()
     };
     let spec = args.store.apply(args.to, None)?;
-    let found = ferry::verify::verify(&spec, args.shard, opts)?;
+    let cancel = CancelToken::new();
+    ferry::interrupt::cancel_on_ctrl_c(&cancel);
+    let found = ferry::verify::verify(&spec, args.shard, opts, cancel)?;
     let code = found.print(args.verbosity.level());
     let reported = args.report.map_or(ExitCode::Success, |r| {
         ferry::report::write_json(&r, &found.to_json())

@@ -34,6 +34,17 @@ impl VerifyReport {
             log.error(|| format!("verify: {}: {}", m.key.display(), m.problem));
         }
         let bad = self.mismatches.len();
+        if self.interrupted {
+            log.status(|| {
+                format!(
+                    "interrupted: verified {} of {} objects: {} ok, {bad} bad",
+                    self.checked,
+                    self.listed,
+                    self.checked - bad
+                )
+            });
+            return ExitCode::Interrupted;
+        }
         log.status(|| {
             format!(
                 "verified {} objects: {} ok, {bad} bad",
@@ -66,8 +77,12 @@ fn lossy_path<S: serde::Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
 /// What `verify` found (`--report` writes it as JSON, with `ok` added).
 #[derive(Debug, Default, serde::Serialize)]
 pub struct VerifyReport {
+    /// Objects the history lists.
+    pub listed: u64,
     /// Objects checked.
     pub checked: usize,
+    /// Ctrl-C, SIGTERM or the caller's token ended the check before every object was read.
+    pub interrupted: bool,
     /// Objects that failed a check, sorted by key.
     pub mismatches: Vec<Mismatch>,
 }
@@ -117,11 +132,13 @@ pub fn verify(
     spec: &SinkSpec,
     shard: Option<Shard>,
     opts: VerifyOptions,
+    cancel: CancelToken,
 ) -> Result<VerifyReport, FerryError> {
     let sink = sink::open(
         spec,
         &SinkOptions {
             read_only: true,
+            cancel: cancel.clone(),
             ..SinkOptions::default()
         },
     )?;
@@ -141,7 +158,7 @@ pub fn verify(
         m.discovery_done.store(true, Relaxed);
         *result.lock().unwrap_or_else(|e| e.into_inner()) = Some(r.map(|(n, _)| n));
     });
-    let mut p = Pipeline::new(CancelToken::new());
+    let mut p = Pipeline::new(cancel.clone());
     let (m, m2) = (metrics.clone(), metrics.clone());
     let collected = p
         .source(
@@ -152,6 +169,9 @@ pub fn verify(
         .stage(StageSpec::new("check", opts.workers), move |_| {
             let (sink, m) = (sink.clone(), m.clone());
             move |e: Entry, out: &Emitter<Checked>| {
+                if out.is_cancelled() {
+                    return; // not checked: the tally counts it as such
+                }
                 let key = object_key(&PathBuf::from(&e.key));
                 let r = sink
                     .open_object(&key)
@@ -200,7 +220,11 @@ pub fn verify(
             ),
         }));
     }
-    let mut report = VerifyReport::default();
+    let mut report = VerifyReport {
+        listed: n,
+        interrupted: cancel.reason().is_some(),
+        ..VerifyReport::default()
+    };
     for r in collected.into_vec() {
         report.checked += r.checked;
         report.mismatches.extend(r.mismatches);

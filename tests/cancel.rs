@@ -160,3 +160,26 @@ fn the_report_file_appears_whole_under_its_name() {
         .collect();
     assert!(names.iter().all(|n| !n.contains("ferry-tmp")), "{names:?}");
 }
+
+/// Ctrl-C during `ferry verify` (issue 22): it stops, says how far it got, exits 130. The
+/// check is held mid-run by an object that is a FIFO: the test's own open of it for
+/// writing returns exactly when verify has opened it to read.
+#[test]
+fn sigint_stops_verify_with_130() {
+    let t = tempfile::tempdir().unwrap();
+    write(t.path(), "in/a.txt", b"a");
+    let out = t.path().join("out");
+    deliver(&t.path().join("in"), &out);
+    let obj = out.join("in/a.txt.gz");
+    std::fs::remove_file(&obj).unwrap();
+    let c = std::ffi::CString::new(obj.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let verify = Running::spawn([OsStr::new("verify"), OsStr::new("--to"), out.as_os_str()]);
+    let writer = std::fs::OpenOptions::new().write(true).open(&obj).unwrap();
+    verify.signal(libc::SIGINT);
+    drop(writer);
+    let (status, err, _) = verify.finish();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted: verified"), "{err}");
+}

@@ -197,9 +197,19 @@ pub fn describe(h: &PlanHeader) -> String {
             h.left_out, h.unreadable
         );
     }
+    // A planned run takes the plan's inputs again (not walked: they bound the list).
+    let inputs = match h.inputs.is_empty() {
+        true => "DIR… (the directories the listed files are under)".to_string(),
+        false => h
+            .inputs
+            .iter()
+            .map(|p| crate::words::shown(&PathBuf::from(p)))
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
     let _ = writeln!(
         s,
-        "       each task runs: ferry --plan {} --shard K/{} --to {}",
+        "       each task runs: ferry --plan {} --shard K/{} {inputs} --to {}",
         h.id, h.shards, h.sink
     );
     s
@@ -286,7 +296,9 @@ pub fn make_plan(opts: &PlanOptions, cancel: CancelToken) -> Result<PlanHeader, 
         )?;
     p.wait()?;
     if cancel.is_cancelled() {
-        return Err(FerryError::Usage("interrupted; no plan was stored".into()));
+        return Err(FerryError::Interrupted(
+            "interrupted; no plan was stored".into(),
+        ));
     }
     let mut files = Vec::new();
     let (mut left_out, mut unreadable) = (0u64, 0u64);
