@@ -28,9 +28,10 @@ use std::sync::{Arc, Mutex};
 /// Why a directory under the root could not be reached.
 #[derive(Debug, thiserror::Error)]
 pub enum BeneathError {
-    /// A component is a symbolic link: followed, it could lead outside the root.
-    #[error("{} is a symbolic link; ferry never writes through one", .0.display())]
-    Link(PathBuf),
+    /// A component is a symbolic link: followed, it could lead outside the root. The
+    /// second field names who refuses (`ferry`, `restore`).
+    #[error("{} is a symbolic link; {} never writes through one", .0.display(), .1)]
+    Link(PathBuf, &'static str),
     /// A component exists and is not a directory.
     #[error("{} is in the way: not a directory", .0.display())]
     NotDir(PathBuf),
@@ -69,25 +70,11 @@ fn last_err() -> io::Error {
     io::Error::last_os_error()
 }
 
-/// A random id for this process's temp names and record (time, pid and a counter hashed).
-fn run_id() -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    let seed = format!(
-        "{now}-{}-{}-{:p}",
-        std::process::id(),
-        N.fetch_add(1, Relaxed),
-        &N
-    );
-    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(seed.as_bytes()))
-}
-
 struct Shared {
     root: OwnedFd,
     path: PathBuf,
+    /// Who writes, for messages (`ferry`, `restore`).
+    who: &'static str,
     openat2: AtomicU8,
     tmpfile: AtomicU8,
     empty_path: AtomicU8,
@@ -114,11 +101,28 @@ pub struct Dir {
 }
 
 impl Root {
-    /// Opens `path` (which the user named, so a link there is followed) as a root.
+    /// Opens `path` (which the user named, so a link there is followed) as a root that
+    /// will be written: checks that it can be, with a nameless probe that leaves nothing
+    /// behind whatever happens, and removes the temps dead runs recorded there. `who`
+    /// names the writer in messages (`ferry`, `restore`).
+    ///
+    /// # Errors
+    /// If it cannot be opened as a directory or written.
+    pub fn open_writable(path: &Path, who: &'static str) -> io::Result<Root> {
+        let root = Root::open(path, who)?;
+        root.dir(Path::new(""), None)
+            .map_err(io::Error::other)?
+            .temp(0o600)?;
+        root.sweep();
+        Ok(root)
+    }
+
+    /// Opens `path` (which the user named, so a link there is followed) as a root; `who`
+    /// names the writer in messages.
     ///
     /// # Errors
     /// If it cannot be opened as a directory.
-    pub fn open(path: &Path) -> io::Result<Root> {
+    pub fn open(path: &Path, who: &'static str) -> io::Result<Root> {
         let c = cstr(path.as_os_str())?;
         // SAFETY: a NUL-terminated path; the fd returned is owned below.
         let fd = unsafe {
@@ -134,19 +138,15 @@ impl Root {
             // SAFETY: `fd` is a new descriptor nothing else owns.
             root: unsafe { OwnedFd::from_raw_fd(fd) },
             path: path.to_path_buf(),
+            who,
             openat2: AtomicU8::new(UNKNOWN),
             tmpfile: AtomicU8::new(UNKNOWN),
             empty_path: AtomicU8::new(UNKNOWN),
-            id: run_id(),
+            id: crate::ident::unique_id(),
             seq: AtomicU64::new(0),
             record: Mutex::new(None),
             record_made: AtomicBool::new(false),
         })))
-    }
-
-    /// The root as the user named it.
-    pub fn path(&self) -> &Path {
-        &self.0.path
     }
 
     /// The directory `rel` below the root, made (each missing component with `mode`,
@@ -236,7 +236,7 @@ impl Root {
                     Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => {
                         return Err(match lstat_at(&cur, &cname) {
                             Ok(Some(st)) if st.st_mode & libc::S_IFMT == libc::S_IFLNK => {
-                                BeneathError::Link(at)
+                                BeneathError::Link(at, self.0.who)
                             }
                             _ => BeneathError::NotDir(at),
                         });
@@ -483,11 +483,6 @@ fn rename_at(dir: &OwnedFd, from: &CString, to: &CString, flags: libc::c_uint) -
 }
 
 impl Dir {
-    /// The directory as a path, for messages.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// What is at `name` in this directory, not following a link (`None`: nothing).
     ///
     /// # Errors
@@ -502,18 +497,6 @@ impl Dir {
     /// As `unlinkat(2)`.
     pub fn unlink(&self, name: &OsStr) -> io::Result<()> {
         unlink_at(&self.fd, name)
-    }
-
-    /// Makes the directory's entries durable (after a link or rename into it).
-    ///
-    /// # Errors
-    /// As `fsync(2)`.
-    pub fn sync(&self) -> io::Result<()> {
-        // SAFETY: fsync of a descriptor we hold.
-        if unsafe { libc::fsync(self.fd.as_raw_fd()) } != 0 {
-            return Err(last_err());
-        }
-        Ok(())
     }
 
     /// A new, empty file in this directory with permission bits `mode` (before the umask),
@@ -713,11 +696,6 @@ impl Temp {
         }
         Ok(())
     }
-
-    /// The directory it is in, for messages.
-    pub fn dir_path(&self) -> &Path {
-        &self.path
-    }
 }
 
 impl Drop for Temp {
@@ -747,7 +725,7 @@ mod tests {
     #[test]
     fn a_file_appears_only_when_published_and_a_dropped_one_leaves_nothing() {
         let t = tempfile::tempdir().unwrap();
-        let root = Root::open(t.path()).unwrap();
+        let root = Root::open(t.path(), "ferry").unwrap();
         let d = root.dir(Path::new("a/b"), Some(0o777)).unwrap();
         let mut tmp = d.temp(0o644).unwrap();
         tmp.file.write_all(b"hello").unwrap();
@@ -769,7 +747,7 @@ mod tests {
     #[test]
     fn without_nameless_files_named_temps_are_recorded_and_leave_nothing() {
         let t = tempfile::tempdir().unwrap();
-        let root = Root::open(t.path()).unwrap();
+        let root = Root::open(t.path(), "ferry").unwrap();
         root.0.tmpfile.store(NO, Relaxed); // as on a file system without O_TMPFILE
         let d = root.dir(Path::new("a"), Some(0o777)).unwrap();
         let mut tmp = d.temp(0o644).unwrap();
@@ -796,10 +774,10 @@ mod tests {
         std::fs::create_dir_all(t.path().join("a")).unwrap();
         std::os::unix::fs::symlink(outside.path(), t.path().join("a/l")).unwrap();
         std::fs::write(t.path().join("f"), b"").unwrap();
-        let root = Root::open(t.path()).unwrap();
+        let root = Root::open(t.path(), "ferry").unwrap();
         let e = root.dir(Path::new("a/l/x"), Some(0o777)).err().unwrap();
         assert!(
-            matches!(&e, BeneathError::Link(p) if p.ends_with("a/l")),
+            matches!(&e, BeneathError::Link(p, _) if p.ends_with("a/l")),
             "{e}"
         );
         let e = root.dir(Path::new("f/x"), Some(0o777)).err().unwrap();
@@ -825,7 +803,7 @@ mod tests {
         }
         // A dead run's leftover: a recorded named temp. Simulated by a root whose record
         // stays (its lock released) while its temp is still there.
-        let crashed = Root::open(t.path()).unwrap();
+        let crashed = Root::open(t.path(), "ferry").unwrap();
         let d = crashed.dir(Path::new("d"), None).unwrap();
         let tname = d.temp_name();
         let mut f = File::create(t.path().join("d").join(&tname)).unwrap();
@@ -840,7 +818,7 @@ mod tests {
         assert!(before
             .iter()
             .any(|n| n.starts_with(RECORD_PREFIX) && n != ".ferry-temps-abc"));
-        let next = Root::open(t.path()).unwrap();
+        let next = Root::open(t.path(), "ferry").unwrap();
         assert_eq!(next.sweep(), 1);
         assert!(!t.path().join("d").join(&tname).exists());
         assert_eq!(

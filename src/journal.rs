@@ -43,6 +43,19 @@ pub enum HistoryError {
     Changed(String),
 }
 
+impl From<HistoryError> for crate::error::FerryError {
+    /// A sink failure stays one (exit 2 as setup); a damaged or ever-changing history is
+    /// a usage error that names it (exit 2, and `--force` rewrites a damaged one).
+    fn from(e: HistoryError) -> Self {
+        match e {
+            HistoryError::Sink(e) => crate::error::FerryError::Sink(e),
+            e @ (HistoryError::Manifest(_) | HistoryError::Changed(_)) => {
+                crate::error::FerryError::Usage(e.to_string())
+            }
+        }
+    }
+}
+
 /// What earlier runs delivered into a sink, as a rerun needs it.
 pub struct History {
     /// Delivered files by key hash.

@@ -10,6 +10,7 @@
 //! takeover marker that, too, is created only if absent, so of two runs that find the
 //! same dead holder exactly one takes over. See `docs/DESIGN.md`, "Several runs, one sink".
 
+use crate::ident::hostname;
 use crate::shard::Shard;
 use crate::sink::{Sink, SinkError};
 use std::io::Read;
@@ -77,18 +78,6 @@ fn when(secs: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 
-/// This machine's host name.
-pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is writable for its whole length.
-    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if r != 0 {
-        return "unknown".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
-}
-
 /// The lease object's name for a history.
 pub fn lease_name(shard: Option<Shard>) -> String {
     match shard {
@@ -96,21 +85,6 @@ pub fn lease_name(shard: Option<Shard>) -> String {
         Some(s) => format!(".ferry-lease.shard-{}-of-{}.json", s.index(), s.count()),
     }
 }
-
-/// A new run id: 128 random-enough bits in hex (time, pid and address hashed).
-pub fn new_run_id() -> String {
-    let seed = format!(
-        "{:?}-{}-{}-{:p}",
-        SystemTime::now(),
-        std::process::id(),
-        hostname(),
-        seed_marker as fn()
-    );
-    let h = xxhash_rust::xxh3::xxh3_128(seed.as_bytes());
-    format!("{h:032x}")
-}
-
-fn seed_marker() {}
 
 /// A lease held: renewed by a thread until dropped, then released.
 pub struct Lease {

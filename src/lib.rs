@@ -55,6 +55,7 @@ pub mod compress;
 pub mod config;
 pub mod error;
 pub mod gzip;
+pub mod ident;
 pub mod inflate;
 pub mod interrupt;
 pub mod journal;

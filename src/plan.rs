@@ -122,7 +122,7 @@ impl<'c> Plan<'c> {
             read_only: delivery.dry_run,
         };
         let sink = sink::open(&delivery.sink, &options)?;
-        let run_id = crate::lease::new_run_id();
+        let run_id = crate::ident::unique_id();
         // One writer per history: taken before the history is read, so what this run
         // reads is not changed under it by another delivery (a dry run writes nothing).
         let lease = match delivery.dry_run {
@@ -169,11 +169,7 @@ impl<'c> Plan<'c> {
                     warnings: vec![format!("{e}; replaced, as --force asks")],
                 }
             }
-            Err(e @ crate::journal::HistoryError::Manifest(_))
-            | Err(e @ crate::journal::HistoryError::Changed(_)) => {
-                return Err(FerryError::Usage(e.to_string()))
-            }
-            Err(crate::journal::HistoryError::Sink(e)) => return Err(e.into()),
+            Err(e) => return Err(e.into()),
         };
         Ok(Plan {
             config,

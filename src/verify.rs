@@ -202,10 +202,7 @@ pub fn verify(
     let found = read.lock().unwrap_or_else(|e| e.into_inner()).take();
     let n = match found {
         Some(Ok(n)) => n,
-        Some(Err(HistoryError::Sink(e))) => return Err(FerryError::Sink(e)),
-        Some(Err(e @ (HistoryError::Manifest(_) | HistoryError::Changed(_)))) => {
-            return Err(FerryError::Usage(e.to_string()))
-        }
+        Some(Err(e)) => return Err(e.into()),
         None => 0,
     };
     if n == 0 {

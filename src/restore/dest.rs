@@ -40,13 +40,7 @@ impl Dest {
             return Err(std::io::Error::other("not a directory"));
         }
         let empty = fs::read_dir(root)?.next().is_none();
-        let handle = Root::open(root)?;
-        // Writable? A nameless probe leaves nothing behind whatever happens.
-        handle
-            .dir(Path::new(""), None)
-            .map_err(std::io::Error::other)?
-            .temp(0o600)?;
-        handle.sweep();
+        let handle = Root::open_writable(root, "restore")?;
         Ok(Dest {
             root: root.to_path_buf(),
             handle: Some(handle),
@@ -102,9 +96,7 @@ impl Dest {
         };
         let parent = target.parent().unwrap_or(&self.root);
         let rel = parent.strip_prefix(&self.root).unwrap_or(Path::new(""));
-        handle
-            .dir(rel, Some(0o777))
-            .map_err(|e| e.to_string().replace("ferry never", "restore never"))
+        handle.dir(rel, Some(0o777)).map_err(|e| e.to_string())
     }
 
     /// A new, nameless file in the directory of `target`, made as needed.

@@ -379,11 +379,7 @@ fn wanted_producer(
                 })
             }
             Ok(_) => Ok(()),
-            Err(crate::journal::HistoryError::Sink(e)) => Err(e.into()),
-            Err(
-                e @ (crate::journal::HistoryError::Manifest(_)
-                | crate::journal::HistoryError::Changed(_)),
-            ) => Err(FerryError::Usage(e.to_string())),
+            Err(e) => Err(e.into()),
         };
         let rest = batch.take();
         if !rest.is_empty() {

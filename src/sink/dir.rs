@@ -48,14 +48,7 @@ impl DirSink {
             };
         }
         fs::create_dir_all(root).map_err(|e| setup(io_words(&e)))?;
-        let handle = Root::open(root).map_err(|e| setup(io_words(&e)))?;
-        // Writable? A nameless probe leaves nothing behind whatever happens.
-        handle
-            .dir(Path::new(""), None)
-            .map_err(|e| setup(e.to_string()))?
-            .temp(0o600)
-            .map_err(|e| setup(io_words(&e)))?;
-        handle.sweep();
+        let handle = Root::open_writable(root, "ferry").map_err(|e| setup(io_words(&e)))?;
         Ok(DirSink {
             root: root.to_path_buf(),
             handle: Some(handle),
