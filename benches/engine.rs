@@ -18,9 +18,10 @@ fn engine_run(queue: usize) -> u64 {
     let producers: Vec<Producer<u64>> = vec![Box::new(|out| {
         for i in 0..N {
             if out.emit(i).is_err() {
-                return;
+                break;
             }
         }
+        Ok(())
     })];
     let pass = |_| {
         |n: u64, out: &Emitter<u64>| {

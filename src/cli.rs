@@ -2,11 +2,12 @@
 //! Values are parsed by clap (`value_parser`), so a bad one is a usage error naming its
 //! flag; [`RunArgs::into_config`] then builds the library's [`Config`].
 
+use crate::commands::Settings;
 use crate::config::{Config, Listing};
 use crate::error::{ExitCode, FerryError};
-use crate::report::{Level, ProgressMode};
 use crate::shard::Shard;
 use crate::sink::SinkSpec;
+use crate::view::{Level, ProgressMode};
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;
 use std::num::NonZeroUsize;
@@ -123,6 +124,56 @@ impl Verbosity {
     }
 }
 
+/// How a command shows itself, where it reports and when it gives up: the flags every
+/// command takes, the same way.
+#[derive(Debug, Clone, Args)]
+pub struct ShowArgs {
+    /// Progress bars on stderr.
+    #[arg(long, env = "FERRY_PROGRESS", value_enum, default_value_t = ProgressArg::Auto)]
+    pub progress: ProgressArg,
+
+    /// Colour in the progress view (the bottleneck, failures): `auto` on a terminal
+    /// unless NO_COLOR is set.
+    #[arg(long, env = "FERRY_COLOR", value_enum, default_value_t = ColorArg::Auto)]
+    pub color: ColorArg,
+
+    /// `-q` / `-v`.
+    #[command(flatten)]
+    pub verbosity: Verbosity,
+
+    /// Write what the command found as JSON to FILE (`-` for stdout). For a delivery,
+    /// `{shard}` in FILE becomes `K-of-N` (with --shard, the summary is also kept at the
+    /// sink for `ferry report`).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// Stop the whole command after this long (e.g. `90s`, `5m`); the rest is cancelled.
+    #[arg(long, env = "FERRY_TIMEOUT", value_name = "DURATION", value_parser = duration)]
+    pub timeout: Option<Duration>,
+}
+
+impl ShowArgs {
+    /// The harness's settings from these flags.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            look: crate::view::Look {
+                progress: self.progress.into(),
+                color: self.color.into(),
+            },
+            level: self.verbosity.level(),
+            timeout: self.timeout,
+        }
+    }
+
+    /// Where a dry run lists its files: stderr when the report takes stdout.
+    pub fn listing(&self) -> Listing {
+        match self.report.as_deref() {
+            Some(r) if r.as_os_str() == "-" => Listing::Stderr,
+            _ => Listing::Stdout,
+        }
+    }
+}
+
 /// `ferry [OPTIONS] INPUT… --to SINK`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -206,27 +257,9 @@ pub struct RunArgs {
     #[arg(long, env = "FERRY_STORAGE_CLASS", value_name = "CLASS")]
     pub storage_class: Option<String>,
 
-    /// Progress bars on stderr.
-    #[arg(long, env = "FERRY_PROGRESS", value_enum, default_value_t = ProgressArg::Auto)]
-    pub progress: ProgressArg,
-
-    /// Colour in the progress view (the bottleneck, failures): `auto` on a terminal
-    /// unless NO_COLOR is set.
-    #[arg(long, env = "FERRY_COLOR", value_enum, default_value_t = ColorArg::Auto)]
-    pub color: ColorArg,
-
-    /// `-q` / `-v`.
+    /// How it shows itself, reports and gives up.
     #[command(flatten)]
-    pub verbosity: Verbosity,
-
-    /// Write the summary as JSON to FILE (`-` for stdout); `{shard}` in FILE becomes
-    /// `K-of-N` (with --shard, the summary is also kept at the sink for `ferry report`).
-    #[arg(long, value_name = "FILE")]
-    pub report: Option<PathBuf>,
-
-    /// Stop the whole run after this long (e.g. `90s`, `5m`); the rest is cancelled.
-    #[arg(long, env = "FERRY_TIMEOUT", value_name = "DURATION", value_parser = duration)]
-    pub timeout: Option<Duration>,
+    pub show: ShowArgs,
 
     /// Fail a file that is not delivered within this long of being opened; the run goes on.
     #[arg(long, env = "FERRY_TASK_TIMEOUT", value_name = "DURATION", value_parser = duration)]
@@ -280,23 +313,23 @@ pub struct PlanArgs {
     #[command(flatten)]
     pub store: StoreArgs,
 
-    /// `-q` / `-v`.
+    /// How it shows itself, reports and gives up.
     #[command(flatten)]
-    pub verbosity: Verbosity,
+    pub show: ShowArgs,
 }
 
 impl PlanArgs {
-    /// The library's options from these flags.
+    /// The command from these flags.
     ///
     /// # Errors
     /// [`FerryError::Usage`] for an unreadable `--exclude-from` or store flags on a
     /// local sink.
-    pub fn into_options(self) -> Result<crate::shard::plan::PlanOptions, FerryError> {
-        Ok(crate::shard::plan::PlanOptions {
+    pub fn into_command(self) -> Result<crate::commands::plan::Plan, FerryError> {
+        Ok(crate::commands::plan::Plan {
             inputs: self.select.into_inputs(self.inputs)?,
             sink: self.store.apply(self.to, None)?,
             shards: self.shards,
-            log_level: self.verbosity.level(),
+            settings: self.show.settings(),
         })
     }
 }
@@ -398,17 +431,29 @@ pub struct VerifyArgs {
     #[arg(long, env = "FERRY_SHARD", value_name = "K/N")]
     pub shard: Option<Shard>,
 
-    /// Write what was found as JSON to FILE (`-` for stdout): checked, ok, mismatches.
-    #[arg(long, value_name = "FILE")]
-    pub report: Option<PathBuf>,
+    /// Objects checked at once [default: the cores, at least 4].
+    #[arg(short, long, env = "FERRY_JOBS", value_name = "N", value_parser = workers)]
+    pub jobs: Option<NonZeroUsize>,
 
-    /// Progress bars on stderr.
-    #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
-    pub progress: ProgressArg,
-
-    /// `-q` / `-v`.
+    /// How it shows itself, reports (`listed`, `checked`, `ok`, `mismatches`) and gives up.
     #[command(flatten)]
-    pub verbosity: Verbosity,
+    pub show: ShowArgs,
+}
+
+impl VerifyArgs {
+    /// The command from these flags.
+    ///
+    /// # Errors
+    /// [`FerryError::Usage`] for object store flags on a local sink.
+    pub fn into_command(self) -> Result<crate::commands::verify::Verify, FerryError> {
+        let mut v = crate::commands::verify::Verify::new(self.store.apply(self.to, None)?);
+        v.shard = self.shard;
+        if let Some(j) = self.jobs {
+            v.workers = j;
+        }
+        v.settings = self.show.settings();
+        Ok(v)
+    }
 }
 
 /// `ferry report SINK`.
@@ -426,6 +471,24 @@ pub struct ReportArgs {
     /// Object store settings.
     #[command(flatten)]
     pub store: StoreArgs,
+
+    /// How it shows itself, reports and gives up.
+    #[command(flatten)]
+    pub show: ShowArgs,
+}
+
+impl ReportArgs {
+    /// The command from these flags.
+    ///
+    /// # Errors
+    /// [`FerryError::Usage`] for object store flags on a local sink.
+    pub fn into_command(self) -> Result<crate::commands::report::Report, FerryError> {
+        Ok(crate::commands::report::Report {
+            sink: self.store.apply(self.sink, None)?,
+            json: self.json,
+            settings: self.show.settings(),
+        })
+    }
 }
 
 /// `ferry restore --from SINK DEST`.
@@ -472,25 +535,13 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub force: bool,
 
-    /// Stop the whole restore after this long (e.g. `90s`, `5m`).
-    #[arg(long, env = "FERRY_TIMEOUT", value_name = "DURATION", value_parser = duration)]
-    pub timeout: Option<Duration>,
-
-    /// Write the summary as JSON to FILE (`-` for stdout).
-    #[arg(long, value_name = "FILE")]
-    pub report: Option<PathBuf>,
-
-    /// Progress bars on stderr.
-    #[arg(long, env = "FERRY_PROGRESS", value_enum, default_value_t = ProgressArg::Auto)]
-    pub progress: ProgressArg,
-
     /// Object store settings.
     #[command(flatten)]
     pub store: StoreArgs,
 
-    /// `-q` / `-v`.
+    /// How it shows itself, reports and gives up.
     #[command(flatten)]
-    pub verbosity: Verbosity,
+    pub show: ShowArgs,
 }
 
 impl RestoreArgs {
@@ -498,9 +549,9 @@ impl RestoreArgs {
     ///
     /// # Errors
     /// [`FerryError::Usage`] for object store flags on a local sink.
-    pub fn into_options(self) -> Result<crate::restore::RestoreOptions, FerryError> {
+    pub fn into_command(self) -> Result<crate::commands::restore::Restore, FerryError> {
         let from = self.store.apply(self.from, None)?;
-        let mut o = crate::restore::RestoreOptions::new(from, self.dest);
+        let mut o = crate::commands::restore::Restore::new(from, self.dest);
         o.include = self.include;
         o.exclude = self.exclude;
         o.shard = self.shard;
@@ -514,13 +565,8 @@ impl RestoreArgs {
         if let Some(m) = self.memory {
             o.memory = m;
         }
-        o.progress = self.progress.into();
-        o.log_level = self.verbosity.level();
-        o.timeout = self.timeout;
-        o.listing = match self.report.as_deref() {
-            Some(r) if r.as_os_str() == "-" => Listing::Stderr,
-            _ => Listing::Stdout,
-        };
+        o.settings = self.show.settings();
+        o.listing = self.show.listing();
         Ok(o)
     }
 }
@@ -536,12 +582,12 @@ pub enum ColorArg {
     Never,
 }
 
-impl From<ColorArg> for crate::report::ColorMode {
+impl From<ColorArg> for crate::view::ColorMode {
     fn from(c: ColorArg) -> Self {
         match c {
-            ColorArg::Auto => crate::report::ColorMode::Auto,
-            ColorArg::Always => crate::report::ColorMode::Always,
-            ColorArg::Never => crate::report::ColorMode::Never,
+            ColorArg::Auto => crate::view::ColorMode::Auto,
+            ColorArg::Always => crate::view::ColorMode::Always,
+            ColorArg::Never => crate::view::ColorMode::Never,
         }
     }
 }
@@ -584,24 +630,21 @@ impl RunArgs {
             .segment_size(self.segment_size)
             .force(self.force)
             .fsync(self.fsync)
-            .progress(self.progress.into())
-            .color(self.color.into())
-            .log_level(self.verbosity.level())
+            .progress(self.show.progress.into())
+            .color(self.show.color.into())
+            .log_level(self.show.verbosity.level())
             .retries(self.retries)
             .retry_backoff(self.retry_backoff)
             .journal_every(self.journal_every)
             .dry_run(self.dry_run)
-            .listing(match self.report.as_deref() {
-                Some(r) if r.as_os_str() == "-" => Listing::Stderr,
-                _ => Listing::Stdout,
-            });
+            .listing(self.show.listing());
         if let Some(j) = self.jobs {
             b = b.jobs(j);
         }
         if let Some(m) = self.memory {
             b = b.memory(m);
         }
-        if let Some(t) = self.timeout {
+        if let Some(t) = self.show.timeout {
             b = b.timeout(t);
         }
         if let Some(t) = self.task_timeout {
@@ -840,13 +883,13 @@ mod tests {
         let Some(Command::Verify(v)) = cli.command else {
             panic!("not verify")
         };
-        assert_eq!(v.verbosity.level(), Level::Error);
+        assert_eq!(v.show.verbosity.level(), Level::Error);
         assert_eq!(v.to, SinkSpec::Dir("x".into()));
         let cli = parse(&["verify", "-vv", "--shard", "1/2"]).unwrap();
         let Some(Command::Verify(v)) = cli.command else {
             panic!("not verify")
         };
-        assert_eq!(v.verbosity.level(), Level::Debug);
+        assert_eq!(v.show.verbosity.level(), Level::Debug);
         assert_eq!(v.shard, Some(Shard::new(1, 2).unwrap()));
     }
 }

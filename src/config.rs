@@ -4,9 +4,9 @@
 //! caller alike.
 
 use crate::error::FerryError;
-use crate::report::{Level, ProgressMode};
 use crate::shard::Shard;
 use crate::sink::SinkSpec;
+use crate::view::{Level, ProgressMode};
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -90,7 +90,7 @@ pub struct Output {
     /// Where a dry run lists its files.
     pub listing: Listing,
     /// Whether the progress view uses colour.
-    pub color: crate::report::ColorMode,
+    pub color: crate::view::ColorMode,
 }
 
 /// Where a dry run lists its files: stdout, unless the JSON report goes there.
@@ -179,14 +179,14 @@ impl Config {
                     retry_backoff: Duration::from_millis(200),
                     timeout: None,
                     task_timeout: None,
-                    journal_every: nz(crate::journal::FLUSH_RECORDS),
+                    journal_every: nz(crate::history::journal::FLUSH_RECORDS),
                     dry_run: false,
                 },
                 output: Output {
                     progress: ProgressMode::Never,
                     log_level: Level::Warn,
                     listing: Listing::Stdout,
-                    color: crate::report::ColorMode::Auto,
+                    color: crate::view::ColorMode::Auto,
                 },
             },
             memory: None,
@@ -258,7 +258,7 @@ impl ConfigBuilder {
         output.progress: ProgressMode, "When to draw progress bars.";
         output.log_level: Level, "How much to log.";
         output.listing: Listing, "Where a dry run lists its files.";
-        output.color: crate::report::ColorMode, "Whether the progress view uses colour.";
+        output.color: crate::view::ColorMode, "Whether the progress view uses colour.";
     }
 
     /// Also reads paths from this file (`-` for stdin).
@@ -323,7 +323,7 @@ impl ConfigBuilder {
         if t.segment_size == 0 {
             return usage("--segment-size must be more than 0".into());
         }
-        if t.segment_size > crate::manifest::MAX_SEGMENT {
+        if t.segment_size > crate::history::manifest::MAX_SEGMENT {
             return usage(format!(
                 "--segment-size ({} bytes) must be at most 1GiB",
                 t.segment_size

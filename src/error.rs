@@ -10,39 +10,80 @@ use crate::sink::SinkError;
 use crate::words::io_words;
 use std::time::Duration;
 
-/// Why a run could not start or could not finish as a run (per-file problems are not
-/// errors: they are outcomes, counted in the summary).
+/// Any error, boxed with its type: the cause a [`FerryError`] class carries without this
+/// module depending on the module that raised it.
+pub type Cause = crate::pipeline::BoxError;
+
+/// Why a command could not start or could not finish as a command (per-file problems are
+/// not errors: they are outcomes, counted in the summary). Each variant is one class of
+/// error with its own exit code ([`FerryError::exit_code`]).
 #[derive(Debug, thiserror::Error)]
 pub enum FerryError {
-    /// A bad flag value, a missing input, colliding keys: nothing was done.
+    /// What the user typed cannot be done: a bad flag value, a missing input, colliding
+    /// keys, a glob that does not parse. Nothing was done. Exit 2.
     #[error("{0}")]
     Usage(String),
-    /// The sink could not be set up (unwritable directory, bad spec).
+    /// The sink could not be opened or used. Exit 3.
     #[error(transparent)]
     Sink(#[from] SinkError),
-    /// The engine failed (a thread could not start).
+    /// The command could not be set up: another run holds the history, a destination
+    /// cannot be made, a thread cannot start. Exit 3.
     #[error(transparent)]
-    Pipeline(#[from] PipelineError),
-    /// Another run holds the history this run would write (or its lease is unreadable).
+    Setup(Cause),
+    /// What the sink remembers is damaged or unreadable: a manifest, journal, lease, plan
+    /// or shard report that does not parse, or one from a newer ferry. Exit 4.
     #[error(transparent)]
-    Lease(#[from] crate::lease::LeaseError),
-    /// Ctrl-C or SIGTERM ended a command that has no summary to show for it.
+    History(Cause),
+    /// Ctrl-C, SIGTERM or the caller's token ended a command before it had a result to
+    /// show. Exit 130.
     #[error("{0}")]
     Interrupted(String),
+    /// A bug in ferry: a worker panicked outside any one file, or the engine failed in a
+    /// way it never should. Exit 70.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl FerryError {
-    /// The exit code for this error: 2 for usage and setup errors, 1 otherwise.
+    /// A setup error in words.
+    pub fn setup(what: impl std::fmt::Display) -> Self {
+        FerryError::Setup(what.to_string().into())
+    }
+
+    /// A damaged-history error in words.
+    pub fn history(what: impl std::fmt::Display) -> Self {
+        FerryError::History(what.to_string().into())
+    }
+
+    /// The exit code of this error's class.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            FerryError::Usage(_) | FerryError::Sink(_) | FerryError::Lease(_) => ExitCode::Usage,
-            FerryError::Pipeline(_) => ExitCode::Failures,
+            FerryError::Usage(_) => ExitCode::Usage,
+            FerryError::Sink(_) | FerryError::Setup(_) => ExitCode::Setup,
+            FerryError::History(_) => ExitCode::History,
             FerryError::Interrupted(_) => ExitCode::Interrupted,
+            FerryError::Internal(_) => ExitCode::Internal,
         }
     }
 }
 
-/// The stage of the pipeline in which a file failed.
+impl From<PipelineError> for FerryError {
+    /// A producer's own error comes back as it was raised (ferry's producers return a
+    /// [`FerryError`]); a thread that cannot start is a setup error; anything else the
+    /// engine reports is a bug.
+    fn from(e: PipelineError) -> Self {
+        match e {
+            PipelineError::Producer { source, stage } => match source.downcast::<FerryError>() {
+                Ok(e) => *e,
+                Err(other) => FerryError::Internal(format!("{stage}: {other}")),
+            },
+            e @ PipelineError::Spawn { .. } => FerryError::Setup(Box::new(e)),
+            e => FerryError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// The stage of a command's pipeline in which a file failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Stage {
@@ -54,6 +95,14 @@ pub enum Stage {
     Compress,
     /// Writing to the sink and committing.
     Upload,
+    /// Restore: reading an object from the sink (and deciding where its file goes).
+    Fetch,
+    /// Restore: decoding an object, checked against the manifest.
+    Inflate,
+    /// Restore: writing the file under DEST and putting it in place.
+    Write,
+    /// Verify: reading an object back and checking it against the manifest.
+    Check,
     /// The engine lost the file (a bug: it is counted, never dropped silently).
     Pipeline,
 }
@@ -65,6 +114,10 @@ impl std::fmt::Display for Stage {
             Stage::Load => "load",
             Stage::Compress => "compress",
             Stage::Upload => "upload",
+            Stage::Fetch => "fetch",
+            Stage::Inflate => "inflate",
+            Stage::Write => "write",
+            Stage::Check => "check",
             Stage::Pipeline => "pipeline",
         })
     }
@@ -136,6 +189,10 @@ pub enum FileError {
     /// the way, an object that does not decode or check out).
     #[error("{0}")]
     Restore(String),
+    /// `ferry verify`: the object does not check out against its manifest entry (missing,
+    /// torn, not one gzip member, another length or CRC-32).
+    #[error("{0}")]
+    Check(String),
     /// A `ferry plan` list named this file, but it cannot be taken as planned (gone since
     /// the plan was made), or a line of the list is damaged.
     #[error("{0}")]
@@ -176,8 +233,14 @@ pub enum ExitCode {
     Success = 0,
     /// Some files failed, or the deadline cut the run short.
     Failures = 1,
-    /// Usage or setup error: nothing was done.
+    /// Usage error: what was asked cannot be done; nothing was done.
     Usage = 2,
+    /// The sink or the machine would not let the command start.
+    Setup = 3,
+    /// What the sink remembers (manifest, journal, lease, plan, shard report) is damaged.
+    History = 4,
+    /// A bug in ferry (EX_SOFTWARE).
+    Internal = 70,
     /// Interrupted by Ctrl-C or SIGTERM.
     Interrupted = 130,
 }

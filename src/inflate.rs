@@ -3,7 +3,7 @@
 //! manifest entry; and the inflate of one independent segment, for restoring the
 //! segments of a big object in parallel.
 
-use crate::manifest::Entry;
+use crate::history::manifest::Entry;
 use flate2::bufread::GzDecoder;
 use std::io::{Read, Write};
 

@@ -2,10 +2,10 @@
 //! listed for the summary, deliveries sent to the journal.
 
 use crate::config::Listing;
-use crate::journal::Recorder;
+use crate::history::journal::Recorder;
 use crate::metrics::RunMetrics;
-use crate::report::{Failure, Log};
 use crate::task::{Outcome, Skip, Verdict};
+use crate::view::{Failure, Log};
 use crate::words::human_bytes;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -68,6 +68,7 @@ impl Ledger {
     pub fn record(&mut self, o: Outcome) {
         let m = &self.metrics;
         match o.result {
+            Err(v) => self.verdict(&o.path, v),
             Ok(entry) => {
                 m.bytes_in.fetch_add(entry.size, Relaxed);
                 m.bytes_out.fetch_add(entry.bytes_out, Relaxed);
@@ -78,29 +79,43 @@ impl Ledger {
                 }
                 m.succeeded.fetch_add(1, Relaxed);
             }
-            Err(Verdict::Skipped(Skip::DryRun { size })) => {
+        }
+    }
+
+    /// Counts a file that succeeded without a delivery to record (`ferry plan`: planned).
+    pub fn counted(&mut self, size: u64) {
+        self.metrics.bytes_in.fetch_add(size, Relaxed);
+        self.metrics.succeeded.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a file that did not succeed: skipped, failed (logged, and listed for the
+    /// summary) or cancelled.
+    pub fn verdict(&mut self, path: &std::path::Path, v: Verdict) {
+        let m = &self.metrics;
+        match v {
+            Verdict::Skipped(Skip::DryRun { size }) => {
                 self.list(format_args!(
                     "would {}: {} ({})",
                     self.verb,
-                    o.path.display(),
+                    path.display(),
                     human_bytes(size)
                 ));
                 m.would_send.fetch_add(1, Relaxed);
                 m.would_send_bytes.fetch_add(size, Relaxed);
                 m.skipped.fetch_add(1, Relaxed);
             }
-            Err(Verdict::Skipped(why)) => {
-                self.list(format_args!("would skip: {} ({why})", o.path.display()));
+            Verdict::Skipped(why) => {
+                self.list(format_args!("would skip: {} ({why})", path.display()));
                 self.log
-                    .info(|| format!("[skip] {}: {why}", o.path.display()));
+                    .info(|| format!("[skip] {}: {why}", path.display()));
                 m.skipped.fetch_add(1, Relaxed);
             }
-            Err(Verdict::Failed { stage, error }) => {
-                self.log.file_error(&o.path, &error);
-                self.failures.push(Failure::new(&o.path, stage, &error));
+            Verdict::Failed { stage, error } => {
+                self.log.file_error(path, &error);
+                self.failures.push(Failure::new(path, stage, &error));
                 m.failed.fetch_add(1, Relaxed);
             }
-            Err(Verdict::Cancelled) => {
+            Verdict::Cancelled => {
                 m.cancelled.fetch_add(1, Relaxed);
             }
         }

@@ -8,36 +8,32 @@
 //! ```text
 //! producers (walk) ──FileTask──▶ load ──Segment──▶ compress ──Packed──▶ upload → sink/
 //!     ──Outcome──▶ record (ledger) → summary, manifest
-//!     reporter thread (report/) reads metrics and draws progress
+//!     reporter thread (view/) reads metrics and draws progress
 //! ```
 //!
 //! ## Map of the crate
+//! - [`commands`] — the five commands (`deliver`, `restore`, `verify`, `plan`, `report`)
+//!   and the one harness they all run through: sink → history → engine → reporter →
+//!   wait → what it found → exit code. [`run()`] is the delivery, for library callers.
 //! - [`pipeline`] — the generic engine: bounded channels, one rayon pool per stage,
 //!   cancellation ([`pipeline::CancelToken`]), engine events and stage metrics. Knows
 //!   nothing of files, and imports nothing from the rest of the crate.
-//! - [`run()`] — ferry's pipeline wired from a [`Config`]: the library entry point.
-//! - [`plan`] — a run prepared: inputs checked, sink opened, manifest read.
-//! - [`walk`] — producers: input roots and `--files-from` lists → [`task::FileTask`].
-//! - [`load`] — opens files safely and reads them as segments within the [`budget`].
-//! - [`compress`] — the compress stage: each segment deflated by its worker's compressor.
-//! - [`gzip`] — deflate pieces, header, trailer, CRC combine.
-//! - [`upload`] — in-order assembly of each file's pieces into one gzip member at the sink.
-//! - [`ledger`] — the collector: outcomes counted, failures listed, deliveries kept.
+//! - Delivery's stages: [`walk`] (producers: input roots, `--files-from`, planned lists →
+//!   [`task::FileTask`]), [`load`] (open safely, read segments within the [`budget`]),
+//!   [`compress`] (deflate each segment; [`gzip`] frames them), [`upload`] (pieces in
+//!   order into one gzip member at the sink), [`ledger`] (the accounting of outcomes,
+//!   for every command).
+//! - Restore's stages: [`unpack`] (fetch → inflate → write under DEST), reading objects
+//!   with [`inflate`], which `ferry verify` shares.
 //! - [`sink`] — the [`sink::Sink`] / [`sink::Upload`] traits and the `dir:`, `sim:` and
-//!   `s3://` sinks.
-//! - [`manifest`] — what was delivered (formats, and the compact index a rerun keeps).
-//! - [`journal`] — deliveries saved as the run goes, folded into the manifest at the end.
-//! - [`verify`] — `ferry verify`: every delivered object checked against the manifest.
-//! - [`restore`] — `ferry restore`: the way back, fetch → inflate → write under DEST.
-//! - [`inflate`] — reading ferry's objects back (whole, streamed, or by segment), shared
-//!   by verify and restore.
-//! - [`shard`] — `--shard K/N`; [`shard::plan`], `ferry plan`: lists balanced by bytes;
-//!   [`shard::report`], shard reports at the sink and `ferry report`.
-//! - [`report`] — log levels, progress bars, the end summary and JSON report.
-//! - [`metrics`] — ferry's run counters of files and bytes.
-//! - [`task`] — the data that flows between stages.
-//! - [`config`], [`cli`], [`error`], [`words`], [`interrupt`] — settings, flags, typed
-//!   errors and exit codes, user-facing words, Ctrl-C.
+//!   object store sinks; [`beneath`] writes under a user's directory only through handles.
+//! - [`history`] — what a sink remembers: manifest, journal, lease, plans, shard reports.
+//! - [`view`] — log levels, progress bars, the end summary and JSON report; [`metrics`],
+//!   the counters they read.
+//! - [`task`] — the data that flows between stages; [`shard`] — `--shard K/N`; [`globs`]
+//!   — `--include`/`--exclude`.
+//! - [`config`], [`cli`], [`error`], [`words`], [`interrupt`], [`ident`] — settings,
+//!   flags, typed errors and exit codes, user-facing words, Ctrl-C, run ids.
 //!
 //! ```no_run
 //! use ferry::{run, Config, pipeline::CancelToken, sink::SinkSpec};
@@ -51,33 +47,30 @@
 pub mod beneath;
 pub mod budget;
 pub mod cli;
+pub mod commands;
 pub mod compress;
 pub mod config;
 pub mod error;
+pub mod globs;
 pub mod gzip;
+pub mod history;
 pub mod ident;
 pub mod inflate;
 pub mod interrupt;
-pub mod journal;
-pub mod lease;
 pub mod ledger;
 pub mod load;
-pub mod manifest;
 pub mod metrics;
 pub mod pipeline;
-pub mod plan;
-pub mod report;
-pub mod restore;
-mod run;
 pub mod shard;
 pub mod sink;
 pub mod task;
+pub mod unpack;
 pub mod upload;
-pub mod verify;
+pub mod view;
 pub mod walk;
 pub mod words;
 
+pub use commands::deliver::run;
 pub use config::Config;
 pub use error::{ExitCode, FerryError};
-pub use report::Summary;
-pub use run::run;
+pub use view::Summary;

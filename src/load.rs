@@ -4,7 +4,7 @@
 use crate::budget::Budget;
 use crate::error::{Change, FileError, Stage};
 use crate::gzip::{DICT_SIZE, PRIMES_SEGMENTS};
-use crate::manifest::Index;
+use crate::history::manifest::Index;
 use crate::metrics::RunMetrics;
 use crate::pipeline::Emitter;
 use crate::sink::Sink;
@@ -47,7 +47,7 @@ pub struct Loader {
     /// `--task-timeout`: each file must be delivered within this long of being opened.
     pub task_timeout: Option<Duration>,
     /// Segment events at `-vv`.
-    pub log: crate::report::Log,
+    pub log: crate::view::Log,
     /// `--dry-run`: decide from one stat what would happen, and open nothing.
     pub dry_run: bool,
 }
@@ -133,16 +133,14 @@ impl Loader {
         if self.unchanged(&task, Some(&meta)) {
             return stop(task, Verdict::Skipped(Skip::Unchanged));
         }
-        self.metrics.opened.fetch_add(1, Relaxed);
-        self.metrics.opened_bytes.fetch_add(size, Relaxed);
-        self.metrics.take_off(task.id, &task.key, size);
+        let transfer = self.metrics.opened_file(task.id, &task.key, size);
         let deadline = self.task_timeout.map(|after| Deadline {
             at: Instant::now() + after,
             after,
         });
         let ctime = (meta.ctime(), meta.ctime_nsec() as u32);
         let modes = (meta.mode() & 0o7777, dir_modes(&task.path, &task.key));
-        let ctx = FileCtx::opened(task, size, mtime, ctime, modes, deadline);
+        let ctx = FileCtx::opened(task, size, mtime, ctime, modes, deadline, Some(transfer));
         sent.file.set(Some(ctx.clone()));
         self.read_segments(ctx, file, out, sent);
     }

@@ -89,8 +89,39 @@ impl RunMetrics {
         self.bytes_done.fetch_add(n, Relaxed);
     }
 
-    /// Lists file `id` as in flight, when it is big enough to show.
-    pub fn take_off(&self, id: u64, key: &std::path::Path, size: u64) {
+    /// Counts an entry found by a producer.
+    pub fn found(&self) {
+        self.discovered.fetch_add(1, Relaxed);
+    }
+
+    /// Counts an entry found whose size is known at once (a manifest entry): the bar
+    /// counts its bytes from the start.
+    pub fn found_sized(&self, size: u64) {
+        self.found();
+        self.sized(size);
+    }
+
+    /// Counts the size of an entry found, known before it is opened (a manifest entry).
+    pub fn sized(&self, size: u64) {
+        self.opened.fetch_add(1, Relaxed);
+        self.opened_bytes.fetch_add(size, Relaxed);
+    }
+
+    /// Every producer has finished: the totals are final, an ETA is meaningful.
+    pub fn all_found(&self) {
+        self.discovery_done.store(true, Relaxed);
+    }
+
+    /// Counts sink operations retried after a transient failure.
+    pub fn retried(&self, n: u64) {
+        self.retries.fetch_add(n, Relaxed);
+    }
+
+    /// Counts file `id` as opened with `size` bytes, and returns its [`Transfer`]: the
+    /// file is listed in flight (when it is big enough to show) until that is dropped.
+    pub fn opened_file(self: &Arc<Self>, id: u64, key: &std::path::Path, size: u64) -> Transfer {
+        self.opened.fetch_add(1, Relaxed);
+        self.opened_bytes.fetch_add(size, Relaxed);
         if size >= FLIGHT_MIN {
             self.flights().insert(
                 id,
@@ -101,22 +132,10 @@ impl RunMetrics {
                 },
             );
         }
-    }
-
-    /// Counts `len` source bytes of file `id` (of `size` bytes) as delivered.
-    pub fn advance(&self, id: u64, size: u64, len: u64) {
-        self.bytes_done.fetch_add(len, Relaxed);
-        if size >= FLIGHT_MIN {
-            if let Some(f) = self.flights().get_mut(&id) {
-                f.done += len;
-            }
-        }
-    }
-
-    /// File `id` (of `size` bytes) has ended, one way or another.
-    pub fn land(&self, id: u64, size: u64) {
-        if size >= FLIGHT_MIN {
-            self.flights().remove(&id);
+        Transfer {
+            metrics: self.clone(),
+            id,
+            size,
         }
     }
 
@@ -147,5 +166,41 @@ impl RunMetrics {
             + self.skipped.load(Relaxed)
             + self.failed.load(Relaxed)
             + self.cancelled.load(Relaxed)
+    }
+}
+
+/// One file under way, as the progress view follows it (rclone's accounting `Transfer`):
+/// made when the file is opened, advanced as its pieces reach the sink, and gone from
+/// the files in flight when it is dropped, that is when the last piece of the file is.
+/// No stage edits the shared map by hand.
+pub struct Transfer {
+    metrics: Arc<RunMetrics>,
+    id: u64,
+    size: u64,
+}
+
+impl Transfer {
+    /// Counts `len` more source bytes of this file as delivered.
+    pub fn advance(&self, len: u64) {
+        self.metrics.bytes_done.fetch_add(len, Relaxed);
+        if self.size >= FLIGHT_MIN {
+            if let Some(f) = self.metrics.flights().get_mut(&self.id) {
+                f.done += len;
+            }
+        }
+    }
+}
+
+impl Drop for Transfer {
+    fn drop(&mut self) {
+        if self.size >= FLIGHT_MIN {
+            self.metrics.flights().remove(&self.id);
+        }
+    }
+}
+
+impl std::fmt::Debug for Transfer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Transfer({}, {} bytes)", self.id, self.size)
     }
 }

@@ -7,7 +7,7 @@
 
 use crate::budget::Permit;
 use crate::error::{FileError, Stage};
-use crate::manifest::Entry;
+use crate::history::manifest::Entry;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -140,6 +140,8 @@ pub struct FileCtx {
     pub modes: (u32, u32),
     /// When this file's `--task-timeout` runs out, counted from when it was opened.
     pub deadline: Option<Deadline>,
+    /// Its place in the progress view while any piece of it is under way.
+    pub transfer: Option<crate::metrics::Transfer>,
 }
 
 impl FileCtx {
@@ -150,10 +152,11 @@ impl FileCtx {
         mtime: (i64, u32),
         deadline: Option<Deadline>,
     ) -> Arc<Self> {
-        Self::opened(task, size, mtime, (0, 0), (0o666, 0o777), deadline)
+        Self::opened(task, size, mtime, (0, 0), (0o666, 0o777), deadline, None)
     }
 
-    /// A context for `task`, opened with `size`, `mtime` and `ctime`.
+    /// A context for `task`, opened with `size`, `mtime` and `ctime`, followed in the
+    /// progress view by `transfer`.
     pub fn opened(
         task: FileTask,
         size: u64,
@@ -161,6 +164,7 @@ impl FileCtx {
         ctime: (i64, u32),
         modes: (u32, u32),
         deadline: Option<Deadline>,
+        transfer: Option<crate::metrics::Transfer>,
     ) -> Arc<Self> {
         Arc::new(FileCtx {
             id: task.id,
@@ -171,6 +175,7 @@ impl FileCtx {
             ctime,
             modes,
             deadline,
+            transfer,
         })
     }
 

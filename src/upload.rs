@@ -12,16 +12,15 @@
 
 use crate::error::{FileError, Stage};
 use crate::gzip::{self, CrcCombiner};
-use crate::manifest::{Entry, Segments};
+use crate::history::manifest::{Entry, Segments};
 use crate::metrics::RunMetrics;
 use crate::pipeline::Emitter;
-use crate::report::Log;
 use crate::sink::{ObjectMeta, Sink, SinkError, Upload};
 use crate::task::{FileCtx, Outcome, Packed, PackedBody, Verdict};
+use crate::view::Log;
 use crate::words::human_bytes;
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -152,7 +151,6 @@ impl Uploader {
         out: &Emitter<Outcome>,
     ) {
         if index == 0 && ends {
-            self.metrics.land(file.id, file.size);
             let _ = out.emit(failed(file, e));
             return;
         }
@@ -170,11 +168,9 @@ impl Uploader {
                 State::Done => {}
                 State::Open(mut open) => {
                     open.upload.abort();
-                    self.metrics.land(file.id, file.size);
                     let _ = out.emit(failed(file, e));
                 }
                 State::Idle | State::Busy => {
-                    self.metrics.land(file.id, file.size);
                     let _ = out.emit(failed(file, e));
                 }
             }
@@ -255,9 +251,6 @@ impl Uploader {
             // upload leaves nothing behind.
             (State::Done, Some(failed(file, error)))
         });
-        if outcome.is_some() {
-            self.metrics.land(file.id, file.size);
-        }
         (state, outcome)
     }
 
@@ -280,7 +273,7 @@ impl Uploader {
                 Err(SinkError::TimedOut) => return Err(timed_out()),
                 Err(e) if e.is_transient() && attempt < self.retries && !out.is_cancelled() => {
                     attempt += 1;
-                    self.metrics.retries.fetch_add(1, Relaxed);
+                    self.metrics.retried(1);
                     let base = self.backoff.saturating_mul(1 << (attempt - 1).min(16));
                     // Full jitter in [base/2, base*3/2), from the file and attempt: no RNG state.
                     let salt =
@@ -370,7 +363,9 @@ impl Uploader {
         }
         open.sent.0.update(bytes);
         open.sent.1 += bytes.len() as u64;
-        self.metrics.advance(file.id, file.size, len);
+        if let Some(t) = &file.transfer {
+            t.advance(len);
+        }
         if !last {
             return (State::Open(open), None);
         }

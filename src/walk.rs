@@ -5,11 +5,11 @@ use crate::config::Inputs;
 use crate::error::{FerryError, FileError, Stage};
 use crate::metrics::RunMetrics;
 use crate::pipeline::{Emitter, Producer};
-use crate::report::Log;
 use crate::shard::Shard;
 use crate::task::{FileTask, Skip, Verdict};
+use crate::view::Log;
 use crate::words::io_words;
-use ignore::overrides::{Override, OverrideBuilder};
+use ignore::overrides::Override;
 use std::ffi::{OsStr, OsString};
 use std::fs::FileType;
 use std::io::{BufRead, BufReader, Read};
@@ -17,7 +17,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// One input root and the name its keys start with.
 #[derive(Debug, Clone)]
@@ -63,43 +63,15 @@ pub fn plan_roots(inputs: &[PathBuf]) -> Result<Vec<Root>, FerryError> {
     Ok(roots)
 }
 
-/// Builds the `--include` / `--exclude` matcher for paths under `base` (gitignore
-/// syntax; the last matching glob wins). `None` when there are no globs.
-///
-/// # Errors
-/// [`FerryError::Usage`] naming the flag of a glob that does not parse.
-pub fn overrides(
-    base: &Path,
-    include: &[String],
-    exclude: &[String],
-) -> Result<Option<Override>, FerryError> {
-    if include.is_empty() && exclude.is_empty() {
-        return Ok(None);
-    }
-    let mut b = OverrideBuilder::new(base);
-    let bad =
-        |flag: &str, g: &str, e: ignore::Error| FerryError::Usage(format!("--{flag} '{g}': {e}"));
-    for g in include {
-        b.add(g).map_err(|e| bad("include", g, e))?;
-    }
-    for g in exclude {
-        b.add(&format!("!{g}")).map_err(|e| bad("exclude", g, e))?;
-    }
-    b.build()
-        .map(Some)
-        .map_err(|e| FerryError::Usage(e.to_string()))
-}
-
 /// What the producers will read, checked before anything is touched: each input root
 /// with its `--include`/`--exclude` filter, the `--files-from` list, and a planned list.
-#[derive(Clone)]
 pub struct Sources {
     /// The input roots and their filters.
     pub roots: Vec<(Root, Option<Override>)>,
     /// The file list, if any.
     pub list: Option<ListSource>,
     /// Files named ahead of time with their keys (`--plan`), taken by one producer.
-    pub keyed: Option<Arc<Mutex<Option<Keyed>>>>,
+    pub keyed: Option<Keyed>,
 }
 
 /// Files named ahead of time with their keys (one `ferry plan` list), read as needed:
@@ -150,7 +122,7 @@ impl Sources {
             .into_iter()
             .map(|r| {
                 let ov = match r.is_dir {
-                    true => overrides(&r.path, &inputs.include, &inputs.exclude)?,
+                    true => crate::globs::overrides(&r.path, &inputs.include, &inputs.exclude)?,
                     false => None,
                 };
                 Ok((r, ov))
@@ -171,7 +143,11 @@ impl Sources {
                 Some(ListSource {
                     path: path.clone(),
                     nul: inputs.null_separated,
-                    overrides: overrides(Path::new(""), &inputs.include, &inputs.exclude)?,
+                    overrides: crate::globs::overrides(
+                        Path::new(""),
+                        &inputs.include,
+                        &inputs.exclude,
+                    )?,
                 })
             }
         };
@@ -182,6 +158,9 @@ impl Sources {
         })
     }
 }
+
+/// One producer's walk, before the wrapper that marks discovery done.
+type Part = Box<dyn FnOnce(&Emitter<FileTask>) + Send>;
 
 /// What every producer shares.
 pub struct Walker {
@@ -285,7 +264,7 @@ impl Walker {
         if self.shard.is_some_and(|s| !s.contains(&key)) {
             return true;
         }
-        self.metrics.discovered.fetch_add(1, Relaxed);
+        self.metrics.found();
         let task = FileTask {
             id: self.next_id.fetch_add(1, Relaxed),
             path,
@@ -299,7 +278,7 @@ impl Walker {
     /// discovery is complete and `metrics.discovery_done` is set (an ETA is meaningful).
     pub fn producers(self, sources: Sources) -> Vec<Producer<FileTask>> {
         let w = Arc::new(self);
-        let mut producers: Vec<Producer<FileTask>> = Vec::new();
+        let mut producers: Vec<Part> = Vec::new();
         for (root, ov) in sources.roots {
             producers.push(w.root_producer(root, ov));
         }
@@ -317,21 +296,27 @@ impl Walker {
                 Box::new(move |out: &Emitter<FileTask>| {
                     p(out);
                     if remaining.fetch_sub(1, Relaxed) == 1 {
-                        w.metrics.discovery_done.store(true, Relaxed);
+                        w.metrics.all_found();
                     }
+                    // An entry the walk cannot read fails that file alone: a walk
+                    // never fails as a whole.
+                    Ok(())
                 }) as Producer<FileTask>
             })
             .collect()
     }
 
     /// A producer that walks one root.
-    fn root_producer(
-        self: &Arc<Self>,
-        root: Root,
-        overrides: Option<Override>,
-    ) -> Producer<FileTask> {
+    fn root_producer(self: &Arc<Self>, root: Root, overrides: Option<Override>) -> Part {
         let w = self.clone();
-        Box::new(move |out: &Emitter<FileTask>| w.walk(&root, overrides, out))
+        Box::new(move |out: &Emitter<FileTask>| {
+            // Test builds only: a root named so makes its producer panic, outside any file.
+            #[cfg(test)]
+            if root.path.file_name() == Some("ferry-test-panic-in-walk".as_ref()) {
+                panic!("injected walk panic");
+            }
+            w.walk(&root, overrides, out)
+        })
     }
 
     fn walk(&self, root: &Root, overrides: Option<Override>, out: &Emitter<FileTask>) {
@@ -419,7 +404,7 @@ impl Walker {
         source: PathBuf,
         nul: bool,
         overrides: Option<Override>,
-    ) -> Producer<FileTask> {
+    ) -> Part {
         let w = self.clone();
         Box::new(move |out: &Emitter<FileTask>| {
             let reader: Box<dyn Read> = if source.as_os_str() == "-" {
@@ -461,7 +446,7 @@ impl Walker {
                     }
                 }
                 if let Some(key) = list_key(&path) {
-                    if !taken.insert(crate::manifest::key_hash(&key)) {
+                    if !taken.insert(crate::history::manifest::key_hash(&key)) {
                         w.log.warn(|| {
                             format!(
                                 "{}: listed more than once (as {}); taken once",
@@ -479,12 +464,9 @@ impl Walker {
         })
     }
 
-    fn keyed_producer(self: &Arc<Self>, keyed: Arc<Mutex<Option<Keyed>>>) -> Producer<FileTask> {
+    fn keyed_producer(self: &Arc<Self>, k: Keyed) -> Part {
         let w = self.clone();
         Box::new(move |out: &Emitter<FileTask>| {
-            let Some(k) = keyed.lock().unwrap_or_else(|e| e.into_inner()).take() else {
-                return;
-            };
             for item in k.files {
                 if out.is_cancelled() {
                     return;

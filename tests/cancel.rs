@@ -183,3 +183,121 @@ fn sigint_stops_verify_with_130() {
     assert_eq!(status.code(), Some(130), "{err}");
     assert!(err.contains("interrupted: verified"), "{err}");
 }
+
+/// The summary's totals add up: every file found ended as exactly one of succeeded,
+/// skipped, failed or cancelled.
+fn adds_up(v: &serde_json::Value) {
+    let n = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"));
+    assert_eq!(
+        n("discovered"),
+        n("succeeded") + n("skipped") + n("failed") + n("cancelled"),
+        "{v}"
+    );
+}
+
+/// Ctrl-C during `ferry restore` (issue 22): it stops, prints a summary that adds up,
+/// exits 130. The restore is held mid-run by an object that is a FIFO: the test's own
+/// open of it for writing returns exactly when restore has opened it to read.
+#[test]
+fn sigint_stops_restore_with_130_and_a_summary_that_adds_up() {
+    let t = tempfile::tempdir().unwrap();
+    for i in 0..20 {
+        write(t.path(), &format!("in/f{i:02}.txt"), &text(100, i));
+    }
+    let out = t.path().join("out");
+    deliver(&t.path().join("in"), &out);
+    let obj = out.join("in/f10.txt.gz");
+    std::fs::remove_file(&obj).unwrap();
+    let c = std::ffi::CString::new(obj.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let dest = t.path().join("dest");
+    let restore = Running::spawn([
+        OsStr::new("restore"),
+        OsStr::new("--download-workers"),
+        OsStr::new("1"),
+        OsStr::new("--report"),
+        OsStr::new("-"),
+        OsStr::new("--from"),
+        out.as_os_str(),
+        dest.as_os_str(),
+    ]);
+    let writer = std::fs::OpenOptions::new().write(true).open(&obj).unwrap();
+    restore.signal(libc::SIGINT);
+    drop(writer);
+    let (status, err, stdout) = restore.finish();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    let v = report(&stdout);
+    assert_eq!(v["cancelled"], "interrupted");
+    let totals = &v["totals"];
+    adds_up(totals);
+    assert_eq!(totals["discovered"], 20, "{v}");
+    // The object cut short by the interrupted writer is not restored under its name.
+    assert!(!dest.join("in/f10.txt").exists());
+    // What was restored is whole; nothing else is there.
+    for f in files_under(&dest) {
+        let i: u64 = f.file_stem().unwrap().to_string_lossy()[1..3]
+            .parse()
+            .unwrap();
+        assert_eq!(
+            std::fs::read(dest.join(&f)).unwrap(),
+            text(100, i),
+            "{}",
+            f.display()
+        );
+    }
+}
+
+/// Ctrl-C during `ferry plan` (issue 22): no plan is stored, it says how far the walk got
+/// in numbers that add up, exits 130. The walk is held mid-run by its file list, a stdin
+/// that stays open; the entry it has seen is a directory, which -v names as left out.
+#[test]
+fn sigint_stops_plan_with_130_and_no_plan_stored() {
+    let t = tempfile::tempdir().unwrap();
+    write(t.path(), "d/a.txt", b"a");
+    std::fs::create_dir_all(t.path().join("d/sub")).unwrap();
+    let out = t.path().join("out");
+    let mut plan = Running::spawn_in(
+        Some(t.path()),
+        [
+            OsStr::new("plan"),
+            OsStr::new("-v"),
+            OsStr::new("--files-from"),
+            OsStr::new("-"),
+            OsStr::new("--shards"),
+            OsStr::new("2"),
+            OsStr::new("--report"),
+            OsStr::new("-"),
+            OsStr::new("--to"),
+            out.as_os_str(),
+        ],
+    );
+    let stdin = plan.stdin.as_mut().unwrap();
+    stdin.write_all(b"d/a.txt\nd/sub\n").unwrap();
+    stdin.flush().unwrap();
+    plan.wait_for("[skip]");
+    plan.signal(libc::SIGINT);
+    let (status, err, stdout) = plan.finish();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("interrupted: no plan was stored; of 2 entries found, 1 planned, 1 left out"),
+        "{err}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&stdout).expect("report is JSON");
+    assert_eq!(v["stored"], false, "{v}");
+    let n = |k: &str| v[k].as_u64().unwrap();
+    assert_eq!(
+        n("found"),
+        n("planned") + n("left_out") + n("unreadable") + n("cancelled")
+    );
+    let plans: Vec<_> = std::fs::read_dir(&out)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        plans
+            .iter()
+            .all(|n| !n.to_string_lossy().starts_with(".ferry-plan.")),
+        "{plans:?}"
+    );
+}

@@ -362,10 +362,9 @@ fn files_from_with_a_missing_entry_fails_it_and_delivers_the_rest() {
 }
 
 #[test]
-fn usage_and_setup_errors_exit_2_before_any_work() {
+fn usage_errors_exit_2_before_any_work() {
     let t = tempfile::tempdir().unwrap();
     write(t.path(), "s/a", b"a");
-    write(t.path(), "plain", b"");
     let src = t.path().join("s");
     let cases: Vec<(Vec<OsString>, &str)> = vec![
         (vec!["--bogus".into()], "--bogus"),
@@ -376,14 +375,6 @@ fn usage_and_setup_errors_exit_2_before_any_work() {
         (
             vec![src.clone().into(), "--to".into(), "ftp://h/x".into()],
             "unknown sink type",
-        ),
-        (
-            vec![
-                src.clone().into(),
-                "--to".into(),
-                t.path().join("plain/sub").into(),
-            ],
-            "cannot use output",
         ),
         (
             vec![src.clone().into(), "--segment-size".into(), "big".into()],
@@ -398,9 +389,27 @@ fn usage_and_setup_errors_exit_2_before_any_work() {
             "--files-from",
         ),
         (vec![], "INPUT"),
+        (
+            vec![
+                "verify".into(),
+                "--to".into(),
+                t.path().join("empty").into(),
+            ],
+            "no manifest",
+        ),
+        (
+            vec![
+                "plan".into(),
+                src.clone().into(),
+                "--shards".into(),
+                "0".into(),
+            ],
+            "--shards",
+        ),
     ];
+    std::fs::create_dir(t.path().join("empty")).unwrap();
     for (args, msg) in cases {
-        ferry()
+        bare()
             .current_dir(t.path())
             .args(&args)
             .assert()
@@ -408,6 +417,74 @@ fn usage_and_setup_errors_exit_2_before_any_work() {
             .stderr(predicate::str::contains(msg));
     }
     assert!(!t.path().join("ferry-out").exists());
+}
+
+/// ferry as a user types it, without the harness's `--progress never` (a flag before a
+/// subcommand would make the subcommand an INPUT).
+fn bare() -> assert_cmd::Command {
+    assert_cmd::Command::cargo_bin("ferry").unwrap()
+}
+
+/// Each class of error has its own exit code, from every command that can meet it:
+/// 3 when the sink or the machine will not let the command start, 4 when what the sink
+/// remembers is damaged. (2 is usage, above; 130 is Ctrl-C, in tests/cancel.rs; 70, a
+/// panic outside any file, cannot be caused from outside and is tested in the library.)
+#[test]
+fn setup_and_damaged_history_errors_have_their_own_exit_codes() {
+    let t = tempfile::tempdir().unwrap();
+    write(t.path(), "s/a", b"a");
+    write(t.path(), "plain", b"");
+    let src = t.path().join("s");
+    let out = t.path().join("out");
+    ferry().arg(&src).arg("--to").arg(&out).assert().success();
+    let setup: Vec<Vec<OsString>> = vec![
+        // A sink under a plain file.
+        vec![
+            src.clone().into(),
+            "--to".into(),
+            t.path().join("plain/sub").into(),
+        ],
+        // A DEST that cannot be made.
+        vec![
+            "restore".into(),
+            "--from".into(),
+            out.clone().into(),
+            t.path().join("plain/dest").into(),
+        ],
+    ];
+    for args in setup {
+        bare()
+            .args(&args)
+            .assert()
+            .code(3)
+            .stderr(predicate::str::contains("plain"));
+    }
+    std::fs::write(out.join(".ferry-manifest.json"), b"{ not a manifest").unwrap();
+    let damaged: Vec<Vec<OsString>> = vec![
+        vec![src.clone().into(), "--to".into(), out.clone().into()],
+        vec!["verify".into(), "--to".into(), out.clone().into()],
+        vec![
+            "restore".into(),
+            "--from".into(),
+            out.clone().into(),
+            t.path().join("back").into(),
+        ],
+    ];
+    for args in damaged {
+        bare()
+            .args(&args)
+            .assert()
+            .code(4)
+            .stderr(predicate::str::contains(".ferry-manifest.json"));
+    }
+    assert!(!t.path().join("back/s/a").exists());
+    write(t.path(), "out/.ferry-report.shard-0-of-2.json", b"[");
+    bare()
+        .arg("report")
+        .arg(&out)
+        .assert()
+        .code(4)
+        .stderr(predicate::str::contains("damaged"));
 }
 
 #[test]

@@ -304,9 +304,9 @@ fn verify_checks_every_object_against_the_manifest() {
         .args(["verify", "--to", &to])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("ferry: verify: s/f3.gz:"))
+        .stderr(predicate::str::contains("ferry: s/f3.gz:"))
         .stderr(predicate::str::contains(
-            "ferry: verify: s/f7.gz: no such file or directory",
+            "ferry: s/f7.gz: no such file or directory",
         ))
         .stderr(predicate::str::contains("10 ok, 2 bad"));
     assert_cmd::Command::cargo_bin("ferry")

@@ -234,7 +234,7 @@ fn a_second_writer_is_refused_by_name_and_nothing_is_lost() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&b.stderr);
-    assert_eq!(b.status.code(), Some(2), "{err}");
+    assert_eq!(b.status.code(), Some(3), "{err}");
     assert!(err.contains("another ferry run"), "{err}");
     assert!(err.contains(&format!("pid {}", a.pid())), "{err}");
     drop(a.stdin.take());
@@ -621,7 +621,7 @@ fn bad_bucket_names_are_refused_and_endpoint_passwords_never_printed() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(o.status.code(), Some(3), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
 }
 
@@ -690,7 +690,7 @@ fn a_read_only_dest_is_one_setup_error() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(o.status.code(), Some(3), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("permission denied"), "{err}");
 }

@@ -1,6 +1,6 @@
-//! The house rules of `../shared/DESIGN.md` §4, checked on the source itself:
-//! no import cycles among the files of `src/`, and the engine (`src/pipeline/`) imports
-//! nothing from the rest of the crate.
+//! The house rules of `docs/DESIGN.md`, checked on the source itself: no import cycles
+//! among the files of `src/`, none among its folders (each folder counted as one node),
+//! and the engine (`src/pipeline/`) imports nothing from the rest of the crate.
 //!
 //! An edge is a `use` of, or an inline `crate::`/`super::` path into, another file's
 //! module. `mod x;` declarations are containment, not imports; the crate roots (`lib.rs`,
@@ -274,6 +274,53 @@ fn no_file_in_src_is_part_of_an_import_cycle() {
         found.is_empty(),
         "import cycles among src/ files: {found:?}"
     );
+}
+
+/// The graph with each folder of `src/` counted as one node (`history/journal.rs` →
+/// `history/`), and each file at the top as itself.
+fn folder_graph(g: &Graph) -> Graph {
+    let node = |f: &str| match f.split_once('/') {
+        Some((dir, _)) => format!("{dir}/"),
+        None => f.to_string(),
+    };
+    let mut out = Graph::new();
+    for (file, edges) in g {
+        let from = node(file);
+        let set = out.entry(from.clone()).or_default();
+        set.extend(edges.iter().map(|e| node(e)).filter(|to| *to != from));
+    }
+    out
+}
+
+#[test]
+fn no_folder_of_src_is_part_of_an_import_cycle() {
+    let folders = folder_graph(&graph(&src()));
+    // Sanity: the commands stand above the rooms they use.
+    assert!(folders["commands/"].contains("history/"), "{folders:?}");
+    assert!(folders["commands/"].contains("pipeline/"), "{folders:?}");
+    let found = cycles(&folders);
+    assert!(
+        found.is_empty(),
+        "import cycles among src/'s folders: {found:?}"
+    );
+}
+
+#[test]
+fn the_folder_checker_finds_a_cycle_the_file_checker_cannot() {
+    let t = tempfile::tempdir().unwrap();
+    let w = |rel: &str, text: &str| {
+        let p = t.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    w("lib.rs", "pub mod a;\npub mod s;\n");
+    w("a.rs", "use crate::s::x::X;\n");
+    w("s/mod.rs", "pub mod x;\npub mod y;\n");
+    w("s/x.rs", "pub struct X;\n");
+    w("s/y.rs", "use crate::a::A;\n");
+    let files = graph(t.path());
+    assert!(cycles(&files).is_empty(), "{files:?}");
+    assert_eq!(cycles(&folder_graph(&files)), vec![vec!["a.rs", "s/"]]);
 }
 
 #[test]

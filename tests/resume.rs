@@ -167,7 +167,7 @@ fn a_damaged_manifest_stops_a_run_and_force_replaces_it() {
         .arg("--to")
         .arg(&out)
         .assert()
-        .code(2)
+        .code(4)
         .stderr(predicates::str::contains(".ferry-manifest.json is damaged"));
     let r = ferry()
         .arg(&src)

@@ -283,7 +283,7 @@ fn a_missing_bucket_is_a_setup_error_before_any_work() {
         .arg(t.path().join("d"))
         .args(["--to", "s3://no-such-bucket-for-ferry/x"])
         .assert()
-        .code(2)
+        .code(3)
         .stderr(predicate::str::contains(
             "bucket 'no-such-bucket-for-ferry' does not exist",
         ));
@@ -300,7 +300,7 @@ fn an_unreachable_endpoint_is_a_setup_error() {
         .arg(t.path().join("d"))
         .args(["--to", "s3://bkt/x"])
         .assert()
-        .code(2)
+        .code(3)
         .stderr(predicate::str::contains("cannot use output s3://bkt/x"));
 }
 
@@ -414,7 +414,7 @@ fn bad_credentials_are_a_setup_error_that_says_so() {
         .arg(t.path().join("d"))
         .args(["--to", &s3.url("x")])
         .assert()
-        .code(2)
+        .code(3)
         .stderr(predicate::str::contains(format!(
             "access denied to bucket '{}'",
             s3.bucket
@@ -683,7 +683,7 @@ fn retries_follow_the_flags_show_at_vv_and_are_counted() {
         .arg(&src)
         .args(["--retries", "0", "--to", &url])
         .assert()
-        .code(2)
+        .code(3)
         .stderr(predicate::str::contains("cannot use output"));
 }
 
@@ -829,7 +829,7 @@ fn aws_profiles_from_the_shared_files_and_their_precedence() {
         .arg(&src)
         .args(["--to", &s3.url("x"), "--profile", "nope"])
         .assert()
-        .code(2)
+        .code(3)
         .stderr(predicate::str::contains("AWS profile 'nope' is not in"));
 }
 
@@ -846,7 +846,7 @@ fn missing_credentials_name_every_way_to_give_them() {
         .arg(&src)
         .args(["--to", &s3.url("x"), "--endpoint-url", &s3.endpoint])
         .assert()
-        .code(2)
+        .code(3)
         .stderr(
             predicate::str::contains("no S3 credentials found")
                 .and(predicate::str::contains("AWS_ACCESS_KEY_ID"))
@@ -996,7 +996,7 @@ fn a_second_writer_into_one_prefix_is_refused_while_the_first_runs() {
         .arg(t.path().join("b"))
         .args(["--to", &url])
         .assert()
-        .code(2);
+        .code(3);
     let err = String::from_utf8_lossy(&b.get_output().stderr).to_string();
     assert!(err.contains("another ferry run"), "{err}");
     assert!(err.contains(&format!("pid {}", a.pid())), "{err}");

@@ -16,8 +16,9 @@
 //! let mut p = Pipeline::new(CancelToken::new());
 //! let producers: Vec<Producer<u64>> = vec![Box::new(|out| {
 //!     for i in 0..100 {
-//!         if out.emit(i).is_err() { return; }
+//!         if out.emit(i).is_err() { break; }
 //!     }
+//!     Ok(())
 //! })];
 //! let sums = p
 //!     .source("numbers", n(4), producers).unwrap()
@@ -62,6 +63,15 @@ pub enum PipelineError {
         stage: String,
         /// What the OS said.
         source: std::io::Error,
+    },
+    /// A producer ended with an error of its own (its source could not be read): what it
+    /// emitted before still went through the stages.
+    #[error("{stage}: {source}")]
+    Producer {
+        /// The source's name.
+        stage: String,
+        /// What the producer returned.
+        source: BoxError,
     },
     /// A worker panicked, in its setup or on an item; the panic was caught and the stage
     /// went on with its other workers and items.
@@ -131,10 +141,15 @@ impl std::fmt::Display for EngineEvent {
 /// A callback that sees every [`EngineEvent`]; it must be quick and must not block.
 pub type Observer = Arc<dyn Fn(&EngineEvent) + Send + Sync>;
 
+/// The error a producer may end with: any error, as the caller's own type, boxed (the
+/// engine only carries it to [`Pipeline::wait`], where the caller can downcast it).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// One producer: runs on its own thread and emits items into the bridge channel.
 /// It should return once `emit` fails (everything downstream is gone) or the token is
-/// cancelled.
-pub type Producer<T> = Box<dyn FnOnce(&Emitter<T>) + Send>;
+/// cancelled. An `Err` it returns reaches [`Pipeline::wait`] as
+/// [`PipelineError::Producer`]; the items it emitted before still flow.
+pub type Producer<T> = Box<dyn FnOnce(&Emitter<T>) -> Result<(), BoxError> + Send>;
 
 /// How a stage is laid out: its name, worker threads and output queue capacity.
 #[derive(Debug, Clone)]
@@ -256,8 +271,8 @@ pub struct Pipeline {
     /// Every worker holds a clone; the channel disconnects when the last one ends.
     exit_tx: Sender<Option<(String, String)>>,
     exit_rx: Receiver<Option<(String, String)>>,
-    /// Producer threads by stage name; each returns its panic message, if it panicked.
-    producers: Vec<(String, JoinHandle<Option<String>>)>,
+    /// Producer threads by stage name; each returns how it ended.
+    producers: Vec<(String, JoinHandle<Ended>)>,
     /// Kept alive until `wait`, so the pools are not torn down under their workers.
     pools: Vec<rayon::ThreadPool>,
 }
@@ -350,14 +365,19 @@ impl Pipeline {
                     m.busy_ns
                         .fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
                     m.busy.fetch_sub(1, Relaxed);
-                    let panic = result.err().map(|p| panic_message(&*p));
-                    if panic.is_some() {
-                        m.panics.fetch_add(1, Relaxed);
-                    }
+                    let (ended, panic) = match result {
+                        Ok(Ok(())) => (Ended::Done, None),
+                        Ok(Err(e)) => (Ended::Failed(e), None),
+                        Err(p) => {
+                            m.panics.fetch_add(1, Relaxed);
+                            let message = panic_message(&*p);
+                            (Ended::Panicked(message.clone()), Some(message))
+                        }
+                    };
                     let items = m.emitted.load(Relaxed);
                     drop(emitter);
                     life.ended(i, items, &panic);
-                    panic
+                    ended
                 })
                 .map_err(|source| PipelineError::Spawn {
                     stage: name.to_string(),
@@ -379,7 +399,9 @@ impl Pipeline {
     /// (its output is no longer wanted) instead of hanging the shutdown.
     ///
     /// # Errors
-    /// [`PipelineError::Panicked`] if any worker panicked (the others still finished).
+    /// [`PipelineError::Producer`] if a producer returned an error (the first, in the order
+    /// the sources were declared), else [`PipelineError::Panicked`] if any worker panicked
+    /// (the others still finished).
     pub fn wait(self) -> Result<(), PipelineError> {
         let Pipeline {
             cancel,
@@ -397,23 +419,39 @@ impl Pipeline {
             }
         }
         drop(pools);
+        let mut failed = None;
         for (stage, p) in producers {
             if cancel.is_cancelled() && !p.is_finished() {
                 continue;
             }
-            let panic = match p.join() {
-                Ok(caught) => caught,
-                Err(panic) => Some(panic_message(&*panic)),
-            };
-            if let Some(message) = panic {
-                first_panic.get_or_insert((stage, message));
+            match p.join() {
+                Ok(Ended::Done) => {}
+                Ok(Ended::Failed(source)) => {
+                    failed.get_or_insert(PipelineError::Producer { stage, source });
+                }
+                Ok(Ended::Panicked(message)) => {
+                    first_panic.get_or_insert((stage, message));
+                }
+                Err(panic) => {
+                    first_panic.get_or_insert((stage, panic_message(&*panic)));
+                }
             }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         match first_panic {
             Some((stage, message)) => Err(PipelineError::Panicked { stage, message }),
             None => Ok(()),
         }
     }
+}
+
+/// How a producer thread ended.
+enum Ended {
+    Done,
+    Failed(BoxError),
+    Panicked(String),
 }
 
 fn notify(observer: &Option<Observer>, event: impl FnOnce() -> EngineEvent) {

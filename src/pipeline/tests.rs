@@ -17,15 +17,45 @@ fn watchdog<R: Send + 'static>(secs: u64, f: impl FnOnce() -> R + Send + 'static
         .expect("pipeline hung: watchdog fired")
 }
 
+/// A producer that fails hands its error to `wait()`, typed, after what it emitted
+/// went through; the other producers' items all arrive.
+#[test]
+fn a_producers_error_reaches_wait_as_its_own_type() {
+    #[derive(Debug, thiserror::Error)]
+    #[error("the list is damaged at line {0}")]
+    struct Damaged(u32);
+    watchdog(60, || {
+        let mut p = Pipeline::new(CancelToken::new());
+        let mut producers = counting_producers(1, 50);
+        producers.push(Box::new(|out: &Emitter<u64>| {
+            let _ = out.emit(1000);
+            Err(Box::new(Damaged(7)))
+        }));
+        let got = p
+            .source("list", nz(2), producers)
+            .unwrap()
+            .collect("count", nz(1), |_| 0u64, |c: &mut u64, _| *c += 1)
+            .unwrap();
+        let err = p.wait().unwrap_err();
+        let PipelineError::Producer { stage, source } = err else {
+            panic!("{err}");
+        };
+        assert_eq!(stage, "list");
+        assert_eq!(source.downcast_ref::<Damaged>().map(|d| d.0), Some(7));
+        assert_eq!(got.into_vec(), vec![51]);
+    });
+}
+
 fn counting_producers(n: usize, each: u64) -> Vec<Producer<u64>> {
     (0..n)
         .map(|p| {
             Box::new(move |out: &Emitter<u64>| {
                 for i in 0..each {
                     if out.emit(p as u64 * each + i).is_err() {
-                        return;
+                        break;
                     }
                 }
+                Ok(())
             }) as Producer<u64>
         })
         .collect()
@@ -260,6 +290,7 @@ fn cancel_does_not_wait_for_a_producer_stuck_in_a_read() {
         let producers: Vec<Producer<u64>> = vec![Box::new(move |out: &Emitter<u64>| {
             let _ = out.emit(1);
             let _ = never.recv();
+            Ok(())
         })];
         let (seen_tx, seen_rx) = crossbeam_channel::bounded(1);
         let got = p
@@ -332,7 +363,7 @@ fn stress_tiny_tasks_capacity_one_random_delays_and_cancellation() {
                         let _done = done;
                         for i in 0..1000 {
                             if out.is_cancelled() {
-                                return;
+                                return Ok(());
                             }
                             created.fetch_add(1, Relaxed);
                             let t = Tracked {
@@ -341,9 +372,10 @@ fn stress_tiny_tasks_capacity_one_random_delays_and_cancellation() {
                                 consumed: false,
                             };
                             if out.emit(t).is_err() {
-                                return;
+                                return Ok(());
                             }
                         }
+                        Ok(())
                     }) as Producer<Tracked>
                 })
                 .collect();

@@ -1,0 +1,506 @@
+//! `ferry INPUT… --to SINK`: every file under the inputs loaded, gzip-compressed and
+//! delivered, wired as the design's diagram draws it:
+//!
+//! ```text
+//! producers (walk) → load → compress → upload → record (ledger) → summary, manifest
+//! ```
+//!
+//! Opening checks the inputs before the sink is touched, then takes the history's lease,
+//! reads the manifest and starts the journal; finishing folds the journal into the
+//! manifest and, under `--shard`, leaves the shard's report at the sink.
+
+use super::{execute, Command, Ended, Session, Settings};
+use crate::budget::Budget;
+use crate::compress::Compressor;
+use crate::config::{Config, Tuning};
+use crate::error::FerryError;
+use crate::history::journal::{compact, History, Journal};
+use crate::history::lease::Lease;
+use crate::history::manifest::Index;
+use crate::history::plans::{gone, read_list, PlanHeader};
+use crate::history::shard_reports::ShardRun;
+use crate::ledger::Ledger;
+use crate::load::Loader;
+use crate::pipeline::{CancelToken, Collected, Emitter, Pipeline, PipelineError, StageSpec};
+use crate::shard::Shard;
+use crate::sink::{self, Sink, SinkOptions};
+use crate::task::{FileTask, Outcome, Packed, Segment};
+use crate::upload::Uploader;
+use crate::view::{Look, Summary};
+use crate::walk::{Keyed, Sources, Walker};
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+/// Runs ferry: every file under the configured inputs is loaded, gzip-compressed and
+/// delivered to the sink. Stops early, cleanly, when `cancel` is cancelled.
+///
+/// Per-file problems do not make this fail: they are counted in the returned
+/// [`Summary`], whose [`Summary::exit_code`] says how the run went.
+///
+/// # Errors
+/// [`FerryError::Usage`] for bad inputs (missing, colliding keys, bad globs),
+/// [`FerryError::Sink`] or [`FerryError::Setup`] for an unusable sink or a history
+/// another run holds, [`FerryError::History`] for a damaged one — all before any file is
+/// read.
+pub fn run(config: &Config, cancel: CancelToken) -> Result<Summary, FerryError> {
+    execute(&Deliver(config), cancel)
+}
+
+/// The delivery command, over its settings.
+pub struct Deliver<'c>(pub &'c Config);
+
+/// A delivery, opened: inputs checked, sink open, lease held, history read, journal
+/// started.
+pub struct Opened {
+    /// The inputs, checked, with their filters; the producers take them.
+    sources: Option<Sources>,
+    /// The open sink.
+    sink: Arc<dyn Sink>,
+    /// What earlier runs delivered (empty on a first run), by key hash.
+    index: Arc<Index>,
+    /// Problems found reading the history (torn records), for the summary.
+    warnings: Vec<String>,
+    /// The history's lease, held until the journal is folded (none for a dry run).
+    lease: Option<Lease>,
+    /// This run's deliveries, saved as it goes.
+    journal: Journal,
+    /// Under `--shard`: the report this shard keeps at the sink.
+    shard_run: Option<(Shard, ShardRun)>,
+}
+
+impl Command for Deliver<'_> {
+    type Opened = Opened;
+    type Collected = Collected<Ledger>;
+    type Done = Summary;
+
+    fn settings(&self) -> Settings {
+        let out = self.0.output();
+        Settings {
+            look: Look {
+                progress: out.progress,
+                color: out.color,
+            },
+            level: out.log_level,
+            timeout: self.0.delivery().timeout,
+        }
+    }
+
+    fn open(&self, s: &Session) -> Result<Opened, FerryError> {
+        let config = self.0;
+        let mut opened = prepare(config, s)?;
+        // A shard says at the sink that it is running, so `ferry report` can tell a shard
+        // that died from one that finished.
+        if let Some((shard, r)) = &opened.shard_run {
+            if let Err(e) = r.write(opened.sink.as_ref(), *shard, None) {
+                opened
+                    .warnings
+                    .push(format!("could not write the shard report: {e}"));
+            }
+        }
+        Ok(opened)
+    }
+
+    fn build(
+        &self,
+        opened: &mut Opened,
+        p: &mut Pipeline,
+        s: &Session,
+    ) -> Result<Collected<Ledger>, FerryError> {
+        let (config, t) = (self.0, self.0.tuning());
+        let listing = config.delivery().dry_run.then_some(config.output().listing);
+        let ledger = Ledger::new(
+            s.metrics.clone(),
+            s.log.clone(),
+            Some(opened.journal.recorder()),
+        )
+        .listing(listing, "send");
+        // The output directory, when it is local, is never read as input.
+        let walker = Walker::for_inputs(
+            config.inputs(),
+            opened.sink.local_root(),
+            &s.metrics,
+            &s.log,
+        );
+        let sources = (opened.sources.take())
+            .ok_or_else(|| FerryError::Internal("a delivery was built twice".into()))?;
+        let producers = walker.producers(sources);
+        let loader = Arc::new(Loader {
+            segment_size: t.segment_size,
+            follow: config.inputs().follow,
+            force: config.delivery().force,
+            index: opened.index.clone(),
+            sink: opened.sink.clone(),
+            budget: Budget::new(t.memory, s.metrics.bytes_in_flight.clone()),
+            metrics: s.metrics.clone(),
+            task_timeout: config.delivery().task_timeout,
+            log: s.log.clone(),
+            dry_run: config.delivery().dry_run,
+        });
+        let d = config.delivery();
+        let uploader = Arc::new(Uploader::new(
+            opened.sink.clone(),
+            t.level,
+            d.retries,
+            d.retry_backoff,
+            s.metrics.clone(),
+            s.log.clone(),
+        ));
+        Ok(build(p, producers, t, ledger, loader, uploader)?)
+    }
+
+    fn finish(
+        &self,
+        mut opened: Opened,
+        collected: Collected<Ledger>,
+        ended: Ended,
+        s: &Session,
+    ) -> Result<Summary, FerryError> {
+        let config = self.0;
+        let sink = opened.sink.clone();
+        s.metrics.retried(sink.client_retries());
+        let shard_run = opened.shard_run.take();
+        let mut warnings = ended.warnings;
+        warnings.extend(fold(opened, config, s));
+        let mut summary = Summary::build(
+            &s.metrics,
+            &ended.stages,
+            Ledger::merge(collected.into_vec()),
+            ended.cancelled,
+            warnings,
+            sink.describe(),
+            ended.elapsed,
+        );
+        summary.timeline = ended.timeline;
+        if config.delivery().dry_run {
+            summary.mark_dry_run(&s.metrics);
+        }
+        if let Some((shard, r)) = shard_run {
+            if let Err(e) = r
+                .ended(&summary)
+                .write(sink.as_ref(), shard, Some(&summary))
+            {
+                summary
+                    .warnings
+                    .push(format!("could not write the shard report: {e}"));
+            }
+        }
+        Ok(summary)
+    }
+}
+
+/// Declares the stages: walk → load → compress → upload → record.
+fn build(
+    p: &mut Pipeline,
+    producers: Vec<crate::pipeline::Producer<FileTask>>,
+    t: &Tuning,
+    ledger: Ledger,
+    loader: Arc<Loader>,
+    uploader: Arc<Uploader>,
+) -> Result<Collected<Ledger>, PipelineError> {
+    let level = t.level;
+    p.source("walk", t.queue, producers)?
+        .stage(stage("load", t.load_workers, t), move |_| {
+            let loader = loader.clone();
+            move |f: FileTask, out: &Emitter<Segment>| loader.load(f, out)
+        })?
+        .stage(stage("compress", t.jobs, t), move |_| {
+            let mut c = Compressor::new(level);
+            move |s: Segment, out: &Emitter<Packed>| c.handle(s, out)
+        })?
+        .stage(stage("upload", t.upload_workers, t), move |_| {
+            let up = uploader.clone();
+            move |p: Packed, out: &Emitter<Outcome>| up.handle(p, out)
+        })?
+        .collect(
+            "record",
+            NonZeroUsize::MIN,
+            move |_| ledger.clone(),
+            Ledger::record,
+        )
+}
+
+fn stage(name: &str, workers: NonZeroUsize, t: &Tuning) -> StageSpec {
+    StageSpec::new(name, workers).queue(t.queue)
+}
+
+/// Checks the inputs, then opens the sink, takes the lease, reads the history and
+/// starts the journal.
+fn prepare(config: &Config, s: &Session) -> Result<Opened, FerryError> {
+    let mut sources = Sources::prepare(config.inputs())?;
+    let delivery = config.delivery();
+    let log = s.log.clone();
+    let options = SinkOptions {
+        fsync: delivery.fsync,
+        cancel: s.cancel.clone(),
+        retry: Some((delivery.retries, delivery.retry_backoff)),
+        on_event: Some(Arc::new(move |line: &str| log.debug(|| line.to_string()))),
+        read_only: delivery.dry_run,
+    };
+    let sink = sink::open(&delivery.sink, &options)?;
+    let run_id = crate::ident::unique_id();
+    // One writer per history: taken before the history is read, so what this run
+    // reads is not changed under it by another delivery (a dry run writes nothing).
+    let lease = match delivery.dry_run {
+        true => None,
+        false => Some(Lease::acquire(
+            sink.clone(),
+            config.inputs().shard,
+            &run_id,
+        )?),
+    };
+    if let Some(id) = &config.inputs().plan {
+        // The INPUTs of a planned run are not walked: they bound what the list may name.
+        let allowed = std::mem::take(&mut sources.roots)
+            .into_iter()
+            .map(|(r, _)| {
+                std::fs::canonicalize(&r.path).map_err(|e| {
+                    FerryError::Usage(format!(
+                        "{}: {}",
+                        r.path.display(),
+                        crate::words::io_words(&e)
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let none = allowed.is_empty();
+        sources.keyed = Some(planned(sink.as_ref(), id, config.inputs().shard, allowed)?);
+        if none {
+            return Err(FerryError::Usage(format!(
+                "--plan {id} needs the INPUTs the plan was made from (ferry --plan {id} --shard K/N /data …): only files under them are taken, whatever the list at the sink names"
+            )));
+        }
+    }
+    let history = match History::read(sink.as_ref(), config.inputs().shard) {
+        Ok(h) => h,
+        // --force rewrites everything, so a damaged history is not in the way: it is
+        // removed, and this run's deliveries make the new one.
+        Err(crate::history::journal::HistoryError::Manifest(e)) if delivery.force => {
+            if !delivery.dry_run {
+                crate::history::journal::forget(sink.as_ref(), config.inputs().shard)?;
+            }
+            History {
+                index: Index::default(),
+                next_seq: 0,
+                warnings: vec![format!("{e}; replaced, as --force asks")],
+            }
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let journal = Journal::start(
+        sink.clone(),
+        config.inputs().shard,
+        history.next_seq,
+        &run_id,
+        delivery.journal_every.get(),
+        s.log.clone(),
+    )
+    .map_err(|e| FerryError::setup(format!("cannot start the journal writer: {e}")))?;
+    let shard_run = (config.inputs().shard)
+        .filter(|_| !delivery.dry_run)
+        .map(|k| (k, ShardRun::starting(k, config.inputs().plan.clone())));
+    Ok(Opened {
+        sources: Some(sources),
+        sink,
+        index: Arc::new(history.index),
+        warnings: history.warnings,
+        lease,
+        journal,
+        shard_run,
+    })
+}
+
+/// Once the run is over: saves the rest of the journal, folds it into the manifest, and
+/// returns the warnings for the summary (a torn record read at the start, a journal that
+/// could not be saved, a compaction that failed — then the journal stays, and the next
+/// run reads both, so nothing is redone).
+fn fold(opened: Opened, config: &Config, s: &Session) -> Vec<String> {
+    let Opened {
+        mut warnings,
+        journal,
+        sink,
+        index,
+        lease,
+        ..
+    } = opened;
+    let saved = journal.finish();
+    if let Some(e) = saved.error.filter(|_| saved.unsaved > 0) {
+        warnings.push(format!(
+            "could not save the journal ({e}); the next run will redo {} files",
+            saved.unsaved
+        ));
+    }
+    if let Some(n) = sink.requests() {
+        s.log.debug(|| format!("[sink] {n} requests"));
+    }
+    drop(index);
+    if config.delivery().dry_run {
+        return warnings;
+    }
+    if !lease.as_ref().is_some_and(Lease::held) {
+        warnings.push(
+            "this run's lease on the history was taken over (it was thought dead); its journal stays for the next run to fold in".into(),
+        );
+        return warnings;
+    }
+    if let Err(e) = compact(sink.as_ref(), config.inputs().shard, &s.log) {
+        warnings.push(format!(
+            "could not fold the journal into the manifest ({e}); the next run reads both"
+        ));
+    }
+    warnings
+}
+
+/// List K of plan `id` at the sink, as the producers read it.
+fn planned(
+    sink: &dyn Sink,
+    id: &str,
+    shard: Option<crate::shard::Shard>,
+    allowed: Vec<std::path::PathBuf>,
+) -> Result<Keyed, FerryError> {
+    let header = PlanHeader::read(sink, id)?;
+    let shard = shard.ok_or_else(|| {
+        FerryError::Usage(format!(
+            "--plan {id} needs --shard K/{}: the plan holds {} lists",
+            header.shards, header.shards
+        ))
+    })?;
+    let files = read_list(sink, &header, shard)?.map(|r| {
+        r.map(|p| {
+            (
+                std::path::PathBuf::from(&p.path),
+                std::path::PathBuf::from(&p.key),
+            )
+        })
+    });
+    Ok(Keyed {
+        name: PlanHeader::list_name(id, shard),
+        files: Box::new(files),
+        gone: gone(&header).to_string(),
+        allowed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::SinkSpec;
+    use std::io::Read;
+    use std::time::Duration;
+
+    /// A `--timeout` whose watchdog thread cannot start is a setup error naming it, before
+    /// any file is read — never a run that silently has no deadline.
+    #[test]
+    fn a_timeout_whose_watchdog_cannot_start_is_a_setup_error() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("a"), "a\n").unwrap();
+        let out = t.path().join("out");
+        let config = Config::builder(vec![src], SinkSpec::Dir(out.clone()))
+            .timeout(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        crate::pipeline::FAIL_DEADLINE_SPAWN.set(true);
+        let result = run(&config, CancelToken::new());
+        crate::pipeline::FAIL_DEADLINE_SPAWN.set(false);
+        let err = result.expect_err("a run without its deadline went ahead");
+        assert!(matches!(err, FerryError::Setup(_)), "{err:?}");
+        assert_eq!(err.exit_code(), crate::ExitCode::Setup);
+        let msg = err.to_string();
+        assert!(msg.contains("--timeout watchdog"), "{msg}");
+        assert!(msg.contains("Resource temporarily unavailable"), "{msg}");
+        assert!(!out.join("src/a.gz").exists());
+    }
+
+    /// A panic outside any one file (here: a walk producer's) is an internal error, exit
+    /// 70, and not a run that looks complete: files may never have been discovered. What
+    /// was delivered before is still recorded in the manifest.
+    #[test]
+    fn a_panic_outside_any_file_is_an_internal_error() {
+        let t = tempfile::tempdir().unwrap();
+        let (ok, bad) = (
+            t.path().join("ok"),
+            t.path().join("ferry-test-panic-in-walk"),
+        );
+        std::fs::create_dir_all(&ok).unwrap();
+        std::fs::create_dir_all(&bad).unwrap();
+        std::fs::write(ok.join("a"), "a\n").unwrap();
+        std::fs::write(bad.join("b"), "b\n").unwrap();
+        let out = t.path().join("out");
+        let config = Config::builder(vec![ok, bad], SinkSpec::Dir(out.clone()))
+            .build()
+            .unwrap();
+        let err = run(&config, CancelToken::new()).expect_err("a run that lost its walk passed");
+        assert!(matches!(err, FerryError::Internal(_)), "{err:?}");
+        assert_eq!(err.exit_code(), crate::ExitCode::Internal);
+        assert!(err.to_string().contains("injected walk panic"), "{err}");
+        assert!(out.join("ok/a.gz").exists());
+        let manifest = crate::history::manifest::manifest_name(None);
+        assert!(out.join(manifest).exists());
+    }
+
+    /// A panic in a load, compress or upload worker fails that file alone, by name; every
+    /// other file is delivered whole and the run ends (the test hooks panic on the name).
+    #[test]
+    fn a_panic_in_a_stage_fails_that_file_and_the_run_goes_on() {
+        for (name, stage) in [
+            ("ferry-test-panic-in-load", "load"),
+            ("ferry-test-panic-in-compress", "compress"),
+            ("ferry-test-panic-in-upload", "upload"),
+            // In the handler's body, outside the stage's inner catch, at a middle segment.
+            ("ferry-test-panic-in-compress-body", "compress"),
+            ("ferry-test-panic-in-upload-body", "upload"),
+        ] {
+            let t = tempfile::tempdir().unwrap();
+            let src = t.path().join("src");
+            std::fs::create_dir_all(&src).unwrap();
+            // Several segments, so the panic strands later pieces of the same file.
+            std::fs::write(src.join(name), vec![b'x'; 300 << 10]).unwrap();
+            for i in 0..20 {
+                std::fs::write(src.join(format!("f{i}")), format!("{i}\n").repeat(5000)).unwrap();
+            }
+            let out = t.path().join("out");
+            let config = Config::builder(vec![src], SinkSpec::Dir(out.clone()))
+                .segment_size(64 << 10)
+                .memory(128 << 10)
+                .queue(NonZeroUsize::MIN)
+                .build()
+                .unwrap();
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            std::thread::spawn(move || {
+                let _ = tx.send(run(&config, CancelToken::new()));
+            });
+            let summary = rx
+                .recv_timeout(Duration::from_secs(120))
+                .expect("the run hung after a panic")
+                .unwrap();
+            let totals = &summary.totals;
+            assert_eq!((totals.succeeded, totals.failed), (20, 1), "{stage}");
+            let f = &summary.failures[0];
+            assert!(f.path.ends_with(name), "{f:?}");
+            assert_eq!(f.stage.to_string(), stage);
+            assert!(
+                f.error
+                    .starts_with(&format!("internal error: a {stage} worker panicked")),
+                "{f:?}"
+            );
+            assert!(!out.join("src").join(format!("{name}.gz")).exists());
+            for i in 0..20 {
+                let gz = std::fs::read(out.join(format!("src/f{i}.gz"))).unwrap();
+                let mut back = String::new();
+                flate2::read::MultiGzDecoder::new(&gz[..])
+                    .read_to_string(&mut back)
+                    .unwrap();
+                assert_eq!(back, format!("{i}\n").repeat(5000));
+            }
+            let names: Vec<String> = std::fs::read_dir(out.join("src"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            assert!(
+                names.iter().all(|n| !n.contains(".ferry-tmp-")),
+                "{names:?}"
+            );
+        }
+    }
+}

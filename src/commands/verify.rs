@@ -1,0 +1,263 @@
+//! `ferry verify --to SINK`: reads back every object the history lists and checks that
+//! it is one gzip member that decodes to the recorded length and CRC-32, at the recorded
+//! size.
+//!
+//! ```text
+//! manifest + journal (current entries) → check (stream each object through the decoder) → record
+//! ```
+
+use super::{execute, Command, Ended, Finished, Session, Settings};
+use crate::error::{ExitCode, FerryError, FileError, Stage};
+use crate::history::journal::{for_each_current, Scope};
+use crate::history::manifest::{manifest_name, Entry};
+use crate::inflate::inflate_object;
+use crate::ledger::Ledger;
+use crate::pipeline::{
+    CancelReason, CancelToken, Collected, Emitter, Pipeline, Producer, StageSpec,
+};
+use crate::shard::Shard;
+use crate::sink::{self, Sink, SinkOptions, SinkSpec};
+use crate::task::{object_key, Outcome, Verdict};
+use std::io::Read;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+/// What `ferry verify` is asked to do.
+#[derive(Debug, Clone)]
+pub struct Verify {
+    /// The sink whose objects are checked.
+    pub sink: SinkSpec,
+    /// `--shard K/N`: only that shard's history.
+    pub shard: Option<Shard>,
+    /// Objects checked at once.
+    pub workers: NonZeroUsize,
+    /// How it shows itself and when it gives up.
+    pub settings: Settings,
+}
+
+impl Verify {
+    /// Verifying `sink` with the defaults of the CLI.
+    pub fn new(sink: SinkSpec) -> Self {
+        Verify {
+            sink,
+            shard: None,
+            workers: crate::config::cores().max(NonZeroUsize::new(4).unwrap_or(NonZeroUsize::MIN)),
+            settings: Settings::default(),
+        }
+    }
+}
+
+/// Verifies every object the sink's manifest and journal list (the current entry of each
+/// key): a producer streams the entries, `check` workers stream each object through the
+/// decoder, the ledger counts. Progress shows as for a run.
+///
+/// # Errors
+/// [`FerryError::Usage`] when the sink has no manifest or journal,
+/// [`FerryError::History`] when one is damaged, [`FerryError::Sink`] when it cannot be
+/// opened or read.
+pub fn verify(v: &Verify, cancel: CancelToken) -> Result<VerifyReport, FerryError> {
+    execute(v, cancel)
+}
+
+impl Command for Verify {
+    type Opened = Arc<dyn Sink>;
+    type Collected = Collected<Ledger>;
+    type Done = VerifyReport;
+
+    fn settings(&self) -> Settings {
+        self.settings
+    }
+
+    fn open(&self, s: &Session) -> Result<Arc<dyn Sink>, FerryError> {
+        let options = SinkOptions {
+            read_only: true,
+            cancel: s.cancel.clone(),
+            ..SinkOptions::default()
+        };
+        Ok(sink::open(&self.sink, &options)?)
+    }
+
+    fn build(
+        &self,
+        sink: &mut Arc<dyn Sink>,
+        p: &mut Pipeline,
+        s: &Session,
+    ) -> Result<Collected<Ledger>, FerryError> {
+        let ledger = Ledger::new(s.metrics.clone(), s.log.clone(), None);
+        let m = s.metrics.clone();
+        let sink = sink.clone();
+        Ok(p.source(
+            "manifest",
+            NonZeroUsize::new(64).unwrap_or(NonZeroUsize::MIN),
+            vec![self.entries(sink.clone(), s)],
+        )?
+        .stage(StageSpec::new("check", self.workers), move |_| {
+            let (sink, m) = (sink.clone(), m.clone());
+            move |e: Entry, out: &Emitter<Outcome>| {
+                let key = object_key(&PathBuf::from(&e.key));
+                let result = match out.is_cancelled() {
+                    // Not checked: counted as cancelled.
+                    true => Err(Verdict::Cancelled),
+                    false => {
+                        let checked = sink
+                            .open_object(&key)
+                            .map_err(|err| err.to_string())
+                            .and_then(|object| check_object(&e, object));
+                        m.restored(e.bytes_out);
+                        checked.map(|()| e).map_err(|problem| {
+                            Verdict::failed(Stage::Check, FileError::Check(problem))
+                        })
+                    }
+                };
+                let _ = out.emit(Outcome { path: key, result });
+            }
+        })?
+        .collect(
+            "record",
+            NonZeroUsize::MIN,
+            move |_| ledger.clone(),
+            Ledger::record,
+        )?)
+    }
+
+    fn finish(
+        &self,
+        sink: Arc<dyn Sink>,
+        collected: Collected<Ledger>,
+        ended: Ended,
+        s: &Session,
+    ) -> Result<VerifyReport, FerryError> {
+        let listed = s.metrics.discovered.load(Relaxed);
+        if listed == 0 && ended.cancelled.is_none() {
+            return Err(FerryError::Usage(match self.shard {
+                Some(k) => format!(
+                    "{}: no manifest ({}) to verify against",
+                    sink.describe(),
+                    manifest_name(Some(k))
+                ),
+                None => format!(
+                    "{}: no manifest ({} or one per shard) to verify against",
+                    sink.describe(),
+                    manifest_name(None)
+                ),
+            }));
+        }
+        let mut mismatches: Vec<Mismatch> = Ledger::merge(collected.into_vec())
+            .into_iter()
+            .map(|f| Mismatch {
+                key: PathBuf::from(f.path),
+                problem: f.error,
+            })
+            .collect();
+        mismatches.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(VerifyReport {
+            listed,
+            checked: (s.metrics.succeeded.load(Relaxed) + s.metrics.failed.load(Relaxed)) as usize,
+            cancelled: ended.cancelled,
+            mismatches,
+        })
+    }
+}
+
+impl Verify {
+    /// The producer: the current entry of every key in the history (of the shard's own
+    /// when `--shard` is given). A damaged history is its error.
+    fn entries(&self, sink: Arc<dyn Sink>, s: &Session) -> Producer<Entry> {
+        let (scope, m) = (
+            self.shard.map_or(Scope::Every, |k| Scope::One(Some(k))),
+            s.metrics.clone(),
+        );
+        Box::new(move |out: &Emitter<Entry>| {
+            let read = for_each_current(sink.as_ref(), scope, |e| {
+                m.found_sized(e.bytes_out);
+                let _ = out.emit(e);
+            });
+            m.all_found();
+            read.map(|_| ())
+                .map_err(|e| Box::new(FerryError::from(e)) as crate::pipeline::BoxError)
+        })
+    }
+}
+
+impl Finished for VerifyReport {
+    fn render_text(&self) -> String {
+        let bad = self.mismatches.len();
+        let ok = self.checked - bad;
+        match self.cancelled {
+            Some(why) => format!(
+                "ferry: {}: verified {} of {} objects: {ok} ok, {bad} bad\n",
+                match why {
+                    CancelReason::Deadline => "timed out",
+                    _ => "interrupted",
+                },
+                self.checked,
+                self.listed,
+            ),
+            None => format!(
+                "ferry: verified {} objects: {ok} ok, {bad} bad\n",
+                self.checked
+            ),
+        }
+    }
+
+    /// The report as pretty JSON: `listed`, `checked`, `ok`, `interrupted` and
+    /// `mismatches` (key, problem).
+    fn to_json(&self) -> String {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        v["ok"] = (self.checked - self.mismatches.len()).into();
+        v["interrupted"] = self.cancelled.is_some().into();
+        serde_json::to_string_pretty(&v).unwrap_or_default()
+    }
+
+    /// 0 when every object checks out, 1 when one does not or the deadline cut the check
+    /// short, 130 when Ctrl-C did.
+    fn exit_code(&self) -> ExitCode {
+        match self.cancelled {
+            Some(CancelReason::Interrupted) => ExitCode::Interrupted,
+            Some(_) => ExitCode::Failures,
+            None if self.mismatches.is_empty() => ExitCode::Success,
+            None => ExitCode::Failures,
+        }
+    }
+}
+
+/// One object that did not check out.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Mismatch {
+    /// The object's key at the sink.
+    #[serde(serialize_with = "lossy_path")]
+    pub key: PathBuf,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+fn lossy_path<S: serde::Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&p.to_string_lossy())
+}
+
+/// What `verify` found (`--report` writes it as JSON, with `ok` added).
+#[derive(Debug, Default, serde::Serialize)]
+pub struct VerifyReport {
+    /// Objects the history lists.
+    pub listed: u64,
+    /// Objects checked.
+    pub checked: usize,
+    /// Why the check ended before every object was read (Ctrl-C, `--timeout`, the
+    /// caller's token).
+    #[serde(skip)]
+    pub cancelled: Option<CancelReason>,
+    /// Objects that failed a check, sorted by key.
+    pub mismatches: Vec<Mismatch>,
+}
+
+/// Checks one object, read as a stream, against its manifest entry: one gzip member that
+/// decodes to the recorded length and CRC-32, at the recorded compressed size. (The same
+/// reading as `ferry restore`'s, into nowhere.)
+///
+/// # Errors
+/// What is wrong, in words.
+pub fn check_object(entry: &Entry, object: impl Read) -> Result<(), String> {
+    inflate_object(Some(entry), object, &mut std::io::sink(), &|_| {}).map(|_| ())
+}
