@@ -3,17 +3,17 @@
 
 use crate::config::Listing;
 use crate::history::journal::Recorder;
-use crate::metrics::RunMetrics;
+use crate::counters::Counters;
 use crate::task::{Outcome, Skip, Verdict};
 use crate::view::{Failure, Log};
 use crate::words::human_bytes;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-/// One collector's record of the outcomes it saw. Counts live in [`RunMetrics`], so
+/// One collector's record of the outcomes it saw. Counts live in [`Counters`], so
 /// progress, summary and report read the same numbers.
 pub struct Ledger {
-    metrics: Arc<RunMetrics>,
+    metrics: Arc<Counters>,
     log: Log,
     /// Files that failed, with stage and cause.
     pub failures: Vec<Failure>,
@@ -36,7 +36,7 @@ impl Clone for Ledger {
 
 impl Ledger {
     /// An empty ledger.
-    pub fn new(metrics: Arc<RunMetrics>, log: Log, journal: Option<Recorder>) -> Self {
+    pub fn new(metrics: Arc<Counters>, log: Log, journal: Option<Recorder>) -> Self {
         Ledger {
             metrics,
             log,

@@ -28,8 +28,8 @@
 //! - [`sink`] — the [`sink::Sink`] / [`sink::Upload`] traits and the `dir:`, `sim:` and
 //!   object store sinks; [`beneath`] writes under a user's directory only through handles.
 //! - [`history`] — what a sink remembers: manifest, journal, lease, plans, shard reports.
-//! - [`view`] — log levels, progress bars, the end summary and JSON report; [`metrics`],
-//!   the counters they read.
+//! - [`view`] — log levels, progress bars, the end summary and JSON report; [`counters`],
+//!   the files and bytes they read.
 //! - [`task`] — the data that flows between stages; [`shard`] — `--shard K/N`; [`globs`]
 //!   — `--include`/`--exclude`.
 //! - [`config`], [`cli`], [`error`], [`words`], [`interrupt`], [`ident`] — settings,
@@ -50,6 +50,7 @@ pub mod cli;
 pub mod commands;
 pub mod compress;
 pub mod config;
+pub mod counters;
 pub mod error;
 pub mod globs;
 pub mod gzip;
@@ -59,7 +60,6 @@ pub mod inflate;
 pub mod interrupt;
 pub mod ledger;
 pub mod load;
-pub mod metrics;
 pub mod pipeline;
 pub mod shard;
 pub mod sink;

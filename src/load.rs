@@ -5,7 +5,7 @@ use crate::budget::Budget;
 use crate::error::{Change, FileError, Stage};
 use crate::gzip::{DICT_SIZE, PRIMES_SEGMENTS};
 use crate::history::manifest::Index;
-use crate::metrics::RunMetrics;
+use crate::counters::Counters;
 use crate::pipeline::Emitter;
 use crate::sink::Sink;
 use crate::task::{object_key, Deadline, FileCtx, FileTask, Segment, SegmentBody, Skip, Verdict};
@@ -43,7 +43,7 @@ pub struct Loader {
     /// The memory budget.
     pub budget: Arc<Budget>,
     /// Run counters.
-    pub metrics: Arc<RunMetrics>,
+    pub metrics: Arc<Counters>,
     /// `--task-timeout`: each file must be delivered within this long of being opened.
     pub task_timeout: Option<Duration>,
     /// Segment events at `-vv`.

@@ -141,7 +141,7 @@ pub struct FileCtx {
     /// When this file's `--task-timeout` runs out, counted from when it was opened.
     pub deadline: Option<Deadline>,
     /// Its place in the progress view while any piece of it is under way.
-    pub transfer: Option<crate::metrics::Transfer>,
+    pub transfer: Option<crate::counters::Transfer>,
 }
 
 impl FileCtx {
@@ -164,7 +164,7 @@ impl FileCtx {
         ctime: (i64, u32),
         modes: (u32, u32),
         deadline: Option<Deadline>,
-        transfer: Option<crate::metrics::Transfer>,
+        transfer: Option<crate::counters::Transfer>,
     ) -> Arc<Self> {
         Arc::new(FileCtx {
             id: task.id,

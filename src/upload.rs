@@ -13,7 +13,7 @@
 use crate::error::{FileError, Stage};
 use crate::gzip::{self, CrcCombiner};
 use crate::history::manifest::{Entry, Segments};
-use crate::metrics::RunMetrics;
+use crate::counters::Counters;
 use crate::pipeline::Emitter;
 use crate::sink::{ObjectMeta, Sink, SinkError, Upload};
 use crate::task::{FileCtx, Outcome, Packed, PackedBody, Verdict};
@@ -95,7 +95,7 @@ pub struct Uploader {
     /// First retry delay; doubles each time, with jitter.
     backoff: Duration,
     /// Counts retries for the summary.
-    metrics: Arc<RunMetrics>,
+    metrics: Arc<Counters>,
     /// Multi-piece files in progress, by file id, in [`MAP_SHARDS`] shards.
     assemblies: Vec<Mutex<HashMap<u64, Arc<Mutex<Assembly>>>>>,
 }
@@ -112,7 +112,7 @@ impl Uploader {
         level: u32,
         retries: u32,
         backoff: Duration,
-        metrics: Arc<RunMetrics>,
+        metrics: Arc<Counters>,
         log: Log,
     ) -> Self {
         Uploader {

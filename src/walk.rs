@@ -3,7 +3,7 @@
 
 use crate::config::Inputs;
 use crate::error::{FerryError, FileError, Stage};
-use crate::metrics::RunMetrics;
+use crate::counters::Counters;
 use crate::pipeline::{Emitter, Producer};
 use crate::shard::Shard;
 use crate::task::{FileTask, Skip, Verdict};
@@ -169,7 +169,7 @@ pub struct Walker {
     /// (device, inode) of the output directory, never read as input.
     pub skip_dir: Option<(u64, u64)>,
     /// Run counters (discovered).
-    pub metrics: Arc<RunMetrics>,
+    pub metrics: Arc<Counters>,
     /// For skipped entries at `-v`.
     pub log: Log,
     /// Discovery order across producers.
@@ -188,7 +188,7 @@ impl Walker {
     pub fn for_inputs(
         inputs: &Inputs,
         out_dir: Option<&Path>,
-        metrics: &Arc<RunMetrics>,
+        metrics: &Arc<Counters>,
         log: &Log,
     ) -> Self {
         Walker {

@@ -171,10 +171,7 @@ fn sigint_stops_verify_with_130() {
     let out = t.path().join("out");
     deliver(&t.path().join("in"), &out);
     let obj = out.join("in/a.txt.gz");
-    std::fs::remove_file(&obj).unwrap();
-    let c = std::ffi::CString::new(obj.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: a NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    fifo_in_place_of(&obj);
     let verify = Running::spawn([OsStr::new("verify"), OsStr::new("--to"), out.as_os_str()]);
     let writer = std::fs::OpenOptions::new().write(true).open(&obj).unwrap();
     verify.signal(libc::SIGINT);
@@ -182,6 +179,15 @@ fn sigint_stops_verify_with_130() {
     let (status, err, _) = verify.finish();
     assert_eq!(status.code(), Some(130), "{err}");
     assert!(err.contains("interrupted: verified"), "{err}");
+}
+
+/// Replaces the object at `obj` by a FIFO: a reader's open of it waits for the test's
+/// open for writing, which returns exactly when the reader has opened it: mid-run.
+fn fifo_in_place_of(obj: &Path) {
+    std::fs::remove_file(obj).unwrap();
+    let c = std::ffi::CString::new(obj.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
 }
 
 /// The summary's totals add up: every file found ended as exactly one of succeeded,
@@ -207,10 +213,7 @@ fn sigint_stops_restore_with_130_and_a_summary_that_adds_up() {
     let out = t.path().join("out");
     deliver(&t.path().join("in"), &out);
     let obj = out.join("in/f10.txt.gz");
-    std::fs::remove_file(&obj).unwrap();
-    let c = std::ffi::CString::new(obj.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: a NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    fifo_in_place_of(&obj);
     let dest = t.path().join("dest");
     let restore = Running::spawn([
         OsStr::new("restore"),

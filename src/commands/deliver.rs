@@ -21,7 +21,7 @@ use crate::history::plans::{gone, read_list, PlanHeader};
 use crate::history::shard_reports::ShardRun;
 use crate::ledger::Ledger;
 use crate::load::Loader;
-use crate::pipeline::{CancelToken, Collected, Emitter, Pipeline, PipelineError, StageSpec};
+use crate::pipeline::{CancelToken, Collected, Emitter, Pipeline, StageSpec};
 use crate::shard::Shard;
 use crate::sink::{self, Sink, SinkOptions};
 use crate::task::{FileTask, Outcome, Packed, Segment};
@@ -145,7 +145,7 @@ impl Command for Deliver<'_> {
             s.metrics.clone(),
             s.log.clone(),
         ));
-        Ok(build(p, producers, t, ledger, loader, uploader)?)
+        build(p, producers, t, ledger, loader, uploader)
     }
 
     fn finish(
@@ -196,9 +196,10 @@ fn build(
     ledger: Ledger,
     loader: Arc<Loader>,
     uploader: Arc<Uploader>,
-) -> Result<Collected<Ledger>, PipelineError> {
+) -> Result<Collected<Ledger>, FerryError> {
     let level = t.level;
-    p.source("walk", t.queue, producers)?
+    let outcomes = p
+        .source("walk", t.queue, producers)?
         .stage(stage("load", t.load_workers, t), move |_| {
             let loader = loader.clone();
             move |f: FileTask, out: &Emitter<Segment>| loader.load(f, out)
@@ -210,13 +211,8 @@ fn build(
         .stage(stage("upload", t.upload_workers, t), move |_| {
             let up = uploader.clone();
             move |p: Packed, out: &Emitter<Outcome>| up.handle(p, out)
-        })?
-        .collect(
-            "record",
-            NonZeroUsize::MIN,
-            move |_| ledger.clone(),
-            Ledger::record,
-        )
+        })?;
+    super::record(outcomes, ledger)
 }
 
 fn stage(name: &str, workers: NonZeroUsize, t: &Tuning) -> StageSpec {
@@ -249,43 +245,9 @@ fn prepare(config: &Config, s: &Session) -> Result<Opened, FerryError> {
         )?),
     };
     if let Some(id) = &config.inputs().plan {
-        // The INPUTs of a planned run are not walked: they bound what the list may name.
-        let allowed = std::mem::take(&mut sources.roots)
-            .into_iter()
-            .map(|(r, _)| {
-                std::fs::canonicalize(&r.path).map_err(|e| {
-                    FerryError::Usage(format!(
-                        "{}: {}",
-                        r.path.display(),
-                        crate::words::io_words(&e)
-                    ))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let none = allowed.is_empty();
-        sources.keyed = Some(planned(sink.as_ref(), id, config.inputs().shard, allowed)?);
-        if none {
-            return Err(FerryError::Usage(format!(
-                "--plan {id} needs the INPUTs the plan was made from (ferry --plan {id} --shard K/N /data …): only files under them are taken, whatever the list at the sink names"
-            )));
-        }
+        sources.keyed = Some(planned_list(sink.as_ref(), id, config, &mut sources)?);
     }
-    let history = match History::read(sink.as_ref(), config.inputs().shard) {
-        Ok(h) => h,
-        // --force rewrites everything, so a damaged history is not in the way: it is
-        // removed, and this run's deliveries make the new one.
-        Err(crate::history::journal::HistoryError::Manifest(e)) if delivery.force => {
-            if !delivery.dry_run {
-                crate::history::journal::forget(sink.as_ref(), config.inputs().shard)?;
-            }
-            History {
-                index: Index::default(),
-                next_seq: 0,
-                warnings: vec![format!("{e}; replaced, as --force asks")],
-            }
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let history = read_history(sink.as_ref(), config)?;
     let journal = Journal::start(
         sink.clone(),
         config.inputs().shard,
@@ -307,6 +269,54 @@ fn prepare(config: &Config, s: &Session) -> Result<Opened, FerryError> {
         journal,
         shard_run,
     })
+}
+
+/// The list of plan `id` this run takes, bounded by its INPUTs: they are not walked, and
+/// only files under them are taken, whatever the list at the sink names.
+fn planned_list(
+    sink: &dyn Sink,
+    id: &str,
+    config: &Config,
+    sources: &mut Sources,
+) -> Result<Keyed, FerryError> {
+    if sources.roots.is_empty() {
+        return Err(FerryError::Usage(format!(
+            "--plan {id} needs the INPUTs the plan was made from (ferry --plan {id} --shard K/N /data …): only files under them are taken, whatever the list at the sink names"
+        )));
+    }
+    let allowed = std::mem::take(&mut sources.roots)
+        .into_iter()
+        .map(|(r, _)| {
+            std::fs::canonicalize(&r.path).map_err(|e| {
+                FerryError::Usage(format!(
+                    "{}: {}",
+                    r.path.display(),
+                    crate::words::io_words(&e)
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    planned(sink, id, config.inputs().shard, allowed)
+}
+
+/// What earlier runs delivered into this history. With `--force` a damaged history is
+/// not in the way: it is removed, and this run's deliveries make the new one.
+fn read_history(sink: &dyn Sink, config: &Config) -> Result<History, FerryError> {
+    let (shard, delivery) = (config.inputs().shard, config.delivery());
+    match History::read(sink, shard) {
+        Ok(h) => Ok(h),
+        Err(crate::history::journal::HistoryError::Manifest(e)) if delivery.force => {
+            if !delivery.dry_run {
+                crate::history::journal::forget(sink, shard)?;
+            }
+            Ok(History {
+                index: Index::default(),
+                next_seq: 0,
+                warnings: vec![format!("{e}; replaced, as --force asks")],
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Once the run is over: saves the rest of the journal, folds it into the manifest, and

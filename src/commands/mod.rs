@@ -20,7 +20,7 @@ pub mod restore;
 pub mod verify;
 
 use crate::error::{ExitCode, FerryError};
-use crate::metrics::RunMetrics;
+use crate::counters::Counters;
 use crate::pipeline::{CancelReason, CancelToken, Pipeline, StageMetrics};
 use crate::view::{Level, Log, Look, Reporter, Sample};
 use std::path::Path;
@@ -59,7 +59,7 @@ pub struct Session {
     /// Cancelled by Ctrl-C, `--timeout` or the caller.
     pub cancel: CancelToken,
     /// The command's counters of files and bytes.
-    pub metrics: Arc<RunMetrics>,
+    pub metrics: Arc<Counters>,
     /// Where workers log; lines wait until the reporter starts.
     pub log: Log,
 }
@@ -149,7 +149,7 @@ pub fn execute<C: Command>(cmd: &C, cancel: CancelToken) -> Result<C::Done, Ferr
     let (log, lines) = Log::pending(settings.level);
     let session = Session {
         cancel: cancel.clone(),
-        metrics: Arc::new(RunMetrics::default()),
+        metrics: Arc::new(Counters::default()),
         log,
     };
     let mut opened = cmd.open(&session).map_err(|e| match cancel.reason() {
@@ -232,6 +232,23 @@ pub fn main<C: Command>(
         crate::view::write_json(r, &done.to_json())
     });
     Ok(done.exit_code().max(reported))
+}
+
+/// Ends a command's flow of outcomes in the collector every command shares: one
+/// `record` worker counting into `ledger`.
+///
+/// # Errors
+/// When its thread cannot start.
+pub fn record(
+    flow: crate::pipeline::Flow<'_, crate::task::Outcome>,
+    ledger: crate::ledger::Ledger,
+) -> Result<crate::pipeline::Collected<crate::ledger::Ledger>, FerryError> {
+    Ok(flow.collect(
+        "record",
+        std::num::NonZeroUsize::MIN,
+        move |_| ledger.clone(),
+        crate::ledger::Ledger::record,
+    )?)
 }
 
 /// Starts the `--timeout` watchdog; it stops when the returned sender is dropped.

@@ -21,7 +21,7 @@ use crate::gzip::CrcCombiner;
 use crate::history::journal::{for_each_current, Scope};
 use crate::history::manifest::Entry;
 use crate::inflate::{self, inflate_object, Inflated, SegmentInflater};
-use crate::metrics::RunMetrics;
+use crate::counters::Counters;
 use crate::pipeline::{CancelToken, Emitter, Producer};
 use crate::shard::Shard;
 use crate::sink::Sink;
@@ -96,7 +96,7 @@ pub struct Restorer {
     /// The memory budget for compressed and inflated bytes.
     pub budget: Arc<Budget>,
     /// The command's counters.
-    pub metrics: Arc<RunMetrics>,
+    pub metrics: Arc<Counters>,
     /// Where workers log.
     pub log: Log,
 }
@@ -110,7 +110,7 @@ pub fn wanted(
     sink: Arc<dyn Sink>,
     shard: Option<Shard>,
     filter: Option<ignore::overrides::Override>,
-    metrics: Arc<RunMetrics>,
+    metrics: Arc<Counters>,
 ) -> Producer<Vec<Wanted>> {
     Box::new(move |out: &Emitter<Vec<Wanted>>| {
         let take = |key: &Path| {

@@ -2,7 +2,7 @@
 
 use super::lines::{render, FileView, Paint, Sample, Snapshot, StageView};
 use super::log::{Level, Lines};
-use crate::metrics::{Flight, RunMetrics};
+use crate::counters::{Flight, Counters};
 use crate::pipeline::StageMetrics;
 use crate::words::human_bytes;
 use crossbeam_channel::{Receiver, Sender};
@@ -78,7 +78,7 @@ impl Reporter {
         lines: Lines,
         level: Level,
         stages: Vec<Arc<StageMetrics>>,
-        metrics: Arc<RunMetrics>,
+        metrics: Arc<Counters>,
         look: Look,
     ) -> Reporter {
         let (stop, stop_rx) = crossbeam_channel::bounded(1);
@@ -165,7 +165,7 @@ struct Reading {
 }
 
 impl Sampler {
-    fn read(m: &RunMetrics, stages: &[Arc<StageMetrics>]) -> Reading {
+    fn read(m: &Counters, stages: &[Arc<StageMetrics>]) -> Reading {
         Reading {
             at: Instant::now(),
             bytes: m.bytes_done.load(Relaxed),
@@ -179,7 +179,7 @@ impl Sampler {
     }
 
     /// Takes a reading; returns it with the oldest one of the last second.
-    fn tick(&mut self, m: &RunMetrics, stages: &[Arc<StageMetrics>]) -> (Reading, Reading) {
+    fn tick(&mut self, m: &Counters, stages: &[Arc<StageMetrics>]) -> (Reading, Reading) {
         let now = Self::read(m, stages);
         self.window.push_back(now.clone());
         while self.window.len() > 2
@@ -217,7 +217,7 @@ fn utilisation(stages: &[Arc<StageMetrics>], from: &Reading, to: &Reading) -> Ve
 
 /// The view's snapshot from the metrics and the last second of readings.
 fn snapshot(
-    m: &RunMetrics,
+    m: &Counters,
     stages: &[Arc<StageMetrics>],
     now: &Reading,
     then: &Reading,
@@ -286,7 +286,7 @@ fn draw_loop(
     bars_on: bool,
     plain: bool,
     paint: Paint,
-    metrics: Arc<RunMetrics>,
+    metrics: Arc<Counters>,
     stages: Vec<Arc<StageMetrics>>,
 ) -> Vec<Sample> {
     let started = Instant::now();
@@ -366,7 +366,7 @@ fn print_line(screen: &Screen, bars_on: bool, line: String) {
 }
 
 /// `120/5,000 files · 1.2 GiB read · 45 MiB/s · ETA 30s`
-fn overall_line(m: &RunMetrics, started: Instant) -> String {
+fn overall_line(m: &Counters, started: Instant) -> String {
     let done = m.finished();
     let found = m.discovered.load(Relaxed);
     let read = m.bytes_read.load(Relaxed);
@@ -399,7 +399,7 @@ mod tests {
 
     #[test]
     fn overall_line_shows_eta_only_when_discovery_is_done() {
-        let m = RunMetrics::default();
+        let m = Counters::default();
         m.discovered.store(10, Relaxed);
         m.opened.store(1, Relaxed);
         m.opened_bytes.store(1 << 30, Relaxed);

@@ -2,7 +2,7 @@
 
 use super::lines::{hint, Sample};
 use crate::error::{ExitCode, FileError, Stage};
-use crate::metrics::RunMetrics;
+use crate::counters::Counters;
 use crate::pipeline::{CancelReason, StageMetrics};
 use crate::words::human_bytes;
 use serde::Serialize;
@@ -209,7 +209,7 @@ impl Summary {
     /// stage's numbers, and the failures. A file discovered but never finished (left in
     /// the bridge by a cancel, or lost to a bug) is counted, never dropped silently.
     pub fn build(
-        metrics: &RunMetrics,
+        metrics: &Counters,
         stages: &[Arc<StageMetrics>],
         mut failures: Vec<Failure>,
         reason: Option<CancelReason>,
@@ -270,7 +270,7 @@ impl Summary {
     }
 
     /// Marks this as the summary of a dry run, with what would have been sent.
-    pub fn mark_dry_run(&mut self, metrics: &RunMetrics) {
+    pub fn mark_dry_run(&mut self, metrics: &Counters) {
         self.dry_run = true;
         self.would_send = Some(WouldSend {
             files: metrics.would_send.load(Relaxed),

@@ -27,7 +27,7 @@ pub struct Flight {
 
 /// Whole-run counters of files and bytes, shared by every stage and the reporter.
 #[derive(Debug, Default)]
-pub struct RunMetrics {
+pub struct Counters {
     /// Files (and special entries) found by the producers.
     pub discovered: AtomicU64,
     /// Files opened for reading: their sizes are known (the walker does not stat files,
@@ -65,7 +65,7 @@ pub struct RunMetrics {
     pub in_flight: Mutex<BTreeMap<u64, Flight>>,
 }
 
-impl RunMetrics {
+impl Counters {
     /// The source bytes of the run, once any file is open: sizes are known for the files
     /// opened so far, the rest are assumed average.
     pub fn estimated_total(&self) -> Option<u64> {
@@ -174,7 +174,7 @@ impl RunMetrics {
 /// the files in flight when it is dropped, that is when the last piece of the file is.
 /// No stage edits the shared map by hand.
 pub struct Transfer {
-    metrics: Arc<RunMetrics>,
+    metrics: Arc<Counters>,
     id: u64,
     size: u64,
 }
