@@ -53,12 +53,14 @@ struct Assembly {
     hash: Option<crc32fast::Hasher>,
 }
 
+/// One shard of the map of files being assembled, by file id.
+type Shard = Mutex<HashMap<usize, Arc<Mutex<Assembly>>>>;
+
 /// ferry's upload stage: pieces from any compress worker, reordered in a sharded map.
 fn lock_map(data: &Arc<Vec<u8>>) -> u32 {
     let (seg_tx, seg_rx) = bounded::<(usize, u32)>(64);
     let (pk_tx, pk_rx) = bounded::<Piece>(64);
-    let shards: Arc<Vec<Mutex<HashMap<usize, Arc<Mutex<Assembly>>>>>> =
-        Arc::new((0..16).map(|_| Mutex::default()).collect());
+    let shards: Arc<Vec<Shard>> = Arc::new((0..16).map(|_| Mutex::default()).collect());
     let done = Arc::new(Mutex::new(0u32));
     std::thread::scope(|s| {
         s.spawn(move || {
@@ -160,7 +162,11 @@ fn receivers(data: &Arc<Vec<u8>>) -> u32 {
 }
 
 fn reassembly(c: &mut Criterion) {
-    let data = Arc::new((0..PIECE).map(|i| (i * 31 % 251) as u8).collect::<Vec<u8>>());
+    let data = Arc::new(
+        (0..PIECE)
+            .map(|i| (i * 31 % 251) as u8)
+            .collect::<Vec<u8>>(),
+    );
     assert_eq!(lock_map(&data), receivers(&data), "both write the same");
     let mut g = c.benchmark_group("reassembly");
     g.throughput(Throughput::Elements(FILES as u64 * PIECES as u64));

@@ -2,8 +2,8 @@
 //! listed for the summary, deliveries sent to the journal.
 
 use crate::config::Listing;
-use crate::history::journal::Recorder;
 use crate::counters::Counters;
+use crate::history::journal::Recorder;
 use crate::task::{Outcome, Skip, Verdict};
 use crate::view::{Failure, Log};
 use crate::words::human_bytes;

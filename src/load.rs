@@ -2,10 +2,10 @@
 //! and reads it as segments within the memory budget.
 
 use crate::budget::Budget;
+use crate::counters::Counters;
 use crate::error::{Change, FileError, Stage};
 use crate::gzip::{DICT_SIZE, PRIMES_SEGMENTS};
 use crate::history::manifest::Index;
-use crate::counters::Counters;
 use crate::pipeline::Emitter;
 use crate::sink::Sink;
 use crate::task::{object_key, Deadline, FileCtx, FileTask, Segment, SegmentBody, Skip, Verdict};

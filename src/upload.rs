@@ -10,10 +10,10 @@
 //! A panic while writing is caught here: that file fails with the panic's message, its
 //! upload is aborted, and its later pieces are dropped (releasing their budget).
 
+use crate::counters::Counters;
 use crate::error::{FileError, Stage};
 use crate::gzip::{self, CrcCombiner};
 use crate::history::manifest::{Entry, Segments};
-use crate::counters::Counters;
 use crate::pipeline::Emitter;
 use crate::sink::{ObjectMeta, Sink, SinkError, Upload};
 use crate::task::{FileCtx, Outcome, Packed, PackedBody, Verdict};

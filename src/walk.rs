@@ -2,8 +2,8 @@
 //! bridge channel. Filters, symlink policy and the output-inside-input guard live here.
 
 use crate::config::Inputs;
-use crate::error::{FerryError, FileError, Stage};
 use crate::counters::Counters;
+use crate::error::{FerryError, FileError, Stage};
 use crate::pipeline::{Emitter, Producer};
 use crate::shard::Shard;
 use crate::task::{FileTask, Skip, Verdict};

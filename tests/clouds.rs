@@ -211,7 +211,7 @@ fn azure_blob_storage_round_trips_through_azurite() {
         .arg(&src)
         .args(["--to", "az://no-such-container/x"])
         .assert()
-        .code(2)
+        .code(3)
         .stderr(predicate::str::contains(
             "container 'no-such-container' does not exist",
         ));

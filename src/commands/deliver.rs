@@ -279,11 +279,6 @@ fn planned_list(
     config: &Config,
     sources: &mut Sources,
 ) -> Result<Keyed, FerryError> {
-    if sources.roots.is_empty() {
-        return Err(FerryError::Usage(format!(
-            "--plan {id} needs the INPUTs the plan was made from (ferry --plan {id} --shard K/N /data …): only files under them are taken, whatever the list at the sink names"
-        )));
-    }
     let allowed = std::mem::take(&mut sources.roots)
         .into_iter()
         .map(|(r, _)| {
@@ -296,7 +291,15 @@ fn planned_list(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    planned(sink, id, config.inputs().shard, allowed)
+    let none = allowed.is_empty();
+    // The plan and list are checked first: a wrong id or shard is the first thing to say.
+    let list = planned(sink, id, config.inputs().shard, allowed)?;
+    if none {
+        return Err(FerryError::Usage(format!(
+            "--plan {id} needs the INPUTs the plan was made from (ferry --plan {id} --shard K/N /data …): only files under them are taken, whatever the list at the sink names"
+        )));
+    }
+    Ok(list)
 }
 
 /// What earlier runs delivered into this history. With `--force` a damaged history is

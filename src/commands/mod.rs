@@ -19,8 +19,8 @@ pub mod report;
 pub mod restore;
 pub mod verify;
 
-use crate::error::{ExitCode, FerryError};
 use crate::counters::Counters;
+use crate::error::{ExitCode, FerryError};
 use crate::pipeline::{CancelReason, CancelToken, Pipeline, StageMetrics};
 use crate::view::{Level, Log, Look, Reporter, Sample};
 use std::path::Path;

@@ -16,12 +16,12 @@ pub use dest::{Dest, Existing};
 
 use crate::beneath::Temp;
 use crate::budget::{Budget, Permit};
+use crate::counters::Counters;
 use crate::error::{FerryError, FileError, Stage};
 use crate::gzip::CrcCombiner;
 use crate::history::journal::{for_each_current, Scope};
 use crate::history::manifest::Entry;
 use crate::inflate::{self, inflate_object, Inflated, SegmentInflater};
-use crate::counters::Counters;
 use crate::pipeline::{CancelToken, Emitter, Producer};
 use crate::shard::Shard;
 use crate::sink::Sink;

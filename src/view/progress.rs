@@ -2,7 +2,7 @@
 
 use super::lines::{render, FileView, Paint, Sample, Snapshot, StageView};
 use super::log::{Level, Lines};
-use crate::counters::{Flight, Counters};
+use crate::counters::{Counters, Flight};
 use crate::pipeline::StageMetrics;
 use crate::words::human_bytes;
 use crossbeam_channel::{Receiver, Sender};

@@ -1,8 +1,8 @@
 //! The end-of-run summary: the same numbers as text for people and JSON for programs.
 
 use super::lines::{hint, Sample};
-use crate::error::{ExitCode, FileError, Stage};
 use crate::counters::Counters;
+use crate::error::{ExitCode, FileError, Stage};
 use crate::pipeline::{CancelReason, StageMetrics};
 use crate::words::human_bytes;
 use serde::Serialize;
