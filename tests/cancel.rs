@@ -172,9 +172,11 @@ fn sigint_stops_verify_with_130() {
     deliver(&t.path().join("in"), &out);
     let obj = out.join("in/a.txt.gz");
     fifo_in_place_of(&obj);
-    let verify = Running::spawn([OsStr::new("verify"), OsStr::new("--to"), out.as_os_str()]);
+    let mut verify = Running::spawn([OsStr::new("verify"), OsStr::new("--to"), out.as_os_str()]);
     let writer = std::fs::OpenOptions::new().write(true).open(&obj).unwrap();
     verify.signal(libc::SIGINT);
+    // The object ends only once ferry has seen the interrupt (it says so).
+    verify.wait_for("interrupted; finishing up");
     drop(writer);
     let (status, err, _) = verify.finish();
     assert_eq!(status.code(), Some(130), "{err}");
@@ -215,7 +217,7 @@ fn sigint_stops_restore_with_130_and_a_summary_that_adds_up() {
     let obj = out.join("in/f10.txt.gz");
     fifo_in_place_of(&obj);
     let dest = t.path().join("dest");
-    let restore = Running::spawn([
+    let mut restore = Running::spawn([
         OsStr::new("restore"),
         OsStr::new("--download-workers"),
         OsStr::new("1"),
@@ -227,6 +229,7 @@ fn sigint_stops_restore_with_130_and_a_summary_that_adds_up() {
     ]);
     let writer = std::fs::OpenOptions::new().write(true).open(&obj).unwrap();
     restore.signal(libc::SIGINT);
+    restore.wait_for("interrupted; finishing up");
     drop(writer);
     let (status, err, stdout) = restore.finish();
     assert_eq!(status.code(), Some(130), "{err}");

@@ -182,10 +182,9 @@ impl Command for Plan {
             .map(|f| f.key.clone())
             .collect();
         let lists = balance(files, self.shards);
-        let id = plan_id(opened.created);
         let mut header = PlanHeader {
             version: PLAN_VERSION,
-            id: id.clone(),
+            id: plan_id(opened.created),
             created: humantime::format_rfc3339_seconds(opened.created).to_string(),
             inputs: self
                 .inputs
@@ -203,22 +202,7 @@ impl Command for Plan {
             unreadable: m.failed.load(Relaxed),
             sink: opened.sink.describe(),
         };
-        for (k, list) in lists.iter().enumerate() {
-            let shard = Shard::new(k as u64, self.shards)
-                .map_err(|e| FerryError::Internal(e.to_string()))?;
-            write_list(
-                opened.sink.as_ref(),
-                &PlanHeader::list_name(&id, shard),
-                list,
-            )?;
-            header.files += list.len() as u64;
-            header.shard_files.push(list.len() as u64);
-            header.shard_bytes.push(list.iter().map(|f| f.size).sum());
-        }
-        let json = serde_json::to_vec_pretty(&header).unwrap_or_default();
-        opened
-            .sink
-            .write_meta(&PlanHeader::object_name(&id), &json)?;
+        store(opened.sink.as_ref(), &mut header, &lists)?;
         Ok(Planning::Stored(header))
     }
 }
@@ -288,6 +272,26 @@ impl Finished for Planning {
             Planning::Stopped { .. } => None,
         }
     }
+}
+
+/// Stores the plan at `sink`: each list, then the header (with each list's files and
+/// bytes), last, so a plan with a header is whole.
+fn store(
+    sink: &dyn Sink,
+    header: &mut PlanHeader,
+    lists: &[Vec<Planned>],
+) -> Result<(), FerryError> {
+    for (k, list) in lists.iter().enumerate() {
+        let shard =
+            Shard::new(k as u64, header.shards).map_err(|e| FerryError::Internal(e.to_string()))?;
+        write_list(sink, &PlanHeader::list_name(&header.id, shard), list)?;
+        header.files += list.len() as u64;
+        header.shard_files.push(list.len() as u64);
+        header.shard_bytes.push(list.iter().map(|f| f.size).sum());
+    }
+    let json = serde_json::to_vec_pretty(&header).unwrap_or_default();
+    sink.write_meta(&PlanHeader::object_name(&header.id), &json)?;
+    Ok(())
 }
 
 /// A file found by the walk with its size, or why it is not planned.
