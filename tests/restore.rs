@@ -396,3 +396,60 @@ fn a_sink_with_nothing_to_restore_is_a_usage_error() {
         ));
     assert!(files_under(&dest).is_empty());
 }
+
+/// restore names its own stages in failures (issue 22): a file in the way fails in
+/// `fetch` (where restore decides), a corrupt object in `inflate`, a write past the
+/// file-size limit in `write` — never delivery's `load`, `compress` or `upload`, and not
+/// `inflate` for a write that failed while inflating.
+#[test]
+fn restore_failures_name_fetch_inflate_and_write() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    write(&src, "in-the-way.txt", b"mine");
+    write(&src, "corrupt.log", &text(20_000, 1));
+    // One segment, so it is restored whole (written in one write, not pre-sized).
+    write(&src, "too-big.txt", &text(900 << 10, 2));
+    write(&src, "fine.txt", b"fine");
+    let out = t.path().join("out");
+    deliver_to(&src, &out, &[]);
+    let gz = out.join("s/corrupt.log.gz");
+    let mut bytes = std::fs::read(&gz).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&gz, bytes).unwrap();
+    let dest = t.path().join("dest");
+    write(&dest, "s/in-the-way.txt", b"someone else's");
+    // RLIMIT_FSIZE of 512 KiB, as `ulimit -f` in a user's shell sets it.
+    let script = format!(
+        "ulimit -f 512; exec '{}' restore --progress never --report - --from 'dir:{}' '{}'",
+        assert_cmd::cargo::cargo_bin("ferry").display(),
+        out.display(),
+        dest.display()
+    );
+    let o = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v = report(&o.stdout);
+    let stage_of = |name: &str| {
+        v["failures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"].as_str().unwrap().ends_with(name))
+            .unwrap_or_else(|| panic!("{name} did not fail: {v}"))["stage"]
+            .clone()
+    };
+    assert_eq!(stage_of("in-the-way.txt"), "fetch", "{v}");
+    assert_eq!(stage_of("corrupt.log"), "inflate", "{v}");
+    assert_eq!(stage_of("too-big.txt"), "write", "{v}");
+    assert_eq!(v["totals"]["succeeded"], 1, "{v}");
+    assert_eq!(std::fs::read(dest.join("s/fine.txt")).unwrap(), b"fine");
+}

@@ -227,6 +227,15 @@ fn system_time((s, ns): (i64, u32)) -> SystemTime {
     }
 }
 
+/// The stage a failure of inflating into DEST belongs to: `write` when writing the file
+/// failed (such causes start `write:`), else `inflate`.
+fn inflate_or_write(why: &str) -> Stage {
+    match why.starts_with("write:") {
+        true => Stage::Write,
+        false => Stage::Inflate,
+    }
+}
+
 fn failed(path: &Path, stage: Stage, why: impl Into<String>) -> Outcome {
     Outcome {
         path: path.to_path_buf(),
@@ -419,7 +428,7 @@ impl Restorer {
                 path: target,
                 result: Err(Verdict::Cancelled),
             },
-            Err(why) => failed(&target, Stage::Inflate, why),
+            Err(why) => failed(&target, inflate_or_write(&why), why),
         }
     }
 
@@ -457,7 +466,7 @@ impl Restorer {
                         result: Err(Verdict::Cancelled),
                     };
                 }
-                return failed(&target, Stage::Inflate, why);
+                return failed(&target, inflate_or_write(&why), why);
             }
         };
         let mtime = w
@@ -671,8 +680,10 @@ impl Restorer {
                                     file.crcs.lock().unwrap_or_else(|e| e.into_inner())[index] =
                                         (crate::gzip::crc32(&buf), len);
                                 }
-                                Err(why) => file
-                                    .fail(Verdict::failed(Stage::Inflate, FileError::Restore(why))),
+                                Err(why) => file.fail(Verdict::failed(
+                                    inflate_or_write(&why),
+                                    FileError::Restore(why),
+                                )),
                             }
                         }
                     }
