@@ -159,8 +159,7 @@ impl Command for Deliver<'_> {
         let sink = opened.sink.clone();
         s.metrics.retried(sink.client_retries());
         let shard_run = opened.shard_run.take();
-        let mut warnings = ended.warnings;
-        warnings.extend(fold(opened, config, s));
+        let warnings = fold(opened, config, s);
         let mut summary = Summary::build(
             &s.metrics,
             &ended.stages,

@@ -68,8 +68,6 @@ pub struct Session {
 pub struct Ended {
     /// Each stage's metrics, source first.
     pub stages: Vec<Arc<StageMetrics>>,
-    /// What went wrong in the engine without failing the command (a worker's panic).
-    pub warnings: Vec<String>,
     /// One sample a second of the progress view.
     pub timeline: Vec<Sample>,
     /// Since the command started.
@@ -179,16 +177,14 @@ pub fn execute<C: Command>(cmd: &C, cancel: CancelToken) -> Result<C::Done, Ferr
     // setup, a collector's), is the command's error: files may be missing from what it
     // found. (A panic on a file's work fails that file alone, inside its stage.)
     let failed = waited.err().map(FerryError::from);
-    let collected = built;
     let timeline = reporter.finish();
     let ended = Ended {
         stages,
-        warnings: Vec::new(),
         timeline,
         elapsed: started.elapsed(),
         cancelled: cancel.reason(),
     };
-    let done = cmd.finish(opened, collected?, ended, &session);
+    let done = cmd.finish(opened, built?, ended, &session);
     // The producer's error is the cause; what finishing made of its absence is not.
     match failed {
         Some(e) => Err(e),

@@ -193,7 +193,7 @@ impl Command for Restore {
             &ended.stages,
             Ledger::merge(collected.into_vec()),
             ended.cancelled,
-            ended.warnings,
+            Vec::new(),
             format!("{} → {}", opened.sink.describe(), self.dest.display()),
             ended.elapsed,
         );

@@ -65,11 +65,6 @@ impl Log {
         )
     }
 
-    /// How much this log says.
-    pub fn level(&self) -> Level {
-        self.level
-    }
-
     /// Whether messages at `level` are shown.
     pub fn enabled(&self, level: Level) -> bool {
         level <= self.level
