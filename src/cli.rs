@@ -212,15 +212,16 @@ pub struct RunArgs {
     )]
     pub load_workers: NonZeroUsize,
 
-    /// Upload (sink write) workers.
+    /// Upload requests in flight, pinned. Unset, ferry decides: 2 into a local directory;
+    /// for an object store or sim:, a limit that adapts to what the store takes (32 at
+    /// first, up to 1024).
     #[arg(
         long,
         env = "FERRY_UPLOAD_WORKERS",
         value_name = "N",
-        default_value = "2",
         value_parser = workers
     )]
-    pub upload_workers: NonZeroUsize,
+    pub upload_workers: Option<NonZeroUsize>,
 
     /// Capacity of each channel between stages, in items.
     #[arg(long, env = "FERRY_QUEUE", value_name = "N", default_value = "64")]
@@ -621,11 +622,14 @@ impl RunArgs {
     /// `--memory` smaller than `--segment-size`.
     pub fn into_config(self) -> Result<Config, FerryError> {
         let sink = self.store.apply(self.to, self.storage_class)?;
-        let mut b = Config::builder(Vec::new(), sink)
+        let mut b = Config::builder(Vec::new(), sink);
+        if let Some(n) = self.upload_workers {
+            b = b.upload_workers(n);
+        }
+        let mut b = b
             .inputs(self.select.into_inputs(self.inputs)?)
             .level(self.level)
             .load_workers(self.load_workers)
-            .upload_workers(self.upload_workers)
             .queue(self.queue)
             .segment_size(self.segment_size)
             .force(self.force)

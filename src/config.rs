@@ -46,8 +46,10 @@ pub struct Tuning {
     pub jobs: NonZeroUsize,
     /// Load workers.
     pub load_workers: NonZeroUsize,
-    /// Upload workers.
-    pub upload_workers: NonZeroUsize,
+    /// Upload requests in flight, pinned by `--upload-workers`; `None` lets ferry decide:
+    /// [`LOCAL_UPLOADS`] into a local directory, an adaptive limit up to [`MAX_UPLOADS`]
+    /// for a remote store.
+    pub upload_workers: Option<NonZeroUsize>,
     /// Channel capacity between stages.
     pub queue: NonZeroUsize,
     /// Segment size in bytes (more than 0).
@@ -115,6 +117,15 @@ pub struct Config {
 /// `--upload-workers 100000` must be a usage error, not minutes of thread creation.
 pub const MAX_WORKERS: usize = 1024;
 
+/// Uploads in flight into a local directory unless pinned: a disk gains nothing from more.
+pub const LOCAL_UPLOADS: NonZeroUsize = nz(2);
+
+/// The adaptive upload limit for a remote store: where it starts, and its bounds. The
+/// highest is [`MAX_WORKERS`], for the threads it needs.
+pub const REMOTE_UPLOADS: (usize, usize) = (2, 32);
+/// The highest the adaptive upload limit goes (one thread each).
+pub const MAX_UPLOADS: usize = MAX_WORKERS;
+
 /// The most items a channel between stages may hold (its slots are allocated up front).
 pub const MAX_QUEUE: usize = 1 << 20;
 
@@ -166,7 +177,7 @@ impl Config {
                     level: 6,
                     jobs: cores(),
                     load_workers: nz(2),
-                    upload_workers: nz(2),
+                    upload_workers: None,
                     queue: nz(64),
                     segment_size: 1 << 20,
                     memory: 0,
@@ -246,7 +257,6 @@ impl ConfigBuilder {
         tuning.level: u32, "Gzip level 0–9.";
         tuning.jobs: NonZeroUsize, "Compress workers.";
         tuning.load_workers: NonZeroUsize, "Load workers.";
-        tuning.upload_workers: NonZeroUsize, "Upload workers.";
         tuning.queue: NonZeroUsize, "Channel capacity between stages.";
         tuning.segment_size: u64, "Segment size in bytes.";
         delivery.force: bool, "Rewrite files even if unchanged since the last run.";
@@ -290,7 +300,14 @@ impl ConfigBuilder {
         self
     }
 
-    /// The memory budget for bytes in flight.
+    /// Pins the upload requests in flight at `n` (`--upload-workers`), instead of letting
+    /// ferry decide (and, for a remote store, adapt).
+    pub fn upload_workers(mut self, n: NonZeroUsize) -> Self {
+        self.config.tuning.upload_workers = Some(n);
+        self
+    }
+
+    /// The memory budget in bytes; by default it follows `--jobs` and the segment size.
     pub fn memory(mut self, bytes: u64) -> Self {
         self.memory = Some(bytes);
         self
@@ -332,7 +349,10 @@ impl ConfigBuilder {
         for (flag, n) in [
             ("--jobs", t.jobs),
             ("--load-workers", t.load_workers),
-            ("--upload-workers", t.upload_workers),
+            (
+                "--upload-workers",
+                t.upload_workers.unwrap_or(NonZeroUsize::MIN),
+            ),
         ] {
             if n.get() > MAX_WORKERS {
                 return usage(format!(

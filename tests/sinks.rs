@@ -284,3 +284,74 @@ fn fsync_syncs_each_output_directory_after_the_rename() {
         "{synced_after_rename:?}"
     );
 }
+
+/// The upload stage's entry in a report.
+fn upload_stage(v: &serde_json::Value) -> &serde_json::Value {
+    let stages = v["stages"].as_array().unwrap();
+    stages.iter().find(|s| s["name"] == "upload").unwrap()
+}
+
+#[test]
+fn into_a_throttling_store_the_limit_adapts_and_everything_arrives() {
+    // The store refuses above 6 requests in flight; ferry starts at 32 in flight, so it
+    // is throttled at once, and must cut back and still deliver every file.
+    let t = tempfile::tempdir().unwrap();
+    let src = tree(t.path(), 300);
+    let r = ferry()
+        .arg(&src)
+        .args(["--to", "sim:latency=5ms,throttle=6", "--report", "-"])
+        .assert()
+        .success();
+    let v = report(&r.get_output().stdout);
+    assert_eq!(v["totals"]["succeeded"], 300);
+    let up = upload_stage(&v);
+    assert!(up["retries"].as_u64().unwrap() > 0, "{up}");
+    let limit = &up["limit"];
+    assert_eq!(limit["adaptive"], true, "{up}");
+    let changes = limit["changes"].as_array().unwrap();
+    assert!(!changes.is_empty(), "{up}");
+    // It was cut back from where it started.
+    let lowest = changes
+        .iter()
+        .map(|c| c[1].as_u64().unwrap())
+        .min()
+        .unwrap();
+    assert!(lowest < 32, "{up}");
+    // The summary says so too.
+    let r = ferry()
+        .arg(&src)
+        .args(["--to", "sim:latency=1ms"])
+        .assert()
+        .success();
+    let text = String::from_utf8_lossy(&r.get_output().stderr).to_string();
+    assert!(
+        text.contains("upload adapted its requests in flight"),
+        "{text}"
+    );
+}
+
+#[test]
+fn upload_workers_pins_the_limit_and_a_local_directory_keeps_two() {
+    let t = tempfile::tempdir().unwrap();
+    let src = tree(t.path(), 20);
+    let r = ferry()
+        .arg(&src)
+        .args(["--to", "sim:latency=1ms", "--upload-workers", "5"])
+        .args(["--report", "-"])
+        .assert()
+        .success();
+    let v = report(&r.get_output().stdout);
+    let up = upload_stage(&v);
+    assert_eq!(up["workers"], 5, "{up}");
+    assert!(up.get("limit").is_none(), "{up}");
+    let r = ferry()
+        .arg(&src)
+        .args(["--to"])
+        .arg(format!("dir:{}", t.path().join("out").display()))
+        .args(["--report", "-"])
+        .assert()
+        .success();
+    let up = upload_stage(&report(&r.get_output().stdout)).clone();
+    assert_eq!(up["workers"], 2, "{up}");
+    assert!(up.get("limit").is_none(), "{up}");
+}

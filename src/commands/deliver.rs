@@ -12,7 +12,7 @@
 use super::{execute, Command, Ended, Session, Settings};
 use crate::budget::Budget;
 use crate::compress::Compressor;
-use crate::config::{Config, Tuning};
+use crate::config::{Config, Tuning, LOCAL_UPLOADS, MAX_UPLOADS, REMOTE_UPLOADS};
 use crate::error::FerryError;
 use crate::history::journal::{compact, History, Journal};
 use crate::history::lease::Lease;
@@ -21,7 +21,7 @@ use crate::history::plans::{gone, read_list, PlanHeader};
 use crate::history::shard_reports::ShardRun;
 use crate::ledger::Ledger;
 use crate::load::Loader;
-use crate::pipeline::{CancelToken, Collected, Emitter, Pipeline, StageSpec};
+use crate::pipeline::{CancelToken, Collected, Emitter, Limit, Pipeline, StageSpec};
 use crate::shard::Shard;
 use crate::sink::{self, Sink, SinkOptions};
 use crate::task::{FileTask, Outcome, Packed, Segment};
@@ -145,7 +145,8 @@ impl Command for Deliver<'_> {
             s.metrics.clone(),
             s.log.clone(),
         ));
-        build(p, producers, t, ledger, loader, uploader)
+        let limit = upload_limit(t, &opened.sink, config.delivery().dry_run);
+        build(p, producers, t, ledger, loader, (uploader, limit))
     }
 
     fn finish(
@@ -194,8 +195,12 @@ fn build(
     t: &Tuning,
     ledger: Ledger,
     loader: Arc<Loader>,
-    uploader: Arc<Uploader>,
+    (uploader, limit): (Arc<Uploader>, UploadLimit),
 ) -> Result<Collected<Ledger>, FerryError> {
+    let upload = match limit {
+        UploadLimit::Workers(n) => stage("upload", n, t),
+        UploadLimit::Adapts(limit) => stage("upload", NonZeroUsize::MIN, t).limit(limit),
+    };
     let level = t.level;
     let outcomes = p
         .source("walk", t.queue, producers)?
@@ -207,11 +212,41 @@ fn build(
             let mut c = Compressor::new(level);
             move |s: Segment, out: &Emitter<Packed>| c.handle(s, out)
         })?
-        .stage(stage("upload", t.upload_workers, t), move |_| {
+        .stage(upload, move |_| {
             let up = uploader.clone();
             move |p: Packed, out: &Emitter<Outcome>| up.handle(p, out)
         })?;
     super::record(outcomes, ledger)
+}
+
+/// How many uploads are in flight.
+enum UploadLimit {
+    /// This many, always: pinned by `--upload-workers`, or into a local directory.
+    Workers(NonZeroUsize),
+    /// As many as pay, up to a maximum: into a remote store, where each request is a
+    /// round trip and the store may throttle.
+    Adapts(Arc<Limit>),
+}
+
+/// The upload stage's limit: `--upload-workers` if given; else a few into a local
+/// directory (a disk gains nothing from more, and a dry run sends nothing), and an
+/// adaptive limit into a remote store, cut back when the store throttles.
+fn upload_limit(t: &Tuning, sink: &Arc<dyn Sink>, dry_run: bool) -> UploadLimit {
+    match t.upload_workers {
+        Some(n) => UploadLimit::Workers(n),
+        None if dry_run || sink.local_root().is_some() => UploadLimit::Workers(LOCAL_UPLOADS),
+        None => {
+            let (min, start) = REMOTE_UPLOADS;
+            let sink = sink.clone();
+            let congestion = Box::new(move || sink.throttled());
+            UploadLimit::Adapts(Arc::new(Limit::adaptive(
+                min,
+                start,
+                MAX_UPLOADS,
+                Some(congestion),
+            )))
+        }
+    }
 }
 
 fn stage(name: &str, workers: NonZeroUsize, t: &Tuning) -> StageSpec {

@@ -125,6 +125,8 @@ pub struct StageMetrics {
     pub finished_workers: AtomicUsize,
     /// Panics caught in this stage's workers.
     pub panics: AtomicU64,
+    /// The stage's limit on items in flight, when it has one (else all its workers).
+    pub limit: Option<Arc<super::limit::Limit>>,
 }
 
 impl StageMetrics {
@@ -148,6 +150,7 @@ impl StageMetrics {
             latency: Histogram::new(),
             finished_workers: AtomicUsize::new(0),
             panics: AtomicU64::new(0),
+            limit: None,
         }
     }
 
@@ -164,6 +167,11 @@ impl StageMetrics {
     /// Time workers spent working: busy, less blocked.
     pub fn work_time(&self) -> Duration {
         self.busy_time().saturating_sub(self.blocked_time())
+    }
+
+    /// How many items it may handle at once now: its limit, or its workers.
+    pub fn allowed(&self) -> usize {
+        self.limit.as_ref().map_or(self.workers, |l| l.current())
     }
 
     /// Whether every worker of the stage has ended (its output channel is closed).

@@ -31,11 +31,13 @@
 //! ```
 
 mod cancel;
+mod limit;
 mod metrics;
 
 #[cfg(test)]
 pub(crate) use cancel::FAIL_DEADLINE_SPAWN;
 pub use cancel::{CancelReason, CancelToken};
+pub use limit::{Congestion, Limit, LimitReport, Permit};
 pub use metrics::{Histogram, StageMetrics};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -160,6 +162,9 @@ pub struct StageSpec {
     pub workers: NonZeroUsize,
     /// Capacity of the channel the stage emits into.
     pub queue: NonZeroUsize,
+    /// How many of the workers may handle an item at once, if fewer than all: the pool
+    /// then has `limit.max()` threads, and the rest wait at the gate.
+    pub limit: Option<Arc<Limit>>,
 }
 
 /// The default output queue of a stage.
@@ -175,7 +180,16 @@ impl StageSpec {
             name: name.to_string(),
             workers,
             queue: DEFAULT_QUEUE,
+            limit: None,
         }
+    }
+
+    /// Puts the stage under `limit`: its pool gets `limit.max()` threads, of which at
+    /// most `limit.current()` handle an item at any time.
+    pub fn limit(mut self, limit: Arc<Limit>) -> Self {
+        self.workers = NonZeroUsize::new(limit.max()).unwrap_or(NonZeroUsize::MIN);
+        self.limit = Some(limit);
+        self
     }
 
     /// Sets the capacity of the stage's output channel.
@@ -505,6 +519,7 @@ impl<'p, T: Send + 'static> Flow<'p, T> {
         let pipeline = self.spawn(
             &spec.name,
             spec.workers.get(),
+            spec.limit.clone(),
             extras,
             move |i, metrics: &Arc<StageMetrics>, (tx, gauge, cancel)| {
                 let emitter = Emitter {
@@ -555,7 +570,7 @@ impl<'p, T: Send + 'static> Flow<'p, T> {
         let extras: Vec<Sender<S>> = (0..workers.get()).map(|_| tx.clone()).collect();
         drop(tx);
         let each = Arc::new(each);
-        self.spawn(name, workers.get(), extras, move |i, _metrics, tx| {
+        self.spawn(name, workers.get(), None, extras, move |i, _metrics, tx| {
             let mut state = Some(init(i));
             let each = each.clone();
             move |item: Option<T>| match item {
@@ -583,6 +598,7 @@ impl<'p, T: Send + 'static> Flow<'p, T> {
         self,
         name: &str,
         workers: usize,
+        limit: Option<Arc<Limit>>,
         extras: Vec<X>,
         make_worker: M,
     ) -> Result<&'p mut Pipeline, PipelineError>
@@ -598,22 +614,10 @@ impl<'p, T: Send + 'static> Flow<'p, T> {
             capacity,
             detach_on_cancel,
         } = self;
-        let metrics = Arc::new(StageMetrics::new(name, workers, capacity, gauge));
+        let mut metrics = StageMetrics::new(name, workers, capacity, gauge);
+        metrics.limit = limit;
+        let metrics = Arc::new(metrics);
         pipeline.stages.push(metrics.clone());
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(workers)
-            // Every worker body runs under `catch_unwind`; this is only a backstop so a
-            // panic that escapes it can never abort the process.
-            .panic_handler(|_| {})
-            .thread_name({
-                let name = name.to_string();
-                move |i| format!("ferry-{name}-{i}")
-            })
-            .build()
-            .map_err(|e| PipelineError::Spawn {
-                stage: name.to_string(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
         let kits: Vec<Kit<T, X>> = extras
             .into_iter()
             .map(|extra| Kit {
@@ -623,29 +627,115 @@ impl<'p, T: Send + 'static> Flow<'p, T> {
             })
             .collect();
         drop(rx);
-        let kits = Mutex::new(kits);
+        let kits = Arc::new(Mutex::new(kits));
         let cancel = detach_on_cancel.then(|| pipeline.cancel.clone());
         let life = Life {
             stage: name.to_string(),
             observer: pipeline.observer.clone(),
             metrics,
         };
-        pool.spawn_broadcast(move |ctx| {
-            let Some(Kit { rx, extra, exit }) =
-                kits.lock().unwrap_or_else(|e| e.into_inner()).pop()
-            else {
-                return;
-            };
-            let i = ctx.index();
-            life.started(i);
-            let (items, panic) =
-                run_worker(i, rx, extra, &make_worker, &life.metrics, cancel.as_ref());
-            life.ended(i, items, &panic);
-            let _ = exit.send(panic.map(|m| (life.stage.clone(), m)));
-        });
-        pipeline.pools.push(pool);
+        let limit = life.metrics.limit.clone();
+        let work = {
+            let kits = kits.clone();
+            move |kit: Kit<T, X>, i: usize| {
+                let Kit { rx, extra, exit } = kit;
+                life.started(i);
+                let (items, panic) =
+                    run_worker(i, rx, extra, &make_worker, &life.metrics, cancel.as_ref());
+                life.ended(i, items, &panic);
+                let _ = exit.send(panic.map(|m| (life.stage.clone(), m)));
+                if let Some(l) = &life.metrics.limit {
+                    // The input has ended: the threads not started are not needed, and
+                    // their ends of the channels must close.
+                    let unstarted: Vec<_> = lock(&kits).drain(..).collect();
+                    for _ in unstarted {
+                        life.ended(i, 0, &None);
+                    }
+                    l.on_grow(None);
+                }
+            }
+        };
+        match limit {
+            // Under a limit, threads start as the limit grows: a rayon pool starts all at
+            // once, and its idle workers' search for work grows with the square of their
+            // number (1,024 took seconds to start on 2 cores).
+            Some(limit) => {
+                let grow = Grow {
+                    kits,
+                    work: Arc::new(work),
+                    name: name.to_string(),
+                    started: Arc::new(AtomicUsize::new(0)),
+                };
+                grow.to(limit.current())
+                    .map_err(|source| PipelineError::Spawn {
+                        stage: name.to_string(),
+                        source,
+                    })?;
+                limit.on_grow(Some(Box::new(move |n| {
+                    let _ = grow.to(n);
+                })));
+            }
+            None => {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(workers)
+                    // Every worker body runs under `catch_unwind`; this is only a backstop
+                    // so a panic that escapes it can never abort the process.
+                    .panic_handler(|_| {})
+                    .thread_name({
+                        let name = name.to_string();
+                        move |i| format!("ferry-{name}-{i}")
+                    })
+                    .build()
+                    .map_err(|e| PipelineError::Spawn {
+                        stage: name.to_string(),
+                        source: std::io::Error::other(e.to_string()),
+                    })?;
+                pool.spawn_broadcast(move |ctx| {
+                    let kit = lock(&kits).pop();
+                    if let Some(kit) = kit {
+                        work(kit, ctx.index());
+                    }
+                });
+                pipeline.pools.push(pool);
+            }
+        }
         Ok(pipeline)
     }
+}
+
+/// Starts the threads of a stage under a limit, as the limit grows.
+struct Grow<K, W> {
+    /// The ends of the channels for the threads not started yet.
+    kits: Arc<Mutex<Vec<K>>>,
+    work: Arc<W>,
+    name: String,
+    started: Arc<AtomicUsize>,
+}
+
+impl<K: Send + 'static, W: Fn(K, usize) + Send + Sync + 'static> Grow<K, W> {
+    /// Starts threads until `n` have been started (or none are left to start).
+    fn to(&self, n: usize) -> std::io::Result<()> {
+        while self.started.load(Relaxed) < n {
+            let Some(kit) = lock(&self.kits).pop() else {
+                return Ok(());
+            };
+            let i = self.started.fetch_add(1, Relaxed);
+            let work = self.work.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("ferry-{}-{i}", self.name))
+                .spawn(move || work(kit, i));
+            // The kit went with the closure; the stage goes on with the threads it has,
+            // and fails to start only if it has none.
+            if let Err(e) = spawned {
+                return if i == 0 { Err(e) } else { Ok(()) };
+            }
+        }
+        Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The engine's bookkeeping around one worker's life: its events, and the
@@ -731,7 +821,10 @@ fn worker_loop<T>(
     let mut items = 0;
     let mut panic = None;
     let mut draining = false;
+    let limit = metrics.limit.as_deref();
     loop {
+        // Under a limit, a worker waits at the gate before it takes an item.
+        let permit = limit.map(Limit::acquire);
         let item = if draining {
             match rx.try_recv() {
                 Ok(item) => item,
@@ -760,6 +853,9 @@ fn worker_loop<T>(
         let result = catch_unwind(AssertUnwindSafe(|| handler(Some(item))));
         let took = started.elapsed();
         metrics.busy.fetch_sub(1, Relaxed);
+        if let Some(p) = permit {
+            p.done(took, !rx.is_empty());
+        }
         metrics.busy_ns.fetch_add(took.as_nanos() as u64, Relaxed);
         metrics.latency.record(took);
         metrics.items.fetch_add(1, Relaxed);

@@ -52,6 +52,9 @@ pub enum SinkError {
     /// The `sim:` sink's injected failure of one request (transient by design).
     #[error("simulated network failure")]
     Simulated,
+    /// The store refused the request for load (S3's 503 SlowDown); worth retrying, later.
+    #[error("the store asked to slow down (throttled)")]
+    Throttled,
     /// The file's deadline passed while waiting on the sink.
     #[error("the file's deadline passed while waiting on the sink")]
     TimedOut,
@@ -69,7 +72,7 @@ impl SinkError {
     pub fn is_transient(&self) -> bool {
         use std::io::ErrorKind as K;
         match self {
-            SinkError::Simulated => true,
+            SinkError::Simulated | SinkError::Throttled => true,
             SinkError::Io { source, .. } => matches!(
                 source.kind(),
                 K::Interrupted | K::WouldBlock | K::TimedOut | K::ConnectionReset
@@ -274,6 +277,11 @@ pub trait Sink: Send + Sync {
     /// Requests sent to a remote store so far, for `-vv` (`None` when not remote).
     fn requests(&self) -> Option<u64> {
         None
+    }
+    /// Requests the store refused for load (503 SlowDown, 429) or that timed out, so
+    /// far: the signal on which the adaptive upload limit cuts back.
+    fn throttled(&self) -> u64 {
+        0
     }
     /// Requests the sink's own client retried (S3), for the summary's `retries`.
     fn client_retries(&self) -> u64 {

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,9 @@ pub struct SimSpec {
     pub fail: f64,
     /// Seed of the fault and jitter sequence.
     pub seed: u64,
+    /// Requests in flight above which the store answers "slow down" (as S3's 503
+    /// SlowDown) after one round trip; `None` = never.
+    pub throttle: Option<usize>,
 }
 
 impl Default for SimSpec {
@@ -39,6 +43,7 @@ impl Default for SimSpec {
             bandwidth: None,
             fail: 0.0,
             seed: 0,
+            throttle: None,
         }
     }
 }
@@ -84,6 +89,15 @@ impl SimSpec {
                     }
                     spec.fail = p;
                 }
+                "throttle" => {
+                    let k: usize = v
+                        .parse()
+                        .map_err(|_| format!("throttle={v}: not a whole number (try 64)"))?;
+                    if k == 0 {
+                        return Err("throttle must be more than 0".into());
+                    }
+                    spec.throttle = Some(k);
+                }
                 "seed" => {
                     spec.seed = v
                         .parse()
@@ -91,7 +105,7 @@ impl SimSpec {
                 }
                 other => {
                     return Err(format!(
-                        "unknown key '{other}' (keys: latency, bandwidth, jitter, fail, seed)"
+                        "unknown key '{other}' (keys: latency, bandwidth, jitter, fail, seed, throttle)"
                     ))
                 }
             }
@@ -135,6 +149,9 @@ struct Inner {
     /// Objects accepted: CRC-32 and length of what arrived.
     accepted: Mutex<HashMap<PathBuf, (u32, u64)>>,
     meta: Mutex<HashMap<String, Vec<u8>>>,
+    /// Requests in flight now, and those refused for being over `throttle`.
+    in_flight: AtomicUsize,
+    throttled: AtomicU64,
 }
 
 /// The simulated network sink.
@@ -153,6 +170,8 @@ impl SimSink {
                 link_free: Mutex::new(Instant::now()),
                 accepted: Mutex::new(HashMap::new()),
                 meta: Mutex::new(HashMap::new()),
+                in_flight: AtomicUsize::new(0),
+                throttled: AtomicU64::new(0),
             }),
         }
     }
@@ -172,6 +191,26 @@ impl Inner {
     /// One request of `bytes`: transmission on the shared link, then the latency; then a
     /// draw decides whether it failed.
     fn request(&self, bytes: u64, draw: u64, deadline: Option<Instant>) -> Result<(), SinkError> {
+        let in_flight = self.in_flight.fetch_add(1, Relaxed) + 1;
+        let result = match self.spec.throttle {
+            // Refused after one round trip, the body unsent.
+            Some(k) if in_flight > k => self.wait(0, draw, deadline).and_then(|()| {
+                self.throttled.fetch_add(1, Relaxed);
+                Err(SinkError::Throttled)
+            }),
+            _ => self.wait(bytes, draw, deadline),
+        };
+        self.in_flight.fetch_sub(1, Relaxed);
+        result?;
+        let p = (mix(&[draw, 2]) >> 11) as f64 / (1u64 << 53) as f64;
+        if p < self.spec.fail {
+            return Err(SinkError::Simulated);
+        }
+        Ok(())
+    }
+
+    /// Waits out one request of `bytes`: its transmission, then the latency.
+    fn wait(&self, bytes: u64, draw: u64, deadline: Option<Instant>) -> Result<(), SinkError> {
         let now = Instant::now();
         let sent = match self.spec.bandwidth {
             None => now,
@@ -202,10 +241,6 @@ impl Inner {
                 return Err(SinkError::TimedOut);
             }
         }
-        let p = (mix(&[draw, 2]) >> 11) as f64 / (1u64 << 53) as f64;
-        if p < self.spec.fail {
-            return Err(SinkError::Simulated);
-        }
         Ok(())
     }
 }
@@ -214,7 +249,7 @@ impl Sink for SimSink {
     fn describe(&self) -> String {
         let s = &self.inner.spec;
         format!(
-            "sim:latency={:?},jitter={:?},bandwidth={},fail={},seed={}",
+            "sim:latency={:?},jitter={:?},bandwidth={},fail={},seed={}{}",
             s.latency,
             s.jitter,
             s.bandwidth.map_or("unlimited".into(), |b| format!(
@@ -222,7 +257,9 @@ impl Sink for SimSink {
                 crate::words::human_bytes(b)
             )),
             s.fail,
-            s.seed
+            s.seed,
+            s.throttle
+                .map_or(String::new(), |k| format!(",throttle={k}"))
         )
     }
 
@@ -241,6 +278,10 @@ impl Sink for SimSink {
 
     fn has(&self, _key: &Path, _len: u64) -> bool {
         false
+    }
+
+    fn throttled(&self) -> u64 {
+        self.inner.throttled.load(Relaxed)
     }
 
     fn open_meta(&self, name: &str) -> Result<Option<Box<dyn Read + Send>>, SinkError> {

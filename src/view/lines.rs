@@ -49,8 +49,10 @@ pub struct FileView {
 pub struct StageView {
     /// Its name.
     pub name: String,
-    /// Its workers.
+    /// Its workers, or the limit on items in flight if it has one.
     pub workers: usize,
+    /// Whether that limit adapts (upload into a remote store, unless pinned).
+    pub adapts: bool,
     /// Workers handling an item now.
     pub busy: usize,
     /// Items in its input queue, and the queue's capacity (0: no queue shown).
@@ -72,12 +74,22 @@ pub struct Sample {
     pub files: u64,
     /// Each stage's utilisation over the interval (0–1), in pipeline order.
     pub utilisation: Vec<f64>,
+    /// Each stage's limit on items in flight at the end of the interval: its workers,
+    /// or, for a stage that adapts its limit (upload into a remote store), the limit then.
+    pub allowed: Vec<usize>,
 }
 
 /// What to try when `stage` is the busiest, if anything applies: a stage that is mostly
 /// idle limits nothing.
-pub fn hint(stage: &str, utilisation: f64, workers: usize, cores: usize) -> Option<String> {
-    if utilisation < 0.5 {
+pub fn hint(
+    stage: &str,
+    utilisation: f64,
+    workers: usize,
+    cores: usize,
+    adapts: bool,
+) -> Option<String> {
+    // A stage that sets its own limit needs no advice on it.
+    if utilisation < 0.5 || adapts {
         return None;
     }
     Some(match stage {
@@ -170,7 +182,7 @@ pub fn render(s: &Snapshot, width: usize, max_files: usize, paint: Paint) -> Vec
         lines.push(stage_line(st, name_w, width, top == Some(i), paint));
     }
     if let Some(st) = top.map(|i| &s.stages[i]) {
-        if let Some(h) = hint(&st.name, st.utilisation, st.workers, s.cores) {
+        if let Some(h) = hint(&st.name, st.utilisation, st.workers, s.cores, st.adapts) {
             lines.push(fit(&format!("  {} is the bottleneck: {h}", st.name), width));
         }
     }
@@ -261,10 +273,11 @@ fn file_line(f: &FileView, name_room: usize, width: usize) -> String {
 /// `  compress  busy 2/2 ·  97% · queue 14/64  ◀ bottleneck`
 fn stage_line(st: &StageView, name_w: usize, width: usize, top: bool, paint: Paint) -> String {
     let mut s = format!(
-        "  {:<name_w$}  busy {}/{} · {:>3.0}% used",
+        "  {:<name_w$}  busy {}/{}{} · {:>3.0}% used",
         st.name,
         st.busy,
         st.workers,
+        if st.adapts { " (adapting)" } else { "" },
         st.utilisation * 100.0
     );
     if st.queue.1 > 0 {
@@ -314,6 +327,7 @@ mod tests {
         StageView {
             name: name.into(),
             workers,
+            adapts: false,
             busy,
             queue: q,
             utilisation: util,

@@ -194,6 +194,7 @@ impl Sampler {
                 bytes: now.bytes.saturating_sub(self.last_sample.bytes),
                 files: now.files.saturating_sub(self.last_sample.files),
                 utilisation,
+                allowed: stages.iter().map(|s| s.allowed()).collect(),
             });
             self.last_sample = now.clone();
         }
@@ -210,7 +211,7 @@ fn utilisation(stages: &[Arc<StageMetrics>], from: &Reading, to: &Reading) -> Ve
         .map(|(i, s)| {
             let at = |r: &Reading| r.work_ns.get(i).copied().unwrap_or(0);
             let w = at(to).saturating_sub(at(from));
-            (w as f64 / 1e9 / (s.workers.max(1) as f64 * dt)).min(1.0)
+            (w as f64 / 1e9 / (s.allowed().max(1) as f64 * dt)).min(1.0)
         })
         .collect()
 }
@@ -264,7 +265,8 @@ fn snapshot(
             .zip(util)
             .map(|(s, u)| StageView {
                 name: s.name.clone(),
-                workers: s.workers,
+                workers: s.allowed(),
+                adapts: s.limit.as_ref().is_some_and(|l| l.is_adaptive()),
                 busy: s.busy.load(Relaxed),
                 queue: (s.queue_len.load(Relaxed), s.queue_capacity),
                 utilisation: u,

@@ -57,6 +57,10 @@ pub struct StageSummary {
     pub p99_ms: f64,
     /// Operations retried after a transient failure.
     pub retries: u64,
+    /// The stage's limit on items in flight, when it had one (upload into a remote
+    /// store): whether it adapted, its bounds, where it ended, its peak and mean.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<crate::pipeline::LimitReport>,
 }
 
 impl StageSummary {
@@ -64,11 +68,15 @@ impl StageSummary {
     /// count for the stage.
     pub fn from_metrics(m: &StageMetrics, retries: u64, elapsed: Duration) -> Self {
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
-        let capacity = m.workers as f64 * elapsed.as_secs_f64();
+        let limit = m.limit.as_ref().map(|l| l.report());
+        // Under a limit, the capacity is what the limit allowed on average.
+        let allowed = limit.as_ref().map_or(m.workers as f64, |l| l.mean.max(1.0));
+        let capacity = allowed * elapsed.as_secs_f64();
         let (busy, blocked) = (m.work_time().as_secs_f64(), m.blocked_time().as_secs_f64());
         StageSummary {
             name: m.name.clone(),
-            workers: m.workers,
+            workers: allowed.round() as usize,
+            limit,
             items: m.items.load(Relaxed).max(m.emitted.load(Relaxed)),
             busy_s: busy,
             blocked_s: blocked,
@@ -176,6 +184,7 @@ impl Bottleneck {
                 top.utilisation,
                 top.workers,
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
+                top.limit.as_ref().is_some_and(|l| l.adaptive),
             ),
         })
     }
@@ -388,6 +397,15 @@ impl Summary {
             }
             let _ = writeln!(s, "{row}");
         }
+        for st in &self.stages {
+            if let Some(l) = st.limit.as_ref().filter(|l| l.adaptive) {
+                let _ = writeln!(
+                    s,
+                    "ferry: {} adapted its requests in flight: {} at the end, {} at most, {:.0} on average (bounds {}–{}; --upload-workers pins it)",
+                    st.name, l.last, l.peak, l.mean, l.min, l.max
+                );
+            }
+        }
         if let Some(b) = &self.bottleneck {
             let _ = writeln!(s, "ferry: {}", b.describe("was"));
         }
@@ -484,6 +502,7 @@ mod tests {
             p50_ms: 0.4,
             p99_ms: 3.1,
             retries: 0,
+            limit: None,
         }
     }
 

@@ -432,6 +432,12 @@ impl Sink for CloudSink {
         self.events.retries.load(Relaxed)
     }
 
+    fn throttled(&self) -> u64 {
+        // object_store retries exactly what signals load: 5xx (503 SlowDown), 429, and
+        // timeouts or dropped connections.
+        self.events.retries.load(Relaxed)
+    }
+
     fn open_object(&self, key: &Path) -> Result<Box<dyn Read + Send>, SinkError> {
         let path = self.path(key);
         self.client.requests.fetch_add(1, Relaxed);

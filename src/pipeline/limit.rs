@@ -1,0 +1,574 @@
+//! How many items a stage works on at once: fixed, or adapting to what the work behind it
+//! can take — an object store whose every request costs a round trip wants hundreds in
+//! flight, one that throttles wants fewer.
+//!
+//! A [`Limit`] is a gate in front of a stage's input: a worker takes a permit before it
+//! receives an item and gives it back when the item is handled, so a stage of 1,024
+//! threads under a limit of 40 has 40 at work and the rest parked on the gate.
+//!
+//! An adaptive limit measures the stage over windows of a few item latencies (at least
+//! 50 ms): items handled per second, and whether it was *pressed* (items waiting in its
+//! queue while every permit was taken). Only a pressed stage grows its limit, since more
+//! in flight cannot help a stage that waits for input:
+//! - it starts by doubling each window while that raises the rate by 15 % or more;
+//! - once a doubling stops paying, it keeps the better of the last two limits and then
+//!   probes 25 % higher every few seconds, keeping a probe only if the rate rises 10 %;
+//! - when the work signals congestion (the store throttled: 503 SlowDown, 429, a
+//!   timeout), it cuts the limit by a quarter and holds it there, and each further
+//!   congestion doubles the hold (up to a minute), so the limit settles under the store's
+//!   own instead of swinging around it.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// A source of congestion signals: a count that rises each time the work was throttled.
+pub type Congestion = Box<dyn Fn() -> u64 + Send + Sync>;
+
+/// The shortest measuring window, and how many mean item latencies a window spans.
+const MIN_WINDOW: Duration = Duration::from_millis(50);
+const WINDOW_LATENCIES: u32 = 2;
+/// How far the limit steps up while starting, and when probing once settled.
+const START_STEP: f64 = 4.0;
+const PROBE_STEP: f64 = 1.25;
+/// Growth that counts as paying: after a start step, and after a probe.
+const GROWTH_PAYS: f64 = 1.15;
+const PROBE_PAYS: f64 = 1.10;
+/// How long a ceiling (where the store throttled) is kept without new congestion.
+const FORGET_CEILING: Duration = Duration::from_secs(60);
+/// When a doubling did not pay, the higher limit is kept only if its rate was this much
+/// better: otherwise the lower one does the same work with fewer in flight.
+const SETTLE_ABOVE: f64 = 1.05;
+/// How often a settled limit probes higher, in windows.
+const PROBE_EVERY: u32 = 4;
+/// The first hold after congestion, in windows, and the longest hold.
+const FIRST_HOLD: u32 = 4;
+const LONGEST_HOLD: Duration = Duration::from_secs(60);
+
+/// A gate on how many items a stage handles at once. See the module docs.
+pub struct Limit {
+    min: usize,
+    max: usize,
+    adaptive: bool,
+    /// The limit now; read without the lock by the view.
+    current: AtomicUsize,
+    /// The highest the limit has been.
+    peak: AtomicUsize,
+    /// Permits taken now.
+    taken: Mutex<usize>,
+    freed: Condvar,
+    /// Congestion signals seen so far, from the work itself and from `congestion`.
+    signalled: AtomicU64,
+    congestion: Option<Congestion>,
+    control: Mutex<Control>,
+    /// Told each new, higher limit: the engine starts threads for it.
+    grow: Mutex<Option<OnGrow>>,
+}
+
+/// What the engine does when a limit grows: start threads up to the new limit.
+pub type OnGrow = Box<dyn Fn(usize) + Send + Sync>;
+
+/// The controller's memory between windows.
+struct Control {
+    window: Window,
+    phase: Phase,
+    /// Congestion count at the end of the last window.
+    congestion_seen: u64,
+    /// Until when the limit may not grow, after congestion, and the next hold's length.
+    hold: (Instant, Duration),
+    /// The highest limit a pressed window went through without congestion.
+    good: usize,
+    /// The lowest limit at which the store throttled, and when; forgotten after a while,
+    /// as a store's own limits change.
+    ceiling: Option<(usize, Instant)>,
+    /// The limit integrated over time (limit × ns), for the average.
+    area: (Instant, f64),
+    /// The changes so far, for the report.
+    changes: Vec<(f64, usize)>,
+    started: Instant,
+}
+
+impl Control {
+    fn new(now: Instant) -> Self {
+        Control {
+            window: Window::new(now),
+            phase: Phase::Start { last: None },
+            congestion_seen: 0,
+            hold: (now, Duration::ZERO),
+            good: 0,
+            ceiling: None,
+            area: (now, 0.0),
+            changes: Vec::new(),
+            started: now,
+        }
+    }
+}
+
+/// What one window saw.
+struct Window {
+    started: Instant,
+    done: u64,
+    pressed: u64,
+    busy_ns: u64,
+}
+
+impl Window {
+    fn new(now: Instant) -> Self {
+        Window {
+            started: now,
+            done: 0,
+            pressed: 0,
+            busy_ns: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    /// Doubling; `last` is the limit and rate of the window before, if it was pressed.
+    Start { last: Option<(usize, f64)> },
+    /// Settled; probes higher from `at`, and `probe` is the limit and rate it left.
+    Steady {
+        at: Instant,
+        probe: Option<(usize, f64)>,
+    },
+}
+
+/// A permit to handle one item; given back on drop, or with [`Permit::done`].
+pub struct Permit<'a> {
+    limit: &'a Limit,
+    returned: bool,
+}
+
+impl Permit<'_> {
+    /// Gives the permit back after an item that took `took`; `backlog` says whether
+    /// items were waiting in the queue.
+    pub fn done(mut self, took: Duration, backlog: bool) {
+        self.returned = true;
+        self.limit.release(Some((took, backlog)));
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if !self.returned {
+            self.limit.release(None);
+        }
+    }
+}
+
+/// What the report says of a limit.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LimitReport {
+    /// Whether it adapted, or was fixed.
+    pub adaptive: bool,
+    /// Its bounds.
+    pub min: usize,
+    /// The highest it may go (the stage's threads).
+    pub max: usize,
+    /// The limit at the end.
+    pub last: usize,
+    /// The highest it reached.
+    pub peak: usize,
+    /// Its average over the run, weighted by time.
+    pub mean: f64,
+    /// Each change: seconds since the start, and the new limit (the first
+    /// [`KEPT_CHANGES`]).
+    pub changes: Vec<(f64, usize)>,
+}
+
+/// How many changes of the limit the report keeps.
+pub const KEPT_CHANGES: usize = 10_000;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Limit {
+    /// A fixed limit of `n`: the stage's threads, all at work when there is work.
+    pub fn fixed(n: usize) -> Self {
+        Self::build(n, n, n, false, None)
+    }
+
+    /// A limit that starts at `start` and adapts between `min` and `max`, cutting back
+    /// when `congestion` rises (see the module docs).
+    ///
+    /// # Panics
+    /// If not `1 <= min <= start <= max`.
+    pub fn adaptive(min: usize, start: usize, max: usize, congestion: Option<Congestion>) -> Self {
+        assert!(1 <= min && min <= start && start <= max, "bad limit bounds");
+        Self::build(min, start, max, true, congestion)
+    }
+
+    fn build(
+        min: usize,
+        start: usize,
+        max: usize,
+        adaptive: bool,
+        congestion: Option<Congestion>,
+    ) -> Self {
+        let now = Instant::now();
+        Limit {
+            min,
+            max,
+            adaptive,
+            current: AtomicUsize::new(start),
+            peak: AtomicUsize::new(start),
+            taken: Mutex::new(0),
+            freed: Condvar::new(),
+            signalled: AtomicU64::new(0),
+            congestion,
+            control: Mutex::new(Control::new(now)),
+            grow: Mutex::new(None),
+        }
+    }
+
+    /// The most items in flight it allows now.
+    pub fn current(&self) -> usize {
+        self.current.load(Relaxed)
+    }
+
+    /// The highest it may go: how many threads the stage needs.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Whether it adapts.
+    pub fn is_adaptive(&self) -> bool {
+        self.adaptive
+    }
+
+    /// Sets (or, with `None`, clears) what to do when the limit grows.
+    pub fn on_grow(&self, f: Option<OnGrow>) {
+        *lock(&self.grow) = f;
+    }
+
+    /// Notes that the work was throttled (for work that sees it itself, rather than
+    /// through the congestion source).
+    pub fn congested(&self) {
+        self.signalled.fetch_add(1, Relaxed);
+    }
+
+    /// Waits for a permit.
+    pub fn acquire(&self) -> Permit<'_> {
+        let mut taken = lock(&self.taken);
+        while *taken >= self.current() {
+            taken = self.freed.wait(taken).unwrap_or_else(|e| e.into_inner());
+        }
+        *taken += 1;
+        Permit {
+            limit: self,
+            returned: false,
+        }
+    }
+
+    fn release(&self, item: Option<(Duration, bool)>) {
+        let pressed = {
+            let mut taken = lock(&self.taken);
+            let full = *taken >= self.current();
+            *taken -= 1;
+            full
+        };
+        self.freed.notify_one();
+        let Some((took, backlog)) = item else { return };
+        if !self.adaptive {
+            return;
+        }
+        // One worker at a time measures; the others go back to work.
+        let Ok(mut c) = self.control.try_lock() else {
+            return;
+        };
+        let now = Instant::now();
+        if c.window.done == 0 {
+            // The window starts with its first item, not with the gate's creation, so
+            // the stage's start-up is not read as slowness.
+            c.window.started = c.window.started.max(now.checked_sub(took).unwrap_or(now));
+        }
+        c.window.done += 1;
+        c.window.pressed += u64::from(pressed && backlog);
+        c.window.busy_ns += took.as_nanos() as u64;
+        let elapsed = now.duration_since(c.window.started);
+        let mean = Duration::from_nanos(c.window.busy_ns / c.window.done);
+        if elapsed < MIN_WINDOW.max(mean * WINDOW_LATENCIES) {
+            return;
+        }
+        let congestion = self.signalled.load(Relaxed) + self.congestion.as_ref().map_or(0, |f| f());
+        let next = self.decide(&mut c, now, elapsed, congestion);
+        c.window = Window::new(now);
+        let was = self.current();
+        if next != was {
+            let (since, area) = c.area;
+            c.area = (
+                now,
+                area + was as f64 * now.duration_since(since).as_nanos() as f64,
+            );
+            self.current.store(next, Relaxed);
+            self.peak.fetch_max(next, Relaxed);
+            if c.changes.len() < KEPT_CHANGES {
+                let t = now.duration_since(c.started).as_secs_f64();
+                c.changes.push((t, next));
+            }
+            if next > was {
+                if let Some(grow) = &*lock(&self.grow) {
+                    grow(next);
+                }
+                // Wake the parked workers under the new limit (one each would also do,
+                // but they cannot be counted from here).
+                drop(lock(&self.taken));
+                self.freed.notify_all();
+            }
+        }
+    }
+
+    /// The next limit after a window of `elapsed`.
+    fn decide(&self, c: &mut Control, now: Instant, elapsed: Duration, congestion: u64) -> usize {
+        let seen = Seen {
+            rate: c.window.done as f64 / elapsed.as_secs_f64(),
+            // Most items left others waiting in the queue with every permit taken.
+            pressed: c.window.pressed * 2 >= c.window.done,
+            congestion,
+            window: elapsed,
+        };
+        step(c, (self.min, self.max), self.current(), now, seen)
+    }
+
+    /// What the report says of it, at the end of the run.
+    pub fn report(&self) -> LimitReport {
+        let c = lock(&self.control);
+        let now = Instant::now();
+        let (since, area) = c.area;
+        let total = area + self.current() as f64 * now.duration_since(since).as_nanos() as f64;
+        let span = now.duration_since(c.started).as_nanos().max(1) as f64;
+        LimitReport {
+            adaptive: self.adaptive,
+            min: self.min,
+            max: self.max,
+            last: self.current(),
+            peak: self.peak.load(Relaxed),
+            mean: total / span,
+            changes: c.changes.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limit")
+            .field("current", &self.current())
+            .field("min", &self.min)
+            .field("max", &self.max)
+            .field("adaptive", &self.adaptive)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a window saw, for [`step`].
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    /// Items handled per second.
+    rate: f64,
+    /// Whether the stage was the limit: items waited while every permit was taken.
+    pressed: bool,
+    /// The congestion count at the window's end.
+    congestion: u64,
+    /// How long the window was: holds and probes are counted in windows.
+    window: Duration,
+}
+
+/// The controller: the next limit, from the `current` one within `(min, max)` and what
+/// the window ending `now` saw. Pure but for `c`, so it is tested on a model of a store.
+fn step(
+    c: &mut Control,
+    (min, max): (usize, usize),
+    current: usize,
+    now: Instant,
+    seen: Seen,
+) -> usize {
+    let rate = seen.rate;
+    if seen.congestion > c.congestion_seen {
+        c.congestion_seen = seen.congestion;
+        // The store's limit is under this one: back to the last limit it took, then
+        // hold. Each congestion while held, or soon after, holds twice as long.
+        c.ceiling = Some((current.min(c.ceiling.map_or(usize::MAX, |(b, _)| b)), now));
+        let (until, hold) = c.hold;
+        let first = seen.window * FIRST_HOLD;
+        let next_hold = match now < until + hold {
+            true => (hold * 2).clamp(first, LONGEST_HOLD.max(first)),
+            false => first,
+        };
+        c.hold = (now + next_hold, next_hold);
+        c.phase = Phase::Steady {
+            at: now + next_hold,
+            probe: None,
+        };
+        // Halve, as TCP does, but not under what went through; and if this limit had
+        // gone through before, the store's limit has come down.
+        let back = match c.good < current {
+            true => c.good.max(current / 2),
+            false => {
+                c.good = current / 2;
+                current / 2
+            }
+        };
+        return back.clamp(min, max);
+    }
+    if !seen.pressed || now < c.hold.0 {
+        return current;
+    }
+    // A pressed window without congestion: the store takes this many.
+    c.good = c.good.max(current);
+    if c.ceiling
+        .is_some_and(|(_, at)| now.duration_since(at) > FORGET_CEILING)
+    {
+        c.ceiling = None;
+    }
+    let up = |by: f64| {
+        let to = ((current as f64 * by).ceil() as usize).clamp(min, max);
+        match c.ceiling {
+            // Never to or past where the store throttled: halfway there instead.
+            Some((bad, _)) if to >= bad => current + (bad.saturating_sub(current)) / 2,
+            _ => to,
+        }
+    };
+    match c.phase {
+        Phase::Start { last } => match last {
+            Some((limit, r)) if rate < r * GROWTH_PAYS => {
+                // The last step did not pay: settle on the better of the two.
+                c.phase = Phase::Steady {
+                    at: now + seen.window * PROBE_EVERY,
+                    probe: None,
+                };
+                if rate >= r * SETTLE_ABOVE {
+                    current
+                } else {
+                    limit
+                }
+            }
+            _ => {
+                c.phase = Phase::Start {
+                    last: Some((current, rate)),
+                };
+                up(START_STEP)
+            }
+        },
+        Phase::Steady { at, probe } => match probe {
+            Some((limit, r)) => {
+                c.phase = Phase::Steady {
+                    at: now + seen.window * PROBE_EVERY,
+                    probe: None,
+                };
+                match (rate >= r * PROBE_PAYS, c.ceiling) {
+                    // Under a ceiling, a probe that drew no congestion is kept.
+                    (_, Some(_)) => current,
+                    // It paid: grow fast again.
+                    (true, None) => {
+                        c.phase = Phase::Start {
+                            last: Some((current, rate)),
+                        };
+                        up(START_STEP)
+                    }
+                    (false, None) => limit,
+                }
+            }
+            None if now >= at && current < max => {
+                c.phase = Phase::Steady {
+                    at,
+                    probe: Some((current, rate)),
+                };
+                up(PROBE_STEP)
+            }
+            None => current,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// A model of a store: a round trip of `rtt` whatever the load, up to `knee` requests
+    /// in flight (more only queue), and refusals above `throttle`. Runs the controller
+    /// for `secs` simulated seconds of plentiful work; returns the limit of each window.
+    fn model(rtt: Duration, knee: usize, throttle: usize, max: usize, secs: u64) -> Vec<usize> {
+        let start = Instant::now();
+        let mut c = Control::new(start);
+        let (mut now, mut limit, mut congestion) = (start, 16, 0);
+        let mut seen = Vec::new();
+        let window = MIN_WINDOW.max(rtt * WINDOW_LATENCIES);
+        while now < start + Duration::from_secs(secs) {
+            now += window;
+            congestion += u64::from(limit > throttle);
+            let seen_now = Seen {
+                rate: limit.min(knee) as f64 / rtt.as_secs_f64(),
+                pressed: true,
+                congestion,
+                window,
+            };
+            limit = step(&mut c, (1, max), limit, now, seen_now);
+            seen.push(limit);
+        }
+        seen
+    }
+
+    #[test]
+    fn latency_bound_work_grows_to_the_maximum_within_a_second() {
+        let seen = model(Duration::from_millis(30), usize::MAX, usize::MAX, 1024, 10);
+        let windows = (Duration::from_secs(1).as_millis() / 90) as usize;
+        assert_eq!(seen[windows], 1024, "{seen:?}");
+        assert!(seen.iter().all(|&l| l <= 1024));
+    }
+
+    #[test]
+    fn growth_stops_where_more_in_flight_stops_paying() {
+        let seen = model(Duration::from_millis(30), 100, usize::MAX, 1024, 30);
+        let tail = &seen[seen.len() / 2..];
+        // Settled at the first step past the knee (one step is ×4), probing a quarter
+        // above it now and then, and never back to the maximum.
+        assert!(tail.iter().all(|&l| (100..=500).contains(&l)), "{tail:?}");
+        assert!(
+            tail.iter().filter(|&&l| l > 400).count() * 10 < tail.len(),
+            "{tail:?}"
+        );
+    }
+
+    #[test]
+    fn congestion_cuts_the_limit_and_it_settles_under_the_stores() {
+        let seen = model(Duration::from_millis(30), usize::MAX, 64, 1024, 120);
+        assert!(
+            seen.iter().any(|&l| l > 64),
+            "it probes past the store's limit"
+        );
+        let tail = &seen[seen.len() / 2..];
+        let over = tail.iter().filter(|&&l| l > 64).count();
+        let mean = tail.iter().sum::<usize>() as f64 / tail.len() as f64;
+        assert!(
+            over * 50 <= tail.len(),
+            "swings: {over} of {} over",
+            tail.len()
+        );
+        assert!(mean >= 0.7 * 64.0, "too far under: {mean}");
+    }
+
+    #[test]
+    fn no_more_items_are_in_flight_than_the_limit() {
+        let limit = Arc::new(Limit::fixed(3));
+        let (now, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        std::thread::scope(|s| {
+            for _ in 0..12 {
+                s.spawn(|| {
+                    for _ in 0..200 {
+                        let permit = limit.acquire();
+                        let n = now.fetch_add(1, Relaxed) + 1;
+                        most.fetch_max(n, Relaxed);
+                        std::thread::yield_now();
+                        now.fetch_sub(1, Relaxed);
+                        permit.done(Duration::ZERO, true);
+                    }
+                });
+            }
+        });
+        assert_eq!(most.load(Relaxed), 3);
+        assert_eq!(limit.report().peak, 3);
+    }
+}
