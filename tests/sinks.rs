@@ -343,7 +343,8 @@ fn upload_workers_pins_the_limit_and_a_local_directory_keeps_two() {
     let v = report(&r.get_output().stdout);
     let up = upload_stage(&v);
     assert_eq!(up["workers"], 5, "{up}");
-    assert!(up.get("limit").is_none(), "{up}");
+    assert_eq!(up["limit"]["adaptive"], false, "{up}");
+    assert_eq!(up["limit"]["peak"], 5, "{up}");
     let r = ferry()
         .arg(&src)
         .args(["--to"])

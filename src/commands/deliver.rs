@@ -221,19 +221,20 @@ fn build(
 
 /// How many uploads are in flight.
 enum UploadLimit {
-    /// This many, always: pinned by `--upload-workers`, or into a local directory.
+    /// This many workers: into a local directory.
     Workers(NonZeroUsize),
-    /// As many as pay, up to a maximum: into a remote store, where each request is a
-    /// round trip and the store may throttle.
+    /// Under a limit: fixed by `--upload-workers`, or as many as pay, up to a maximum,
+    /// into a remote store, where each request is a round trip and the store may throttle.
     Adapts(Arc<Limit>),
 }
 
-/// The upload stage's limit: `--upload-workers` if given; else a few into a local
-/// directory (a disk gains nothing from more, and a dry run sends nothing), and an
-/// adaptive limit into a remote store, cut back when the store throttles.
+/// The upload stage's limit: `--upload-workers` if given (a fixed limit, whose threads
+/// start without a rayon pool's start-up cost); else a few into a local directory (a disk
+/// gains nothing from more, and a dry run sends nothing), and an adaptive limit into a
+/// remote store, cut back when the store throttles.
 fn upload_limit(t: &Tuning, sink: &Arc<dyn Sink>, dry_run: bool) -> UploadLimit {
     match t.upload_workers {
-        Some(n) => UploadLimit::Workers(n),
+        Some(n) => UploadLimit::Adapts(Arc::new(Limit::fixed(n.get()))),
         None if dry_run || sink.local_root().is_some() => UploadLimit::Workers(LOCAL_UPLOADS),
         None => {
             let (min, start) = REMOTE_UPLOADS;
