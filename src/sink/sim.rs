@@ -1,15 +1,16 @@
 //! `sim:` — a simulated network upload: real waits, injected failures, nothing stored.
 //!
-//! Each part written waits `latency ± jitter` plus its transmission time on one link of
-//! `bandwidth` shared by all uploads (like a single uplink), then fails with probability
-//! `fail`. Failures and jitter are drawn from a hash of (seed, object key, part, attempt),
+//! Each part written is answered after `latency ± jitter` plus its transmission time on
+//! one link of `bandwidth` shared by all uploads (like a single uplink), and fails with
+//! probability `fail`. Parts of one object go out up to four at a time, as a multipart
+//! upload's do; the commit waits for them, then is a request of its own. Failures and jitter are drawn from a hash of (seed, object key, part, attempt),
 //! so a run with the same seed and files sees the same faults whatever the thread timing.
 //! The sink checksums what it accepts, so the run can prove that what arrived is what was
 //! sent.
 
 use super::api::{ObjectMeta, Receipt, Sink, SinkError, Upload};
 use crate::pipeline::CancelToken;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -141,6 +142,9 @@ fn key_hash(key: &Path) -> u64 {
         })
 }
 
+/// How often a simulated request checks whether the run was cancelled.
+const CANCEL_CHECK: Duration = Duration::from_millis(20);
+
 struct Inner {
     spec: SimSpec,
     cancel: CancelToken,
@@ -202,8 +206,7 @@ impl Inner {
         };
         self.in_flight.fetch_sub(1, Relaxed);
         result?;
-        let p = (mix(&[draw, 2]) >> 11) as f64 / (1u64 << 53) as f64;
-        if p < self.spec.fail {
+        if self.fails(draw) {
             return Err(SinkError::Simulated);
         }
         Ok(())
@@ -211,6 +214,19 @@ impl Inner {
 
     /// Waits out one request of `bytes`: its transmission, then the latency.
     fn wait(&self, bytes: u64, draw: u64, deadline: Option<Instant>) -> Result<(), SinkError> {
+        let until = self.arrival(bytes, draw);
+        self.sleep_until(until, deadline)
+    }
+
+    /// Whether the request of `draw` fails.
+    fn fails(&self, draw: u64) -> bool {
+        let p = (mix(&[draw, 2]) >> 11) as f64 / (1u64 << 53) as f64;
+        p < self.spec.fail
+    }
+
+    /// When a request of `bytes` sent now is answered: its transmission on the shared
+    /// link, then the latency.
+    fn arrival(&self, bytes: u64, draw: u64) -> Instant {
         let now = Instant::now();
         let sent = match self.spec.bandwidth {
             None => now,
@@ -230,11 +246,24 @@ impl Inner {
         };
         let latency =
             Duration::from_nanos((self.spec.latency.as_nanos() as i64 + spread).max(0) as u64);
-        let until = sent + latency;
+        sent + latency
+    }
+
+    /// Sleeps until `until`, or the deadline, or the run is cancelled.
+    fn sleep_until(&self, until: Instant, deadline: Option<Instant>) -> Result<(), SinkError> {
         let stop_at = deadline.map_or(until, |d| d.min(until));
-        let wait = stop_at.saturating_duration_since(Instant::now());
-        if self.cancel.wait_timeout(wait) {
-            return Err(SinkError::Cancelled);
+        // Slept in slices, checking the token between them: a thousand requests waiting
+        // on the token's one channel would cost each registration a scan of all the
+        // others (seen as the simulator's own CPU, not the network it simulates).
+        loop {
+            if self.cancel.is_cancelled() {
+                return Err(SinkError::Cancelled);
+            }
+            let left = stop_at.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(CANCEL_CHECK));
         }
         if let Some(d) = deadline {
             if d < until {
@@ -273,6 +302,7 @@ impl Sink for SimSink {
             part: 0,
             attempt: 0,
             deadline: meta.deadline,
+            outstanding: VecDeque::new(),
         }))
     }
 
@@ -342,7 +372,14 @@ struct SimUpload {
     /// Attempts at the current part, so a retry gets a fresh draw.
     attempt: u64,
     deadline: Option<Instant>,
+    /// When each part sent and not yet confirmed is answered, oldest first: parts of
+    /// one object go out together, up to [`PARTS_PER_OBJECT`], as a multipart upload's
+    /// do (the S3 sink's too).
+    outstanding: VecDeque<Instant>,
 }
+
+/// Parts of one object in flight at most.
+const PARTS_PER_OBJECT: usize = 4;
 
 impl SimUpload {
     fn request(&mut self, bytes: u64) -> Result<(), SinkError> {
@@ -355,15 +392,66 @@ impl SimUpload {
     }
 }
 
+impl SimUpload {
+    /// Sends a part without waiting for its answer (but for the oldest, beyond
+    /// [`PARTS_PER_OBJECT`] in flight). A part the draw fails, or one over the throttle,
+    /// is waited for and fails as a request of its own would.
+    fn send(&mut self, bytes: u64) -> Result<(), SinkError> {
+        let sink = self.sink.clone();
+        let over = sink
+            .spec
+            .throttle
+            .is_some_and(|k| sink.in_flight.load(Relaxed) >= k);
+        let draw = mix(&[sink.spec.seed, self.key_hash, self.part, self.attempt]);
+        if over || sink.fails(draw) {
+            return self.request(bytes);
+        }
+        let until = sink.arrival(bytes, draw);
+        if sink.cancel.is_cancelled() || self.deadline.is_some_and(|d| d < until) {
+            // It cannot be answered in time: it fails now, as a request would.
+            self.attempt += 1;
+            return sink.sleep_until(until, self.deadline);
+        }
+        sink.in_flight.fetch_add(1, Relaxed);
+        self.outstanding.push_back(until);
+        self.part += 1;
+        self.attempt = 0;
+        while self.outstanding.len() > PARTS_PER_OBJECT {
+            self.confirm_one()?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest part in flight to be answered.
+    fn confirm_one(&mut self) -> Result<(), SinkError> {
+        let Some(until) = self.outstanding.pop_front() else {
+            return Ok(());
+        };
+        let waited = self.sink.sleep_until(until, self.deadline);
+        self.sink.in_flight.fetch_sub(1, Relaxed);
+        waited
+    }
+}
+
+impl Drop for SimUpload {
+    fn drop(&mut self) {
+        let n = self.outstanding.len();
+        self.sink.in_flight.fetch_sub(n, Relaxed);
+    }
+}
+
 impl Upload for SimUpload {
     fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
-        self.request(bytes.len() as u64)?;
+        self.send(bytes.len() as u64)?;
         self.crc.update(bytes);
         self.len += bytes.len() as u64;
         Ok(())
     }
 
     fn commit(&mut self) -> Result<Receipt, SinkError> {
+        while !self.outstanding.is_empty() {
+            self.confirm_one()?;
+        }
         self.request(0)?;
         let crc = self.crc.clone().finalize();
         self.sink

@@ -5,7 +5,9 @@
 //!
 //! An object smaller than one part is one PUT; a larger one is a multipart upload of
 //! 8 MiB parts or more (S3 wants ≥ 5 MiB and ≤ 10,000 parts), completed on commit and
-//! aborted on any failure, so nothing half-made is ever visible. Metadata: source size
+//! aborted on any failure, so nothing half-made is ever visible. Parts go out while the
+//! next is gathered: up to 4 of one object, 8 across the sink, whose bytes are the only
+//! ones held beyond the memory budget (64 MiB at most, with 8 MiB parts). Metadata: source size
 //! and mtime on every object, and the source CRC-32 on single-PUT objects (a multipart
 //! upload fixes its metadata when it starts, before the CRC is known). `object_store`
 //! retries failed requests itself, with ferry's `--retries`/`--retry-backoff`.
@@ -24,6 +26,7 @@ use object_store::{
     PutMultipartOptions, PutOptions, PutPayload,
 };
 use object_store::{BackoffConfig, RetryConfig};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io::Read;
 use std::path::Path;
@@ -66,6 +69,8 @@ pub struct CloudSink {
     client: Client,
     /// object_store's retries, seen through its `tracing` events.
     events: ClientEvents,
+    /// Slots for multipart parts in flight, across all uploads ([`PARTS_IN_FLIGHT`]).
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// What every blocking call into object_store goes through.
@@ -225,6 +230,7 @@ impl CloudSink {
                 dispatch,
             },
             events,
+            slots: Arc::new(tokio::sync::Semaphore::new(PARTS_IN_FLIGHT)),
         })
     }
 
@@ -243,6 +249,8 @@ impl CloudSink {
             deadline: meta.deadline,
             done: false,
             cloud: self.spec.cloud,
+            parts: VecDeque::new(),
+            slots: self.slots.clone(),
         })
     }
 
@@ -275,6 +283,18 @@ fn run_with<T>(
     fut: impl Future<Output = object_store::Result<T>>,
 ) -> Result<T, SinkError> {
     client.requests.fetch_add(1, Relaxed);
+    block(handle, client, deadline, cancellable, fut)
+}
+
+/// Waits for `fut` on the sink's runtime, bounded by `deadline` and, when `cancellable`,
+/// ended by the run's cancel token; not counted as a request.
+fn block<T>(
+    handle: &tokio::runtime::Handle,
+    client: &Client,
+    deadline: Option<Instant>,
+    cancellable: bool,
+    fut: impl Future<Output = object_store::Result<T>>,
+) -> Result<T, SinkError> {
     let bounded = async {
         match deadline {
             None => Ok(fut.await),
@@ -592,9 +612,42 @@ struct CloudUpload {
     done: bool,
     /// Which store: how metadata is named there.
     cloud: Cloud,
+    /// Parts sent and not yet confirmed, oldest first: a big object's parts go out
+    /// together, so its upload costs a round trip per [`PARTS_PER_OBJECT`] parts, not
+    /// per part.
+    parts: VecDeque<tokio::task::JoinHandle<object_store::Result<()>>>,
+    /// The sink's slots for parts in flight, shared by all its uploads.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
+/// Parts of one object in flight at most.
+const PARTS_PER_OBJECT: usize = 4;
+/// Parts in flight at most across all objects: their bytes (8 MiB each, or more for an
+/// object over 80 GiB) are held beyond the memory budget, so this bounds the extra.
+pub const PARTS_IN_FLIGHT: usize = 8;
+
 impl CloudUpload {
+    /// Waits for the oldest part in flight to be confirmed.
+    fn confirm_one(&mut self) -> Result<(), SinkError> {
+        let Some(part) = self.parts.pop_front() else {
+            return Ok(());
+        };
+        block(
+            &self.handle,
+            &self.client,
+            self.deadline,
+            true,
+            async move {
+                part.await.unwrap_or_else(|e| {
+                    Err(object_store::Error::Generic {
+                        store: "ferry",
+                        source: Box::new(e),
+                    })
+                })
+            },
+        )
+    }
+
     fn send_part(&mut self) -> Result<(), SinkError> {
         if self.multipart.is_none() {
             let opts = PutMultipartOptions {
@@ -609,12 +662,43 @@ impl CloudUpload {
             )?;
             self.multipart = Some(mp);
         }
-        let data = PutPayload::from(std::mem::take(&mut self.buf));
-        let part = self.multipart.as_mut().map(|mp| mp.put_part(data));
-        match part {
-            Some(p) => run(&self.handle, &self.client, self.deadline, p),
-            None => Ok(()),
+        while self.parts.len() >= PARTS_PER_OBJECT {
+            self.confirm_one()?;
         }
+        let slots = self.slots.clone();
+        let slot = block(
+            &self.handle,
+            &self.client,
+            self.deadline,
+            true,
+            async move {
+                slots
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| object_store::Error::Generic {
+                        store: "ferry",
+                        source: Box::new(e),
+                    })
+            },
+        )?;
+        let data = PutPayload::from(std::mem::take(&mut self.buf));
+        let Some(part) = self.multipart.as_mut().map(|mp| mp.put_part(data)) else {
+            return Ok(());
+        };
+        self.client.requests.fetch_add(1, Relaxed);
+        // The part runs on the sink's runtime while the next is gathered; its retries
+        // still reach the events subscriber.
+        let sent = async move {
+            let r = part.await;
+            drop(slot);
+            r
+        };
+        let sent = tracing::instrument::WithSubscriber::with_subscriber(
+            sent,
+            self.client.dispatch.clone(),
+        );
+        self.parts.push_back(self.handle.spawn(sent));
+        Ok(())
     }
 }
 
@@ -655,6 +739,9 @@ impl Upload for CloudUpload {
             if !self.buf.is_empty() {
                 self.send_part()?;
             }
+            while !self.parts.is_empty() {
+                self.confirm_one()?;
+            }
             if let Some(mp) = self.multipart.as_mut() {
                 run(&self.handle, &self.client, self.deadline, mp.complete())?;
             }
@@ -669,6 +756,9 @@ impl Upload for CloudUpload {
     fn abort(&mut self) {
         if !self.done {
             self.done = true;
+            for part in self.parts.drain(..) {
+                part.abort();
+            }
             if let Some(mp) = self.multipart.as_mut() {
                 // Bounded: a store that does not answer must not hold up the shutdown.
                 let deadline = Some(Instant::now() + ABORT_WAIT);
