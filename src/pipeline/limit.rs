@@ -172,8 +172,7 @@ pub struct LimitReport {
     pub peak: usize,
     /// Its average over the run, weighted by time.
     pub mean: f64,
-    /// Each change: seconds since the start, and the new limit (the first
-    /// [`KEPT_CHANGES`]).
+    /// Each change: seconds since the start, and the new limit (the first 10,000).
     pub changes: Vec<(f64, usize)>,
 }
 
