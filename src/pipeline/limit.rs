@@ -6,17 +6,19 @@
 //! receives an item and gives it back when the item is handled, so a stage of 1,024
 //! threads under a limit of 40 has 40 at work and the rest parked on the gate.
 //!
-//! An adaptive limit measures the stage over windows of a few item latencies (at least
+//! An adaptive limit measures the stage over windows of two mean item latencies (at least
 //! 50 ms): items handled per second, and whether it was *pressed* (items waiting in its
 //! queue while every permit was taken). Only a pressed stage grows its limit, since more
 //! in flight cannot help a stage that waits for input:
-//! - it starts by doubling each window while that raises the rate by 15 % or more;
-//! - once a doubling stops paying, it keeps the better of the last two limits and then
-//!   probes 25 % higher every few seconds, keeping a probe only if the rate rises 10 %;
+//! - it starts by stepping ×4 each window while that raises the rate by 15 % or more;
+//! - once a step stops paying, it keeps the better of the last two limits and then
+//!   probes 25 % higher every 4 windows, keeping a probe only if the rate rises 10 %;
 //! - when the work signals congestion (the store throttled: 503 SlowDown, 429, a
-//!   timeout), it cuts the limit by a quarter and holds it there, and each further
-//!   congestion doubles the hold (up to a minute), so the limit settles under the store's
-//!   own instead of swinging around it.
+//!   timeout), it halves the limit (but not below the highest that went through), holds
+//!   it for 4 windows, and remembers where the store refused: later probes go only
+//!   halfway there, and each further congestion doubles the hold (up to a minute), so the
+//!   limit settles under the store's own instead of swinging around it. The ceiling is
+//!   forgotten after a minute without congestion, as a store's limits change.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -36,7 +38,7 @@ const GROWTH_PAYS: f64 = 1.15;
 const PROBE_PAYS: f64 = 1.10;
 /// How long a ceiling (where the store throttled) is kept without new congestion.
 const FORGET_CEILING: Duration = Duration::from_secs(60);
-/// When a doubling did not pay, the higher limit is kept only if its rate was this much
+/// When a step did not pay, the higher limit is kept only if its rate was this much
 /// better: otherwise the lower one does the same work with fewer in flight.
 const SETTLE_ABOVE: f64 = 1.05;
 /// How often a settled limit probes higher, in windows.
@@ -125,7 +127,7 @@ impl Window {
 
 #[derive(Debug, Clone, Copy)]
 enum Phase {
-    /// Doubling; `last` is the limit and rate of the window before, if it was pressed.
+    /// Stepping up; `last` is the limit and rate of the window before, if it was pressed.
     Start { last: Option<(usize, f64)> },
     /// Settled; probes higher from `at`, and `probe` is the limit and rate it left.
     Steady {
