@@ -195,11 +195,11 @@ fn build(
     t: &Tuning,
     ledger: Ledger,
     loader: Arc<Loader>,
-    (uploader, limit): (Arc<Uploader>, UploadLimit),
+    (uploader, limit): (Arc<Uploader>, Option<Arc<Limit>>),
 ) -> Result<Collected<Ledger>, FerryError> {
     let upload = match limit {
-        UploadLimit::Workers(n) => stage("upload", n, t),
-        UploadLimit::Adapts(limit) => stage("upload", NonZeroUsize::MIN, t).limit(limit),
+        None => stage("upload", LOCAL_UPLOADS, t),
+        Some(limit) => stage("upload", NonZeroUsize::MIN, t).limit(limit),
     };
     let level = t.level;
     let outcomes = p
@@ -219,33 +219,21 @@ fn build(
     super::record(outcomes, ledger)
 }
 
-/// How many uploads are in flight.
-enum UploadLimit {
-    /// This many workers: into a local directory.
-    Workers(NonZeroUsize),
-    /// Under a limit: fixed by `--upload-workers`, or as many as pay, up to a maximum,
-    /// into a remote store, where each request is a round trip and the store may throttle.
-    Adapts(Arc<Limit>),
-}
-
 /// The upload stage's limit: `--upload-workers` if given (a fixed limit, whose threads
 /// start without a rayon pool's start-up cost); else a few into a local directory (a disk
 /// gains nothing from more, and a dry run sends nothing), and an adaptive limit into a
-/// remote store, cut back when the store throttles.
-fn upload_limit(t: &Tuning, sink: &Arc<dyn Sink>, dry_run: bool) -> UploadLimit {
+/// remote store, cut back when the store throttles. `None`: [`LOCAL_UPLOADS`] workers,
+/// no gate.
+fn upload_limit(t: &Tuning, sink: &Arc<dyn Sink>, dry_run: bool) -> Option<Arc<Limit>> {
     match t.upload_workers {
-        Some(n) => UploadLimit::Adapts(Arc::new(Limit::fixed(n.get()))),
-        None if dry_run || sink.local_root().is_some() => UploadLimit::Workers(LOCAL_UPLOADS),
+        Some(n) => Some(Arc::new(Limit::fixed(n.get()))),
+        None if dry_run || sink.local_root().is_some() => None,
         None => {
             let (min, start) = REMOTE_UPLOADS;
             let sink = sink.clone();
             let congestion = Box::new(move || sink.throttled());
-            UploadLimit::Adapts(Arc::new(Limit::adaptive(
-                min,
-                start,
-                MAX_UPLOADS,
-                Some(congestion),
-            )))
+            let limit = Limit::adaptive(min, start, MAX_UPLOADS, Some(congestion));
+            Some(Arc::new(limit))
         }
     }
 }

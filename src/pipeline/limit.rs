@@ -56,8 +56,8 @@ pub struct Limit {
     current: AtomicUsize,
     /// The highest the limit has been.
     peak: AtomicUsize,
-    /// Permits taken now.
-    taken: Mutex<usize>,
+    /// Permits taken now, and workers waiting for one (woken only when some wait).
+    taken: Mutex<(usize, usize)>,
     freed: Condvar,
     /// Congestion signals seen so far, from the work itself and from `congestion`.
     signalled: AtomicU64,
@@ -215,7 +215,7 @@ impl Limit {
             adaptive,
             current: AtomicUsize::new(start),
             peak: AtomicUsize::new(start),
-            taken: Mutex::new(0),
+            taken: Mutex::new((0, 0)),
             freed: Condvar::new(),
             signalled: AtomicU64::new(0),
             congestion,
@@ -253,10 +253,12 @@ impl Limit {
     /// Waits for a permit.
     pub fn acquire(&self) -> Permit<'_> {
         let mut taken = lock(&self.taken);
-        while *taken >= self.current() {
+        while taken.0 >= self.current() {
+            taken.1 += 1;
             taken = self.freed.wait(taken).unwrap_or_else(|e| e.into_inner());
+            taken.1 -= 1;
         }
-        *taken += 1;
+        taken.0 += 1;
         Permit {
             limit: self,
             returned: false,
@@ -264,13 +266,16 @@ impl Limit {
     }
 
     fn release(&self, item: Option<(Duration, bool)>) {
-        let pressed = {
+        let (pressed, waiting) = {
             let mut taken = lock(&self.taken);
-            let full = *taken >= self.current();
-            *taken -= 1;
-            full
+            let full = taken.0 >= self.current();
+            taken.0 -= 1;
+            (full, taken.1 > 0)
         };
-        self.freed.notify_one();
+        // A wake-up is a system call: only when a worker waits for it.
+        if waiting {
+            self.freed.notify_one();
+        }
         let Some((took, backlog)) = item else { return };
         if !self.adaptive {
             return;

@@ -664,7 +664,7 @@ impl<'p, T: Send + 'static> Flow<'p, T> {
                     kits,
                     work: Arc::new(work),
                     name: name.to_string(),
-                    started: Arc::new(AtomicUsize::new(0)),
+                    started: AtomicUsize::new(0),
                 };
                 grow.to(limit.current())
                     .map_err(|source| PipelineError::Spawn {
@@ -709,7 +709,8 @@ struct Grow<K, W> {
     kits: Arc<Mutex<Vec<K>>>,
     work: Arc<W>,
     name: String,
-    started: Arc<AtomicUsize>,
+    /// Threads started so far.
+    started: AtomicUsize,
 }
 
 impl<K: Send + 'static, W: Fn(K, usize) + Send + Sync + 'static> Grow<K, W> {
