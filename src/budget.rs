@@ -1,15 +1,24 @@
 //! The memory budget: loading a segment reserves its size, writing it at the sink releases
 //! it. It bounds the bytes in flight whatever the file sizes and counts (design promise 3).
 
-use crate::pipeline::CancelToken;
+use crate::pipeline::{CancelToken, Emitter};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+/// What the budget's lock guards.
+#[derive(Default)]
+struct Used {
+    bytes: u64,
+    /// Threads waiting for room: a release wakes them only when there are some (a
+    /// wake-up is a system call, and tiny files release a permit each).
+    waiting: usize,
+}
+
 /// A byte budget shared by every stage.
 pub struct Budget {
     limit: u64,
-    used: Mutex<u64>,
+    used: Mutex<Used>,
     freed: Condvar,
     /// Mirrors `used` for the reporter, which must not take the lock.
     gauge: Arc<AtomicU64>,
@@ -20,9 +29,34 @@ impl Budget {
     pub fn new(limit: u64, gauge: Arc<AtomicU64>) -> Arc<Self> {
         Arc::new(Budget {
             limit,
-            used: Mutex::new(0),
+            used: Mutex::default(),
             freed: Condvar::new(),
             gauge,
+        })
+    }
+
+    /// Reserves `bytes` for a worker that emits into `out`: at once if there is room,
+    /// else as [`Budget::acquire`] inside [`Emitter::blocked_while`] (which first sends
+    /// what the worker has gathered, since that may hold the bytes it waits for, and
+    /// counts the wait as blocked). The common case keeps the worker's batch whole.
+    pub fn reserve<U>(self: &Arc<Self>, bytes: u64, out: &Emitter<U>) -> Option<Permit> {
+        if let Some(p) = self.try_acquire(bytes) {
+            return Some(p);
+        }
+        out.blocked_while(|| self.acquire(bytes, out.cancel_token()))
+    }
+
+    /// Reserves `bytes` if that needs no wait.
+    fn try_acquire(self: &Arc<Self>, bytes: u64) -> Option<Permit> {
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        if used.bytes > 0 && used.bytes + bytes > self.limit {
+            return None;
+        }
+        used.bytes += bytes;
+        self.gauge.store(used.bytes, Relaxed);
+        Some(Permit {
+            budget: Some(self.clone()),
+            bytes,
         })
     }
 
@@ -31,18 +65,20 @@ impl Budget {
     /// Returns `None` if the run is cancelled while waiting.
     pub fn acquire(self: &Arc<Self>, bytes: u64, cancel: &CancelToken) -> Option<Permit> {
         let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-        while *used > 0 && *used + bytes > self.limit {
+        while used.bytes > 0 && used.bytes + bytes > self.limit {
             if cancel.is_cancelled() {
                 return None;
             }
+            used.waiting += 1;
             used = self
                 .freed
                 .wait_timeout(used, Duration::from_millis(50))
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+            used.waiting -= 1;
         }
-        *used += bytes;
-        self.gauge.store(*used, Relaxed);
+        used.bytes += bytes;
+        self.gauge.store(used.bytes, Relaxed);
         Some(Permit {
             budget: Some(self.clone()),
             bytes,
@@ -70,10 +106,13 @@ impl Drop for Permit {
     fn drop(&mut self) {
         if let Some(b) = &self.budget {
             let mut used = b.used.lock().unwrap_or_else(|e| e.into_inner());
-            *used = used.saturating_sub(self.bytes);
-            b.gauge.store(*used, Relaxed);
+            used.bytes = used.bytes.saturating_sub(self.bytes);
+            b.gauge.store(used.bytes, Relaxed);
+            let waiting = used.waiting > 0;
             drop(used);
-            b.freed.notify_all();
+            if waiting {
+                b.freed.notify_all();
+            }
         }
     }
 }

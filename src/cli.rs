@@ -223,7 +223,9 @@ pub struct RunArgs {
     )]
     pub upload_workers: Option<NonZeroUsize>,
 
-    /// Capacity of each channel between stages, in items.
+    /// Capacity of each channel between stages, in messages of up to 32 items (of up
+    /// to N items when N is under 32; one item each into the upload stage of a remote
+    /// store).
     #[arg(long, env = "FERRY_QUEUE", value_name = "N", default_value = "64")]
     pub queue: NonZeroUsize,
 

@@ -221,8 +221,7 @@ impl Loader {
                 return emit_stop(i, failed(e));
             }
             let len = seg.min(ctx.size - i * seg);
-            let Some(permit) = out.blocked_while(|| self.budget.acquire(len, out.cancel_token()))
-            else {
+            let Some(permit) = self.budget.reserve(len, out) else {
                 return emit_stop(i, Verdict::Cancelled);
             };
             // Read into spare capacity: no zeroing, and `take` stops exactly at the

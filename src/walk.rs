@@ -252,6 +252,20 @@ pub fn special_skip(ft: &FileType) -> Skip {
     })
 }
 
+/// A reader that sends what the producer has gathered before each read, since a read
+/// from a pipe may wait for as long as its writer likes.
+struct FlushFirst<'a, R> {
+    reader: R,
+    out: &'a Emitter<FileTask>,
+}
+
+impl<R: Read> Read for FlushFirst<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let _ = self.out.flush();
+        self.reader.read(buf)
+    }
+}
+
 /// What the walk decided about an entry: `None` to load it, else its verdict.
 type Found = Option<Verdict>;
 
@@ -418,7 +432,8 @@ impl Walker {
                     }
                 }
             };
-            let mut reader = BufReader::new(reader);
+            // Reading may wait (a pipe, a terminal): what was found goes downstream first.
+            let mut reader = BufReader::with_capacity(64 << 10, FlushFirst { reader, out });
             let sep = if nul { 0 } else { b'\n' };
             let mut line = Vec::new();
             // Keys taken so far: `a`, `./a` and `a//` are one key, taken once per run.

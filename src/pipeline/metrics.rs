@@ -116,8 +116,9 @@ pub struct StageMetrics {
     /// Of `busy_ns`, the time spent in `emit` waiting for room in a full downstream queue:
     /// back-pressure, not work.
     pub blocked_ns: AtomicU64,
-    /// Items left in the input channel when it was last looked at (shared with the
-    /// upstream emitters, which update it after each send).
+    /// Items waiting in the input channel, in whatever batches they travel (shared with
+    /// the upstream emitters, which add what they send; the workers take off what they
+    /// receive).
     pub queue_len: Arc<AtomicUsize>,
     /// Per-item handling latency.
     pub latency: Histogram,

@@ -41,13 +41,13 @@ pub use limit::{Congestion, Limit, LimitReport, Permit};
 pub use metrics::{Histogram, StageMetrics};
 
 use crossbeam_channel::{Receiver, Sender};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::num::NonZeroUsize;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Errors of the engine itself (never of the work a stage does: that travels as data).
 #[derive(Debug, thiserror::Error)]
@@ -149,7 +149,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// One producer: runs on its own thread and emits items into the bridge channel.
 /// It should return once `emit` fails (everything downstream is gone) or the token is
-/// cancelled. An `Err` it returns reaches [`Pipeline::wait`] as
+/// cancelled. Its items are gathered in batches like a stage's; one that may wait for its
+/// own input (a pipe) should [`Emitter::flush`] before it does, or what it found waits
+/// with it. An `Err` it returns reaches [`Pipeline::wait`] as
 /// [`PipelineError::Producer`]; the items it emitted before still flow.
 pub type Producer<T> = Box<dyn FnOnce(&Emitter<T>) -> Result<(), BoxError> + Send>;
 
@@ -199,48 +201,148 @@ impl StageSpec {
     }
 }
 
+/// Items per message between stages, at most (and never more than the queue's capacity
+/// in messages): a worker gathers what it emits and sends it as one message, so tiny
+/// items cost one channel hand-off (and at most one wake-up) per batch instead of one
+/// per item.
+pub const BATCH: usize = 32;
+
+/// A gathered batch is sent once the work that made its first item began this long ago,
+/// so a heavy item (a big read, a slow compression) goes downstream as soon as it is
+/// done, and nothing finished waits long behind what follows it.
+pub const BATCH_AGE: Duration = Duration::from_micros(200);
+
 /// The sending side a worker or producer gets: emits items downstream and counts them.
 ///
-/// `emit` blocks while the downstream queue is full (that is the back-pressure) and fails
-/// only when every downstream worker is gone; the item is then handed back.
+/// Items are gathered into batches ([`BATCH`] at most) and sent when the batch is full,
+/// when the work that made its first item began [`BATCH_AGE`] ago, before the worker
+/// waits for input or in [`Emitter::blocked_while`], and when the worker ends. Sending
+/// blocks while the downstream queue is full (that is the back-pressure) and fails only
+/// when every downstream worker is gone.
 pub struct Emitter<U> {
-    tx: Sender<U>,
+    tx: Sender<Vec<U>>,
+    /// Items (not batches) in the downstream queue, shared with its readers.
     gauge: Arc<AtomicUsize>,
     metrics: Arc<StageMetrics>,
     cancel: CancelToken,
     closed: Cell<bool>,
+    /// Items per message, set by the stage that reads them (1 under a [`Limit`], so
+    /// each item can go to a worker of its own).
+    batch: Arc<AtomicUsize>,
+    pending: RefCell<Vec<U>>,
+    /// When the work that made the first pending item began.
+    since: Cell<Option<Instant>>,
+    /// When the handler call now running began (none for a producer).
+    began: Cell<Option<Instant>>,
 }
 
 impl<U> Emitter<U> {
-    /// Sends `item` downstream, waiting while the queue is full.
+    fn new(
+        tx: Sender<Vec<U>>,
+        gauge: Arc<AtomicUsize>,
+        metrics: Arc<StageMetrics>,
+        cancel: CancelToken,
+        batch: Arc<AtomicUsize>,
+    ) -> Self {
+        Emitter {
+            tx,
+            gauge,
+            metrics,
+            cancel,
+            closed: Cell::new(false),
+            batch,
+            pending: RefCell::new(Vec::new()),
+            since: Cell::new(None),
+            began: Cell::new(None),
+        }
+    }
+
+    /// Sends `item` downstream: gathered with the items before it, sent when the batch
+    /// is due (see the type's documentation).
     ///
     /// # Errors
     /// Returns the item when the downstream stage has ended; the worker should stop.
     pub fn emit(&self, item: U) -> Result<(), U> {
-        // Only a full queue is timed: the common case costs no clock read.
-        let sent = match self.tx.try_send(item) {
-            Ok(()) => Ok(()),
-            Err(crossbeam_channel::TrySendError::Full(item)) => {
-                self.blocked_while(|| self.tx.send(item).map_err(|e| e.into_inner()))
+        if self.closed.get() {
+            return Err(item);
+        }
+        let max = self.batch.load(Relaxed).max(1);
+        let len = {
+            let mut pending = self.pending.borrow_mut();
+            if pending.is_empty() {
+                pending.reserve_exact(max);
+                self.since
+                    .set(Some(self.began.get().unwrap_or_else(Instant::now)));
             }
-            Err(crossbeam_channel::TrySendError::Disconnected(item)) => Err(item),
+            pending.push(item);
+            pending.len()
+        };
+        if len < max && !self.aged() {
+            return Ok(());
+        }
+        match self.flush() {
+            Ok(()) => Ok(()),
+            // The other items of the batch are lost with the stage that would have taken
+            // them; the caller gets its own item back.
+            Err(mut batch) => batch.pop().map_or(Ok(()), Err),
+        }
+    }
+
+    /// Sends what has been gathered now.
+    ///
+    /// # Errors
+    /// Returns the batch when the downstream stage has ended.
+    pub fn flush(&self) -> Result<(), Vec<U>> {
+        let batch = std::mem::take(&mut *self.pending.borrow_mut());
+        self.since.set(None);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let n = batch.len();
+        // Counted before the send, so a reader never takes more than was counted.
+        self.gauge.fetch_add(n, Relaxed);
+        let sent = match self.tx.try_send(batch) {
+            Ok(()) => Ok(()),
+            // Only a full queue is timed: the common case costs no clock read.
+            Err(crossbeam_channel::TrySendError::Full(batch)) => {
+                self.timed(|| self.tx.send(batch).map_err(|e| e.into_inner()))
+            }
+            Err(crossbeam_channel::TrySendError::Disconnected(batch)) => Err(batch),
         };
         match sent {
             Ok(()) => {
-                self.gauge.store(self.tx.len(), Relaxed);
-                self.metrics.emitted.fetch_add(1, Relaxed);
+                self.metrics.emitted.fetch_add(n as u64, Relaxed);
                 Ok(())
             }
-            Err(item) => {
+            Err(batch) => {
+                self.gauge.fetch_sub(n, Relaxed);
                 self.closed.set(true);
-                Err(item)
+                Err(batch)
             }
         }
     }
 
-    /// Runs `wait`, counting its time as blocked rather than working: for back-pressure
-    /// other than a full queue, such as a memory budget.
+    /// Whether the work behind the first pending item began [`BATCH_AGE`] ago.
+    fn aged(&self) -> bool {
+        self.since.get().is_some_and(|t| t.elapsed() >= BATCH_AGE)
+    }
+
+    /// After a handler call: sends the batch if it is due.
+    fn tick(&self) {
+        if self.aged() {
+            let _ = self.flush();
+        }
+    }
+
+    /// Sends what has been gathered, then runs `wait`, counting its time as blocked
+    /// rather than working: for back-pressure other than a full queue, such as a memory
+    /// budget (which the gathered items may hold, so they must go first).
     pub fn blocked_while<R>(&self, wait: impl FnOnce() -> R) -> R {
+        let _ = self.flush();
+        self.timed(wait)
+    }
+
+    fn timed<R>(&self, wait: impl FnOnce() -> R) -> R {
         let started = Instant::now();
         let r = wait();
         self.metrics
@@ -259,9 +361,17 @@ impl<U> Emitter<U> {
         self.cancel.is_cancelled()
     }
 
-    /// Whether an `emit` has failed because downstream is gone.
+    /// Whether a send has failed because downstream is gone.
     pub fn is_closed(&self) -> bool {
         self.closed.get()
+    }
+}
+
+impl<U> Drop for Emitter<U> {
+    /// What is still gathered goes downstream: an emitter's items are never dropped
+    /// while a reader is there to take them.
+    fn drop(&mut self) {
+        let _ = self.flush();
     }
 }
 
@@ -294,8 +404,10 @@ pub struct Pipeline {
 /// A typed stream of items inside a [`Pipeline`] being built; add stages to it.
 pub struct Flow<'p, T> {
     pipeline: &'p mut Pipeline,
-    rx: Receiver<T>,
+    rx: Receiver<Vec<T>>,
     gauge: Arc<AtomicUsize>,
+    /// Items per message, read by the emitters that feed this flow.
+    batch: Arc<AtomicUsize>,
     capacity: usize,
     /// True only for the bridge: its readers stop waiting for producers on cancellation.
     detach_on_cancel: bool,
@@ -347,6 +459,7 @@ impl Pipeline {
         let capacity = capacity.get();
         let (tx, rx) = crossbeam_channel::bounded(capacity);
         let gauge = Arc::new(AtomicUsize::new(0));
+        let batch = Arc::new(AtomicUsize::new(BATCH));
         let metrics = Arc::new(StageMetrics::new(
             name,
             producers.len(),
@@ -360,13 +473,13 @@ impl Pipeline {
             metrics: metrics.clone(),
         };
         for (i, producer) in producers.into_iter().enumerate() {
-            let emitter = Emitter {
-                tx: tx.clone(),
-                gauge: gauge.clone(),
-                metrics: metrics.clone(),
-                cancel: self.cancel.clone(),
-                closed: Cell::new(false),
-            };
+            let emitter = Emitter::new(
+                tx.clone(),
+                gauge.clone(),
+                metrics.clone(),
+                self.cancel.clone(),
+                batch.clone(),
+            );
             let life = life.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("ferry-{name}-{i}"))
@@ -403,6 +516,7 @@ impl Pipeline {
             pipeline: self,
             rx,
             gauge,
+            batch,
             capacity,
             detach_on_cancel: true,
         })
@@ -488,7 +602,7 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 /// What one worker thread needs; each worker pops its own set so that no channel end
 /// outlives the worker that uses it.
 struct Kit<T, X> {
-    rx: Receiver<T>,
+    rx: Receiver<Vec<T>>,
     extra: X,
     exit: Sender<Option<(String, String)>>,
 }
@@ -509,11 +623,25 @@ impl<'p, T: Send + 'static> Flow<'p, T> {
         F: Fn(usize) -> W + Send + Sync + 'static,
         W: FnMut(T, &Emitter<U>),
     {
-        let (tx, rx) = crossbeam_channel::bounded::<U>(spec.queue.get());
+        let (tx, rx) = crossbeam_channel::bounded::<Vec<U>>(spec.queue.get());
         let out_gauge = Arc::new(AtomicUsize::new(0));
+        let out_batch = Arc::new(AtomicUsize::new(BATCH));
         let cancel = self.pipeline.cancel.clone();
-        let extras: Vec<(Sender<U>, Arc<AtomicUsize>, CancelToken)> = (0..spec.workers.get())
-            .map(|_| (tx.clone(), out_gauge.clone(), cancel.clone()))
+        type Ends<U> = (
+            Sender<Vec<U>>,
+            Arc<AtomicUsize>,
+            CancelToken,
+            Arc<AtomicUsize>,
+        );
+        let extras: Vec<Ends<U>> = (0..spec.workers.get())
+            .map(|_| {
+                (
+                    tx.clone(),
+                    out_gauge.clone(),
+                    cancel.clone(),
+                    out_batch.clone(),
+                )
+            })
             .collect();
         drop(tx);
         let pipeline = self.spawn(
@@ -521,21 +649,22 @@ impl<'p, T: Send + 'static> Flow<'p, T> {
             spec.workers.get(),
             spec.limit.clone(),
             extras,
-            move |i, metrics: &Arc<StageMetrics>, (tx, gauge, cancel)| {
-                let emitter = Emitter {
-                    tx,
-                    gauge,
-                    metrics: metrics.clone(),
-                    cancel,
-                    closed: Cell::new(false),
-                };
+            move |i, metrics: &Arc<StageMetrics>, (tx, gauge, cancel, batch)| {
+                let emitter = Emitter::new(tx, gauge, metrics.clone(), cancel, batch);
                 let mut f = make(i);
-                move |item: Option<T>| match item {
-                    Some(item) => {
+                move |event: Event<T>| match event {
+                    Event::Item(item, began) => {
+                        emitter.began.set(Some(began));
                         f(item, &emitter);
+                        emitter.began.set(None);
+                        emitter.tick();
                         !emitter.is_closed()
                     }
-                    None => false,
+                    Event::Idle => emitter.flush().is_ok(),
+                    Event::End => {
+                        let _ = emitter.flush();
+                        false
+                    }
                 }
             },
         )?;
@@ -543,6 +672,7 @@ impl<'p, T: Send + 'static> Flow<'p, T> {
             pipeline,
             rx,
             gauge: out_gauge,
+            batch: out_batch,
             capacity: spec.queue.get(),
             detach_on_cancel: false,
         })
@@ -573,14 +703,15 @@ impl<'p, T: Send + 'static> Flow<'p, T> {
         self.spawn(name, workers.get(), None, extras, move |i, _metrics, tx| {
             let mut state = Some(init(i));
             let each = each.clone();
-            move |item: Option<T>| match item {
-                Some(item) => {
+            move |event: Event<T>| match event {
+                Event::Item(item, _) => {
                     if let Some(s) = state.as_mut() {
                         each(s, item);
                     }
                     true
                 }
-                None => {
+                Event::Idle => true,
+                Event::End => {
                     if let Some(s) = state.take() {
                         let _ = tx.send(s);
                     }
@@ -592,8 +723,8 @@ impl<'p, T: Send + 'static> Flow<'p, T> {
     }
 
     /// Starts a pool of `workers` threads, each running the loop over this flow's input.
-    /// `make_worker` builds, on the worker thread, a handler that takes `Some(item)` and
-    /// returns whether to go on, and is called once with `None` when the loop ends.
+    /// `make_worker` builds, on the worker thread, a handler that takes each
+    /// [`Event`] and returns whether to go on; it sees [`Event::End`] once, last.
     fn spawn<X, M, H>(
         self,
         name: &str,
@@ -605,16 +736,26 @@ impl<'p, T: Send + 'static> Flow<'p, T> {
     where
         X: Send + 'static,
         M: Fn(usize, &Arc<StageMetrics>, X) -> H + Send + Sync + 'static,
-        H: FnMut(Option<T>) -> bool,
+        H: FnMut(Event<T>) -> bool,
     {
         let Flow {
             pipeline,
             rx,
             gauge,
+            batch,
             capacity,
             detach_on_cancel,
         } = self;
-        let mut metrics = StageMetrics::new(name, workers, capacity, gauge);
+        // Under a limit each item may need a worker of its own (a request in flight). A
+        // queue shorter than a batch (`--queue 1`, to hold the upstream back) keeps its
+        // size in items.
+        let per_message = if limit.is_some() {
+            1
+        } else {
+            BATCH.min(capacity)
+        };
+        batch.store(per_message, Relaxed);
+        let mut metrics = StageMetrics::new(name, workers, capacity * per_message, gauge);
         metrics.limit = limit;
         let metrics = Arc::new(metrics);
         pipeline.stages.push(metrics.clone());
@@ -782,7 +923,7 @@ impl Life {
 /// items handled and the first panic.
 fn run_worker<T, X, M, H>(
     i: usize,
-    rx: Receiver<T>,
+    rx: Receiver<Vec<T>>,
     extra: X,
     make_worker: &M,
     metrics: &Arc<StageMetrics>,
@@ -790,13 +931,13 @@ fn run_worker<T, X, M, H>(
 ) -> (u64, Option<String>)
 where
     M: Fn(usize, &Arc<StageMetrics>, X) -> H,
-    H: FnMut(Option<T>) -> bool,
+    H: FnMut(Event<T>) -> bool,
 {
     match catch_unwind(AssertUnwindSafe(|| make_worker(i, metrics, extra))) {
         Ok(mut handler) => {
             let (items, mut panic) = worker_loop(&rx, metrics, cancel, &mut handler);
             drop(rx);
-            if let Err(p) = catch_unwind(AssertUnwindSafe(|| handler(None))) {
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| handler(Event::End))) {
                 panic.get_or_insert_with(|| panic_message(&*p));
             }
             (items, panic)
@@ -810,63 +951,100 @@ where
     }
 }
 
-/// One worker's loop: receive, handle, measure; until the input closes, the handler says
-/// stop, or (for bridge readers) the run is cancelled and the queue is drained.
-/// Returns the items handled and the first panic message, if any.
+/// What a worker's handler is given.
+enum Event<T> {
+    /// An item, and when its handling began.
+    Item(T, Instant),
+    /// The input is empty for now: send what was gathered before waiting.
+    Idle,
+    /// The loop has ended.
+    End,
+}
+
+/// One worker's loop: receive a batch, handle and measure each item; until the input
+/// closes, the handler says stop, or (for bridge readers) the run is cancelled and the
+/// queue is drained. Returns the items handled and the first panic message, if any.
 fn worker_loop<T>(
-    rx: &Receiver<T>,
+    rx: &Receiver<Vec<T>>,
     metrics: &StageMetrics,
     cancel: Option<&CancelToken>,
-    handler: &mut impl FnMut(Option<T>) -> bool,
+    handler: &mut impl FnMut(Event<T>) -> bool,
 ) -> (u64, Option<String>) {
     let mut items = 0;
     let mut panic = None;
     let mut draining = false;
     let limit = metrics.limit.as_deref();
-    loop {
+    'outer: loop {
         // Under a limit, a worker waits at the gate before it takes an item.
-        let permit = limit.map(Limit::acquire);
-        let item = if draining {
+        let mut permit = limit.map(Limit::acquire);
+        let batch = if draining {
             match rx.try_recv() {
-                Ok(item) => item,
+                Ok(batch) => batch,
                 Err(_) => break,
-            }
-        } else if let Some(cancel) = cancel {
-            crossbeam_channel::select! {
-                recv(rx) -> r => match r {
-                    Ok(item) => item,
-                    Err(_) => break,
-                },
-                recv(cancel.signal()) -> _ => {
-                    draining = true;
-                    continue;
-                }
             }
         } else {
-            match rx.recv() {
-                Ok(item) => item,
-                Err(_) => break,
+            let batch = match rx.try_recv() {
+                Ok(batch) => Some(batch),
+                Err(crossbeam_channel::TryRecvError::Disconnected) => break,
+                Err(crossbeam_channel::TryRecvError::Empty) => None,
+            };
+            match batch {
+                Some(batch) => batch,
+                None => {
+                    // Nothing to do for now: what was gathered goes before the wait.
+                    match catch_unwind(AssertUnwindSafe(|| handler(Event::Idle))) {
+                        Ok(true) => {}
+                        Ok(false) => break,
+                        Err(p) => {
+                            metrics.panics.fetch_add(1, Relaxed);
+                            panic.get_or_insert_with(|| panic_message(&*p));
+                        }
+                    }
+                    if let Some(cancel) = cancel {
+                        crossbeam_channel::select! {
+                            recv(rx) -> r => match r {
+                                Ok(batch) => batch,
+                                Err(_) => break,
+                            },
+                            recv(cancel.signal()) -> _ => {
+                                draining = true;
+                                continue;
+                            }
+                        }
+                    } else {
+                        match rx.recv() {
+                            Ok(batch) => batch,
+                            Err(_) => break,
+                        }
+                    }
+                }
             }
         };
-        metrics.queue_len.store(rx.len(), Relaxed);
-        metrics.busy.fetch_add(1, Relaxed);
-        let started = Instant::now();
-        let result = catch_unwind(AssertUnwindSafe(|| handler(Some(item))));
-        let took = started.elapsed();
-        metrics.busy.fetch_sub(1, Relaxed);
-        if let Some(p) = permit {
-            p.done(took, !rx.is_empty());
-        }
-        metrics.busy_ns.fetch_add(took.as_nanos() as u64, Relaxed);
-        metrics.latency.record(took);
-        metrics.items.fetch_add(1, Relaxed);
-        items += 1;
-        match result {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(p) => {
-                metrics.panics.fetch_add(1, Relaxed);
-                panic.get_or_insert_with(|| panic_message(&*p));
+        metrics.queue_len.fetch_sub(batch.len(), Relaxed);
+        let mut left = batch.len();
+        for item in batch {
+            left -= 1;
+            let permit = permit.take().or_else(|| limit.map(Limit::acquire));
+            metrics.busy.fetch_add(1, Relaxed);
+            let started = Instant::now();
+            let result = catch_unwind(AssertUnwindSafe(|| handler(Event::Item(item, started))));
+            let took = started.elapsed();
+            metrics.busy.fetch_sub(1, Relaxed);
+            if let Some(p) = permit {
+                p.done(took, left > 0 || !rx.is_empty());
+            }
+            metrics.busy_ns.fetch_add(took.as_nanos() as u64, Relaxed);
+            metrics.latency.record(took);
+            metrics.items.fetch_add(1, Relaxed);
+            items += 1;
+            match result {
+                Ok(true) => {}
+                // Downstream is gone: the rest of the batch has nowhere to go.
+                Ok(false) => break 'outer,
+                Err(p) => {
+                    metrics.panics.fetch_add(1, Relaxed);
+                    panic.get_or_insert_with(|| panic_message(&*p));
+                }
             }
         }
     }

@@ -289,6 +289,8 @@ fn cancel_does_not_wait_for_a_producer_stuck_in_a_read() {
         let (_hold, never) = crossbeam_channel::bounded::<()>(0);
         let producers: Vec<Producer<u64>> = vec![Box::new(move |out: &Emitter<u64>| {
             let _ = out.emit(1);
+            // As a producer must before it waits: what it gathered goes first.
+            let _ = out.flush();
             let _ = never.recv();
             Ok(())
         })];
@@ -440,5 +442,59 @@ fn stress_tiny_tasks_capacity_one_random_delays_and_cancellation() {
                 assert_eq!(n, 3000, "round {round}");
             }
         }
+    });
+}
+
+/// Items travel in batches, but nothing waits for a batch to fill: a producer that
+/// flushes before it waits gets each item through two stages while it waits (each
+/// worker sends what it gathered before it waits for input); then a stream of tiny
+/// items all arrive, and the queues count items.
+#[test]
+fn a_batch_never_holds_an_item_while_its_worker_waits() {
+    watchdog(60, || {
+        let (seen_tx, seen_rx) = crossbeam_channel::unbounded::<u64>();
+        let mut p = Pipeline::new(CancelToken::new());
+        let producers: Vec<Producer<u64>> = vec![Box::new(move |out: &Emitter<u64>| {
+            // One at a time, each waiting for the last to come out of the far end:
+            // without the flushes this never ends (the watchdog fires).
+            for i in 0..20u64 {
+                out.emit(i).map_err(|_| "downstream gone")?;
+                out.flush().map_err(|_| "downstream gone")?;
+                assert_eq!(seen_rx.recv().ok(), Some(i));
+            }
+            // Then a stream, which may go in batches.
+            for i in 20..20_000u64 {
+                out.emit(i).map_err(|_| "downstream gone")?;
+            }
+            Ok(())
+        })];
+        let metrics = {
+            let flow = p.source("list", nz(64), producers).unwrap();
+            let flow = flow
+                .stage(StageSpec::new("a", nz(2)), |_| {
+                    |n: u64, out: &Emitter<u64>| {
+                        let _ = out.emit(n);
+                    }
+                })
+                .unwrap();
+            flow.stage(StageSpec::new("b", nz(1)), move |_| {
+                let seen = seen_tx.clone();
+                move |n: u64, out: &Emitter<u64>| {
+                    if n < 20 {
+                        let _ = seen.send(n);
+                    }
+                    let _ = out.emit(n);
+                }
+            })
+            .unwrap()
+            .collect("sum", nz(1), |_| 0u64, |s: &mut u64, n| *s += n)
+            .unwrap()
+        };
+        let stages = p.metrics();
+        p.wait().unwrap();
+        assert_eq!(metrics.into_vec(), vec![(0..20_000u64).sum::<u64>()]);
+        // The queues count items: 64 messages of up to BATCH.
+        assert_eq!(stages[1].queue_capacity, 64 * BATCH);
+        assert_eq!(stages[1].queue_len.load(Relaxed), 0);
     });
 }

@@ -380,10 +380,7 @@ impl Restorer {
         small: &mut Small,
         out: &Emitter<Work>,
     ) -> Outcome {
-        let Some(_permit) = out.blocked_while(|| {
-            self.budget
-                .acquire(e.bytes_out + e.size, out.cancel_token())
-        }) else {
+        let Some(_permit) = self.budget.reserve(e.bytes_out + e.size, out) else {
             return Outcome {
                 path: target,
                 result: Err(Verdict::Cancelled),
@@ -585,8 +582,9 @@ impl Restorer {
                 } else {
                     segs.len
                 };
-                let permit = out
-                    .blocked_while(|| self.budget.acquire(z + len, out.cancel_token()))
+                let permit = self
+                    .budget
+                    .reserve(z + len, out)
                     .ok_or(Verdict::Cancelled)?;
                 let mut deflate = vec![0u8; z as usize];
                 deflate.reserve_exact(2);

@@ -2465,7 +2465,7 @@ deflate_compress_fastest(struct libdeflate_compressor * restrict c,
 	u32 nice_len = MIN(c->nice_match_length, max_len);
 	u32 next_hash = 0;
 
-	ht_matchfinder_init(&c->p.f.ht_mf);
+	ht_matchfinder_init(&c->p.f.ht_mf, in_nbytes);
 
 	do {
 		/* Starting a new DEFLATE block */
@@ -2542,7 +2542,7 @@ deflate_compress_greedy(struct libdeflate_compressor * restrict c,
 	u32 nice_len = MIN(c->nice_match_length, max_len);
 	u32 next_hashes[2] = {0, 0};
 
-	hc_matchfinder_init(&c->p.g.hc_mf);
+	hc_matchfinder_init(&c->p.g.hc_mf, in_nbytes);
 
 	do {
 		/* Starting a new DEFLATE block */
@@ -2618,7 +2618,7 @@ deflate_compress_lazy_generic(struct libdeflate_compressor * restrict c,
 	u32 nice_len = MIN(c->nice_match_length, max_len);
 	u32 next_hashes[2] = {0, 0};
 
-	hc_matchfinder_init(&c->p.g.hc_mf);
+	hc_matchfinder_init(&c->p.g.hc_mf, in_nbytes);
 
 	do {
 		/* Starting a new DEFLATE block */

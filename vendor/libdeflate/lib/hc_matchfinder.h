@@ -128,24 +128,62 @@ struct MATCHFINDER_ALIGNED hc_matchfinder  {
 	/* The "next node" references for the linked lists.  The "next node" of
 	 * the node for the sequence with position 'pos' is 'next_tab[pos]'.  */
 	mf_pos_t next_tab[MATCHFINDER_WINDOW_SIZE];
+
+	/* ferry: the hash orders in use for the current input (at most the
+	 * _ORDER constants above; smaller for a small input).  */
+	unsigned hash3_order;
+	unsigned hash4_order;
 };
 
-/* Prepare the matchfinder for a new input buffer.  */
+/* ferry: the smallest hash4 order used, so that each table cleared is a
+ * multiple of MATCHFINDER_SIZE_ALIGNMENT.  */
+#define HC_MATCHFINDER_MIN_HASH4_ORDER	10
+
+/* The part of the matchfinder that holds positions (all but the orders).  */
+#define HC_MATCHFINDER_POS_SIZE						\
+	(HC_MATCHFINDER_TOTAL_HASH_SIZE +				\
+	 MATCHFINDER_WINDOW_SIZE * sizeof(mf_pos_t))
+
+/*
+ * Prepare the matchfinder for a new input buffer of in_nbytes bytes.
+ *
+ * ferry: an input of n bytes inserts at most n positions, so it gets hash
+ * tables of at least 8n entries (the full size from 8 KiB up) and only those
+ * are cleared: a tiny input then costs a few KiB of clearing, not 192 KiB.
+ * Output for inputs of 8 KiB and more is unchanged.
+ */
 static forceinline void
-hc_matchfinder_init(struct hc_matchfinder *mf)
+hc_matchfinder_init(struct hc_matchfinder *mf, size_t in_nbytes)
 {
+	unsigned order = HC_MATCHFINDER_MIN_HASH4_ORDER;
+
 	STATIC_ASSERT(HC_MATCHFINDER_TOTAL_HASH_SIZE %
 		      MATCHFINDER_SIZE_ALIGNMENT == 0);
+	STATIC_ASSERT((sizeof(mf_pos_t) << (HC_MATCHFINDER_MIN_HASH4_ORDER - 1)) %
+		      MATCHFINDER_SIZE_ALIGNMENT == 0);
 
-	matchfinder_init((mf_pos_t *)mf, HC_MATCHFINDER_TOTAL_HASH_SIZE);
+	while (order < HC_MATCHFINDER_HASH4_ORDER &&
+	       ((size_t)1 << order) < 8 * in_nbytes)
+		order++;
+	mf->hash4_order = order;
+	mf->hash3_order = order - (HC_MATCHFINDER_HASH4_ORDER -
+				   HC_MATCHFINDER_HASH3_ORDER);
+	if (order == HC_MATCHFINDER_HASH4_ORDER) {
+		matchfinder_init((mf_pos_t *)mf, HC_MATCHFINDER_TOTAL_HASH_SIZE);
+	} else {
+		matchfinder_init(mf->hash3_tab,
+				 sizeof(mf_pos_t) << mf->hash3_order);
+		matchfinder_init(mf->hash4_tab,
+				 sizeof(mf_pos_t) << mf->hash4_order);
+	}
 }
 
 static forceinline void
 hc_matchfinder_slide_window(struct hc_matchfinder *mf)
 {
-	STATIC_ASSERT(sizeof(*mf) % MATCHFINDER_SIZE_ALIGNMENT == 0);
+	STATIC_ASSERT(HC_MATCHFINDER_POS_SIZE % MATCHFINDER_SIZE_ALIGNMENT == 0);
 
-	matchfinder_rebase((mf_pos_t *)mf, sizeof(*mf));
+	matchfinder_rebase((mf_pos_t *)mf, HC_MATCHFINDER_POS_SIZE);
 }
 
 /*
@@ -233,8 +271,8 @@ hc_matchfinder_longest_match(struct hc_matchfinder * const mf,
 
 	/* Compute the next hash codes.  */
 	next_hashseq = get_unaligned_le32(in_next + 1);
-	next_hashes[0] = lz_hash(next_hashseq & 0xFFFFFF, HC_MATCHFINDER_HASH3_ORDER);
-	next_hashes[1] = lz_hash(next_hashseq, HC_MATCHFINDER_HASH4_ORDER);
+	next_hashes[0] = lz_hash(next_hashseq & 0xFFFFFF, mf->hash3_order);
+	next_hashes[1] = lz_hash(next_hashseq, mf->hash4_order);
 	prefetchw(&mf->hash3_tab[next_hashes[0]]);
 	prefetchw(&mf->hash4_tab[next_hashes[1]]);
 
@@ -387,8 +425,8 @@ hc_matchfinder_skip_bytes(struct hc_matchfinder * const mf,
 		mf->hash4_tab[hash4] = cur_pos;
 
 		next_hashseq = get_unaligned_le32(++in_next);
-		hash3 = lz_hash(next_hashseq & 0xFFFFFF, HC_MATCHFINDER_HASH3_ORDER);
-		hash4 = lz_hash(next_hashseq, HC_MATCHFINDER_HASH4_ORDER);
+		hash3 = lz_hash(next_hashseq & 0xFFFFFF, mf->hash3_order);
+		hash4 = lz_hash(next_hashseq, mf->hash4_order);
 		cur_pos++;
 	} while (--remaining);
 

@@ -57,20 +57,39 @@
 struct MATCHFINDER_ALIGNED ht_matchfinder {
 	mf_pos_t hash_tab[1UL << HT_MATCHFINDER_HASH_ORDER]
 			 [HT_MATCHFINDER_BUCKET_SIZE];
+	/* ferry: the hash order in use for the current input.  */
+	unsigned hash_order;
 };
 
-static forceinline void
-ht_matchfinder_init(struct ht_matchfinder *mf)
-{
-	STATIC_ASSERT(sizeof(*mf) % MATCHFINDER_SIZE_ALIGNMENT == 0);
+/* ferry: the smallest order used, so that the part cleared is a multiple of
+ * MATCHFINDER_SIZE_ALIGNMENT.  */
+#define HT_MATCHFINDER_MIN_HASH_ORDER	8
 
-	matchfinder_init((mf_pos_t *)mf, sizeof(*mf));
+/*
+ * ferry: an input of n bytes gets a table of at least 4n buckets (the full
+ * size from 8 KiB up), and only that part is cleared; see hc_matchfinder_init.
+ */
+static forceinline void
+ht_matchfinder_init(struct ht_matchfinder *mf, size_t in_nbytes)
+{
+	unsigned order = HT_MATCHFINDER_MIN_HASH_ORDER;
+
+	STATIC_ASSERT(sizeof(mf->hash_tab) % MATCHFINDER_SIZE_ALIGNMENT == 0);
+	STATIC_ASSERT((sizeof(mf->hash_tab[0]) << HT_MATCHFINDER_MIN_HASH_ORDER) %
+		      MATCHFINDER_SIZE_ALIGNMENT == 0);
+
+	while (order < HT_MATCHFINDER_HASH_ORDER &&
+	       ((size_t)1 << order) < 4 * in_nbytes)
+		order++;
+	mf->hash_order = order;
+	matchfinder_init((mf_pos_t *)mf->hash_tab,
+			 sizeof(mf->hash_tab[0]) << order);
 }
 
 static forceinline void
 ht_matchfinder_slide_window(struct ht_matchfinder *mf)
 {
-	matchfinder_rebase((mf_pos_t *)mf, sizeof(*mf));
+	matchfinder_rebase((mf_pos_t *)mf, sizeof(mf->hash_tab));
 }
 
 /* Note: max_len must be >= HT_MATCHFINDER_REQUIRED_NBYTES */
@@ -114,7 +133,7 @@ ht_matchfinder_longest_match(struct ht_matchfinder * const mf,
 	hash = *next_hash;
 	STATIC_ASSERT(HT_MATCHFINDER_REQUIRED_NBYTES == 5);
 	*next_hash = lz_hash(get_unaligned_le32(in_next + 1),
-			     HT_MATCHFINDER_HASH_ORDER);
+			     mf->hash_order);
 	seq = load_u32_unaligned(in_next);
 	prefetchw(&mf->hash_tab[*next_hash]);
 #if HT_MATCHFINDER_BUCKET_SIZE == 1
@@ -223,7 +242,7 @@ ht_matchfinder_skip_bytes(struct ht_matchfinder * const mf,
 		mf->hash_tab[hash][0] = cur_pos;
 
 		hash = lz_hash(get_unaligned_le32(++in_next),
-			       HT_MATCHFINDER_HASH_ORDER);
+			       mf->hash_order);
 		cur_pos++;
 	} while (--remaining);
 
