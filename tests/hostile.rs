@@ -721,3 +721,60 @@ fn absurd_worker_counts_are_usage_errors() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// `dir:` keeps the handles of the directories it wrote into last, for the files that
+/// follow. An output directory removed mid-run is made again for the next file, and one
+/// swapped for a link to a directory outside never receives a file: the kept handle is
+/// dropped when its directory is gone, and the link is refused by the resolution beneath
+/// the root.
+#[test]
+fn an_output_directory_removed_or_swapped_for_a_link_mid_run_never_leads_outside() {
+    use std::io::Write;
+    for swap in [false, true] {
+        let t = tempfile::tempdir().unwrap();
+        for i in 0..5 {
+            write(t.path(), &format!("d/f{i}"), &text(500, i));
+        }
+        let (out, outside) = (t.path().join("out"), t.path().join("outside"));
+        std::fs::create_dir(&outside).unwrap();
+        let mut run = Running::spawn_in(
+            Some(t.path()),
+            [
+                "--files-from",
+                "-",
+                "-v",
+                "--report",
+                "-",
+                "--to",
+                out.to_str().unwrap(),
+            ],
+        );
+        let stdin = run.stdin.as_mut().unwrap();
+        stdin.write_all(b"d/f0\n").unwrap();
+        stdin.flush().unwrap();
+        // The first file is delivered, so its directory's handle is kept.
+        run.wait_for("[done]");
+        std::fs::remove_dir_all(out.join("d")).unwrap();
+        if swap {
+            std::os::unix::fs::symlink(&outside, out.join("d")).unwrap();
+        }
+        let mut stdin = run.stdin.take().unwrap();
+        stdin.write_all(b"d/f1\nd/f2\nd/f3\nd/f4\n").unwrap();
+        drop(stdin);
+        let (status, err, stdout) = run.finish();
+        let v = report(&stdout);
+        assert!(files_under(&outside).is_empty(), "swap {swap}: {err}");
+        if swap {
+            assert_eq!(status.code(), Some(1), "{err}");
+            assert_eq!(v["totals"]["succeeded"], 1, "{err}");
+            assert_eq!(v["totals"]["failed"], 4, "{err}");
+        } else {
+            assert_eq!(status.code(), Some(0), "{err}");
+            assert_eq!(v["totals"]["succeeded"], 5, "{err}");
+            for i in 1..5 {
+                let gz = out.join(format!("d/f{i}.gz"));
+                assert_eq!(gunzip(&gz), text(500, i));
+            }
+        }
+    }
+}
