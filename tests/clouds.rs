@@ -142,8 +142,8 @@ fn azure_blob_storage_round_trips_through_azurite() {
              for b in cc.list_blobs(name_starts_with='run/', include=['metadata']):\n\
              \x20   p = os.path.join({down:?}, b.name)\n\
              \x20   os.makedirs(os.path.dirname(p), exist_ok=True)\n\
-             \x20   open(p, 'wb').write(cc.download_blob(b.name, decompress=False).readall())\n\
-             \x20   meta[b.name] = b.metadata\n\
+             \x20   open(p, 'wb').write(cc.download_blob(b.name).readall())\n\
+             \x20   meta[b.name] = dict(b.metadata, encoding=b.content_settings.content_encoding, type=b.content_settings.content_type)\n\
              json.dump(meta, open(os.path.join({down:?}, 'meta.json'), 'w'))\n",
             down = down.display().to_string()
         ),
@@ -155,6 +155,13 @@ fn azure_blob_storage_round_trips_through_azurite() {
         serde_json::from_slice(&std::fs::read(down.join("meta.json")).unwrap()).unwrap();
     // Azure names metadata as C# identifiers: underscores, not dashes.
     assert_eq!(meta["run/data/a/b.log.gz"]["ferry_source_size"], "30000");
+    // Downloaded with the SDK's defaults (which decode a Content-Encoding): the .gz
+    // bytes, since a .gz object carries none.
+    assert_eq!(
+        meta["run/data/a/b.log.gz"]["encoding"],
+        serde_json::Value::Null
+    );
+    assert_eq!(meta["run/data/a/b.log.gz"]["type"], "application/gzip");
 
     // A rerun skips everything; verify reads every object back.
     ferry_azure(azurite.port)

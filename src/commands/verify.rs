@@ -21,7 +21,7 @@ use crate::task::{object_key, Outcome, Verdict};
 use std::io::Read;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 /// What `ferry verify` is asked to do.
@@ -35,6 +35,8 @@ pub struct Verify {
     pub workers: NonZeroUsize,
     /// How it shows itself and when it gives up.
     pub settings: Settings,
+    /// Objects checked so far that the store serves with a `Content-Encoding`.
+    encoded: Arc<AtomicU64>,
 }
 
 impl Verify {
@@ -45,6 +47,7 @@ impl Verify {
             shard: None,
             workers: crate::config::cores().max(NonZeroUsize::new(4).unwrap_or(NonZeroUsize::MIN)),
             settings: Settings::default(),
+            encoded: Arc::default(),
         }
     }
 }
@@ -88,13 +91,14 @@ impl Command for Verify {
         let ledger = Ledger::new(s.metrics.clone(), s.log.clone(), None);
         let m = s.metrics.clone();
         let sink = sink.clone();
+        let encoded = self.encoded.clone();
         Ok(p.source(
             "manifest",
             NonZeroUsize::new(64).unwrap_or(NonZeroUsize::MIN),
             vec![self.entries(sink.clone(), s)],
         )?
         .stage(StageSpec::new("check", self.workers), move |_| {
-            let (sink, m) = (sink.clone(), m.clone());
+            let (sink, m, encoded) = (sink.clone(), m.clone(), encoded.clone());
             move |e: Entry, out: &Emitter<Outcome>| {
                 let key = object_key(&PathBuf::from(&e.key));
                 let result = match out.is_cancelled() {
@@ -104,7 +108,12 @@ impl Command for Verify {
                         let checked = sink
                             .open_object(&key)
                             .map_err(|err| err.to_string())
-                            .and_then(|object| check_object(&e, object));
+                            .and_then(|object| {
+                                if object.encoded {
+                                    encoded.fetch_add(1, Relaxed);
+                                }
+                                check_object(&e, object.body)
+                            });
                         m.restored(e.bytes_out);
                         checked.map(|()| e).map_err(|problem| {
                             Verdict::failed(Stage::Check, FileError::Check(problem))
@@ -157,6 +166,7 @@ impl Command for Verify {
             checked: (s.metrics.succeeded.load(Relaxed) + s.metrics.failed.load(Relaxed)) as usize,
             cancelled: ended.cancelled,
             mismatches,
+            encoded: self.encoded.load(Relaxed),
         })
     }
 }
@@ -185,7 +195,7 @@ impl Finished for VerifyReport {
     fn render_text(&self) -> String {
         let bad = self.mismatches.len();
         let ok = self.checked - bad;
-        match self.cancelled {
+        let mut line = match self.cancelled {
             Some(why) => format!(
                 "ferry: {}: verified {} of {} objects: {ok} ok, {bad} bad\n",
                 match why {
@@ -199,7 +209,17 @@ impl Finished for VerifyReport {
                 "ferry: verified {} objects: {ok} ok, {bad} bad\n",
                 self.checked
             ),
+        };
+        if self.encoded > 0 {
+            line.push_str(&format!(
+                "ferry: {} of them carry the header 'Content-Encoding: gzip' (earlier builds of ferry set it): \
+                 clients that honour it (browsers, curl --compressed, the Azure SDK, GCS's transcoding) \
+                 decode one layer and get the source's bytes under a .gz key; ferry itself reads them as they are. \
+                 Deliver again with --force to store them without it\n",
+                self.encoded
+            ));
         }
+        line
     }
 
     /// The report as pretty JSON: `listed`, `checked`, `ok`, `interrupted` and
@@ -250,6 +270,9 @@ pub struct VerifyReport {
     pub cancelled: Option<CancelReason>,
     /// Objects that failed a check, sorted by key.
     pub mismatches: Vec<Mismatch>,
+    /// Objects checked that the store serves with a `Content-Encoding` (as earlier builds
+    /// of ferry stored them), which clients that honour it decode once on download.
+    pub encoded: u64,
 }
 
 /// Checks one object, read as a stream, against its manifest entry: one gzip member that

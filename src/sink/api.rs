@@ -297,9 +297,29 @@ pub trait Sink: Send + Sync {
     /// # Errors
     /// [`SinkError::NoSuchObject`] or an I/O error if it is missing or unreadable, and
     /// [`SinkError::Misuse`] if the sink stores nothing.
-    fn open_object(&self, key: &Path) -> Result<Box<dyn Read + Send>, SinkError> {
+    fn open_object(&self, key: &Path) -> Result<Opened, SinkError> {
         let _ = key;
         Err(SinkError::Misuse("this sink keeps no objects to read back"))
+    }
+}
+
+/// An object opened to read back, with what its store says of it.
+pub struct Opened {
+    /// The object's bytes, as stored, as a stream.
+    pub body: Box<dyn Read + Send>,
+    /// Whether the store serves it with a `Content-Encoding` (earlier builds of ferry
+    /// stored every object with `gzip`): a client that honours the header decodes one layer and gets
+    /// the source's bytes under a `.gz` key, so `ferry verify` points these out.
+    pub encoded: bool,
+}
+
+impl Opened {
+    /// A plain object's stream (no content encoding).
+    pub fn plain(body: impl Read + Send + 'static) -> Self {
+        Opened {
+            body: Box::new(body),
+            encoded: false,
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! `dir:PATH` — objects as files in a local directory, made visible atomically.
 
-use super::api::{ObjectMeta, Receipt, Sink, SinkError, SinkOptions, Upload};
+use super::api::{ObjectMeta, Opened, Receipt, Sink, SinkError, SinkOptions, Upload};
 use crate::beneath::{BeneathError, Dir, Root, Temp};
 use crate::words::io_words;
 use std::collections::VecDeque;
@@ -204,9 +204,9 @@ impl Sink for DirSink {
         Some(&self.root)
     }
 
-    fn open_object(&self, key: &Path) -> Result<Box<dyn Read + Send>, SinkError> {
+    fn open_object(&self, key: &Path) -> Result<Opened, SinkError> {
         match File::open(self.root.join(key)) {
-            Ok(f) => Ok(Box::new(f)),
+            Ok(f) => Ok(Opened::plain(f)),
             Err(e) => Err(SinkError::io("", e)),
         }
     }

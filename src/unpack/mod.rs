@@ -307,7 +307,7 @@ impl Restorer {
         };
         let object_key = crate::task::object_key(&w.key);
         let object = match self.sink.open_object(&object_key) {
-            Ok(o) => o,
+            Ok(o) => o.body,
             Err(crate::sink::SinkError::Cancelled) => {
                 return done(Outcome {
                     path: target,

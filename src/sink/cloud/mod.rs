@@ -17,7 +17,7 @@ mod stores;
 
 pub use spec::{Cloud, CloudSpec};
 
-use super::api::{ObjectMeta, OnEvent, Receipt, Sink, SinkError, SinkOptions, Upload};
+use super::api::{ObjectMeta, OnEvent, Opened, Receipt, Sink, SinkError, SinkOptions, Upload};
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::path::Path as ObjPath;
@@ -331,7 +331,6 @@ impl Sink for CloudSink {
             Attribute::ContentType,
             AttributeValue::from("application/gzip"),
         );
-        attributes.insert(Attribute::ContentEncoding, AttributeValue::from("gzip"));
         attributes.insert(
             Attribute::Metadata(self.spec.cloud.meta_name("ferry-source-size")),
             AttributeValue::from(meta.source_size.to_string()),
@@ -458,19 +457,25 @@ impl Sink for CloudSink {
         self.events.retries.load(Relaxed)
     }
 
-    fn open_object(&self, key: &Path) -> Result<Box<dyn Read + Send>, SinkError> {
+    fn open_object(&self, key: &Path) -> Result<Opened, SinkError> {
         let path = self.path(key);
         self.client.requests.fetch_add(1, Relaxed);
         match self
             .client
             .within(|| self.runtime.block_on(self.store.get(&path)))
         {
-            Ok(r) => Ok(Box::new(StreamRead {
-                stream: r.into_stream(),
-                handle: self.runtime.handle().clone(),
-                chunk: Bytes::new(),
-                cancel: self.client.cancel.clone(),
-            })),
+            Ok(r) => Ok(Opened {
+                encoded: r
+                    .attributes
+                    .get(&Attribute::ContentEncoding)
+                    .is_some_and(|v| !v.trim().is_empty() && !v.eq_ignore_ascii_case("identity")),
+                body: Box::new(StreamRead {
+                    stream: r.into_stream(),
+                    handle: self.runtime.handle().clone(),
+                    chunk: Bytes::new(),
+                    cancel: self.client.cancel.clone(),
+                }),
+            }),
             Err(object_store::Error::NotFound { .. }) => Err(SinkError::NoSuchObject),
             Err(e)
                 if ["InvalidObjectState", "BlobArchived"]
