@@ -42,6 +42,12 @@ pub enum SinkError {
     #[cfg(feature = "cloud")]
     #[error("{}", store_words(.0))]
     Store(#[source] object_store::Error),
+    /// The store refused a body that did not match the checksum sent with it (S3
+    /// `BadDigest` or `XAmzContentSHA256Mismatch`, Azure `Md5Mismatch`, GCS `InvalidDigest`):
+    /// it was damaged on the way, and is worth sending again.
+    #[cfg(feature = "cloud")]
+    #[error("the store found the body damaged on the way: {}", store_words(.0))]
+    Damaged(#[source] object_store::Error),
     /// The object to read back does not exist.
     #[error("no such object")]
     NoSuchObject,
@@ -73,6 +79,8 @@ impl SinkError {
         use std::io::ErrorKind as K;
         match self {
             SinkError::Simulated | SinkError::Throttled => true,
+            #[cfg(feature = "cloud")]
+            SinkError::Damaged(_) => true,
             SinkError::Io { source, .. } => matches!(
                 source.kind(),
                 K::Interrupted | K::WouldBlock | K::TimedOut | K::ConnectionReset

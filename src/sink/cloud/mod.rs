@@ -317,7 +317,29 @@ fn block<T>(
                 .unwrap_or(Err(SinkError::Cancelled))
         })
     })?;
-    result.map_err(SinkError::Store)
+    result.map_err(store_error)
+}
+
+/// Error codes with which stores refuse a body whose checksum does not match it.
+const DAMAGED: [&str; 4] = [
+    "BadDigest",
+    "XAmzContentSHA256Mismatch",
+    "Md5Mismatch",
+    "InvalidDigest",
+];
+
+/// A store's refusal as a [`SinkError`]: a body damaged on the way (its error code, the
+/// only place the store says so) is [`SinkError::Damaged`], worth sending again; anything
+/// else is [`SinkError::Store`].
+fn store_error(e: object_store::Error) -> SinkError {
+    let text = e.to_string();
+    if DAMAGED
+        .iter()
+        .any(|code| text.contains(&format!("<Code>{code}</Code>")))
+    {
+        return SinkError::Damaged(e);
+    }
+    SinkError::Store(e)
 }
 
 impl Sink for CloudSink {
@@ -800,6 +822,29 @@ mod tests {
             let worst = size + size / 1000 + MIB;
             assert!(worst.div_ceil(part) <= MAX_PARTS, "{size}: {part}");
             assert!(part <= 5 << 30, "{size}: {part}");
+        }
+    }
+
+    #[test]
+    fn a_body_refused_as_damaged_is_sent_again_and_other_refusals_are_not() {
+        let refusal = |code: &str| {
+            object_store::Error::Generic {
+            store: "S3",
+            source: format!(
+                "Client error with status 400 Bad Request: <?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>m</Message></Error>"
+            )
+            .into(),
+        }
+        };
+        for code in DAMAGED {
+            let e = store_error(refusal(code));
+            assert!(
+                matches!(e, SinkError::Damaged(_)) && e.is_transient(),
+                "{code}"
+            );
+        }
+        for code in ["AccessDenied", "InvalidArgument", "NoSuchBucket"] {
+            assert!(!store_error(refusal(code)).is_transient(), "{code}");
         }
     }
 }

@@ -54,6 +54,9 @@ fn s3(spec: &CloudSpec, retry: Option<RetryConfig>, env: Env) -> Result<Built, S
             b = b.with_config(key, value);
         }
     }
+    // A SHA-256 of every PUT and part, which S3 checks against the body it received
+    // (and keeps with the object); object_store signs the payload with the same digest.
+    b = b.with_checksum_algorithm(object_store::aws::Checksum::SHA256);
     let has_env_keys = env("AWS_ACCESS_KEY_ID").is_some();
     if !has_env_keys {
         if let Some(p) = &profile {
