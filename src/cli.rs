@@ -438,6 +438,12 @@ pub struct VerifyArgs {
     #[arg(short, long, env = "FERRY_JOBS", value_name = "N", value_parser = workers)]
     pub jobs: Option<NonZeroUsize>,
 
+    /// Check only that every object is there at its recorded size, from one listing of
+    /// the sink (a request per 1,000 objects; one request per object where the sink does
+    /// not list), without reading any object.
+    #[arg(long)]
+    pub quick: bool,
+
     /// How it shows itself, reports (`listed`, `checked`, `ok`, `mismatches`) and gives up.
     #[command(flatten)]
     pub show: ShowArgs,
@@ -451,6 +457,7 @@ impl VerifyArgs {
     pub fn into_command(self) -> Result<crate::commands::verify::Verify, FerryError> {
         let mut v = crate::commands::verify::Verify::new(self.store.apply(self.to, None)?);
         v.shard = self.shard;
+        v.quick = self.quick;
         if let Some(j) = self.jobs {
             v.workers = j;
         }

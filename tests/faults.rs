@@ -309,6 +309,35 @@ fn verify_checks_every_object_against_the_manifest() {
             "ferry: s/f7.gz: no such file or directory",
         ))
         .stderr(predicate::str::contains("10 ok, 2 bad"));
+    // --quick reads no object: the missing one and a truncated one are found, the flipped
+    // byte (same size) is not, and it says so.
+    let f5 = out.join("s/f5.gz");
+    let bytes = std::fs::read(&f5).unwrap();
+    std::fs::write(&f5, &bytes[..bytes.len() - 3]).unwrap();
+    let r = assert_cmd::Command::cargo_bin("ferry")
+        .unwrap()
+        .args(["verify", "--quick", "--report", "-", "--to", &to])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("ferry: s/f7.gz: missing"))
+        .stderr(predicate::str::contains(format!(
+            "ferry: s/f5.gz: {} bytes stored, {} recorded",
+            bytes.len() - 3,
+            bytes.len()
+        )))
+        .stderr(predicate::str::contains("10 ok, 2 bad"))
+        .stderr(predicate::str::contains(
+            "quick: checked that each object is there at its recorded size; not read",
+        ));
+    let v: serde_json::Value = serde_json::from_slice(&r.get_output().stdout).unwrap();
+    assert_eq!(v["quick"], true);
+    let bad: Vec<_> = v["mismatches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(bad, ["s/f5.gz", "s/f7.gz"]);
     assert_cmd::Command::cargo_bin("ferry")
         .unwrap()
         .args(["verify", "--to"])

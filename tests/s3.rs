@@ -1245,3 +1245,52 @@ fn a_body_damaged_on_the_way_is_refused_by_the_store_and_sent_again() {
         assert_eq!(stored, actual, "{said}");
     }
 }
+
+/// `verify --quick` checks 2,500 objects from one listing (a request per 1,000 keys), and
+/// finds one deleted behind ferry's back, without reading an object.
+#[test]
+fn a_quick_verify_lists_instead_of_reading() {
+    let s3 = s3();
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("q");
+    for i in 0..2_500u64 {
+        write(
+            &src,
+            &format!("d{}/f{i}", i % 10),
+            format!("{i}\n").as_bytes(),
+        );
+    }
+    let prefix = unique("quick");
+    assert_eq!(s3.deliver(&src, &prefix)["totals"]["succeeded"], 2_500);
+    let quick = |code: i32| {
+        let r = s3
+            .subcommand("verify")
+            .args(["--quick", "--report", "-", "--to", &s3.url(&prefix)])
+            .assert()
+            .code(code);
+        let v: serde_json::Value = serde_json::from_slice(&r.get_output().stdout).unwrap();
+        (
+            v,
+            String::from_utf8_lossy(&r.get_output().stderr).to_string(),
+        )
+    };
+    let (v, err) = quick(0);
+    assert_eq!(v["ok"], 2_500, "{err}");
+    // Reading the history (listings of its names, manifest, journal; 6 here), then 3
+    // pages of 1,000 keys.
+    let requests = v["requests"].as_u64().unwrap();
+    assert!(
+        requests <= 10,
+        "{requests} requests for 2,500 objects: {err}"
+    );
+    assert!(err.contains("requests to the store"), "{err}");
+    if let Some(local) = s3.local {
+        std::fs::remove_file(local.object_path(&s3.bucket, &format!("{prefix}/q/d3/f1003.gz")))
+            .unwrap();
+    } else {
+        s3.aws(&["s3", "rm", &format!("{}/q/d3/f1003.gz", s3.url(&prefix))]);
+    }
+    let (v, err) = quick(1);
+    assert_eq!(v["mismatches"][0]["key"], "q/d3/f1003.gz", "{err}");
+    assert_eq!(v["mismatches"][0]["problem"], "missing", "{err}");
+}

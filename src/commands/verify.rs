@@ -9,7 +9,7 @@
 use super::{execute, Command, Ended, Finished, Session, Settings};
 use crate::error::{ExitCode, FerryError, FileError, Stage};
 use crate::history::journal::{for_each_current, Scope};
-use crate::history::manifest::{manifest_name, Entry};
+use crate::history::manifest::{key_hash, manifest_name, split, Entry};
 use crate::inflate::inflate_object;
 use crate::ledger::Ledger;
 use crate::pipeline::{
@@ -33,6 +33,8 @@ pub struct Verify {
     pub shard: Option<Shard>,
     /// Objects checked at once.
     pub workers: NonZeroUsize,
+    /// `--quick`: check presence and size from a listing, read nothing.
+    pub quick: bool,
     /// How it shows itself and when it gives up.
     pub settings: Settings,
     /// Objects checked so far that the store serves with a `Content-Encoding`.
@@ -45,6 +47,7 @@ impl Verify {
         Verify {
             sink,
             shard: None,
+            quick: false,
             workers: crate::config::cores().max(NonZeroUsize::new(4).unwrap_or(NonZeroUsize::MIN)),
             settings: Settings::default(),
             encoded: Arc::default(),
@@ -92,6 +95,12 @@ impl Command for Verify {
         let m = s.metrics.clone();
         let sink = sink.clone();
         let encoded = self.encoded.clone();
+        // --quick: the sink's objects and sizes from one listing, if it lists.
+        let listing = match self.quick {
+            true => Listing::of(sink.as_ref())?.map(Arc::new),
+            false => None,
+        };
+        let quick = self.quick;
         Ok(p.source(
             "manifest",
             NonZeroUsize::new(64).unwrap_or(NonZeroUsize::MIN),
@@ -99,11 +108,29 @@ impl Command for Verify {
         )?
         .stage(StageSpec::new("check", self.workers), move |_| {
             let (sink, m, encoded) = (sink.clone(), m.clone(), encoded.clone());
+            let listing = listing.clone();
             move |e: Entry, out: &Emitter<Outcome>| {
                 let key = object_key(&PathBuf::from(&e.key));
                 let result = match out.is_cancelled() {
                     // Not checked: counted as cancelled.
                     true => Err(Verdict::Cancelled),
+                    false if quick => {
+                        let found = match &listing {
+                            Some(l) => Ok(l.size(&key)),
+                            // One request for this object (a HEAD, a stat).
+                            None => sink.object_size(&key).map_err(|err| err.to_string()),
+                        };
+                        match found {
+                            Ok(Some(n)) if n == e.bytes_out => Ok(e),
+                            Ok(Some(n)) => Err(format!(
+                                "{n} bytes stored, {} recorded: truncated or replaced",
+                                e.bytes_out
+                            )),
+                            Ok(None) => Err("missing".to_string()),
+                            Err(why) => Err(why),
+                        }
+                        .map_err(|problem| Verdict::failed(Stage::Check, FileError::Check(problem)))
+                    }
                     false => {
                         let checked = sink
                             .open_object(&key)
@@ -162,6 +189,8 @@ impl Command for Verify {
             .collect();
         mismatches.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(VerifyReport {
+            quick: self.quick,
+            requests: sink.requests(),
             listed,
             checked: (s.metrics.succeeded.load(Relaxed) + s.metrics.failed.load(Relaxed)) as usize,
             cancelled: ended.cancelled,
@@ -210,6 +239,16 @@ impl Finished for VerifyReport {
                 self.checked
             ),
         };
+        if self.quick {
+            line.push_str(&format!(
+                "ferry: quick: checked that each object is there at its recorded size{}; \
+                 not read, so damage that keeps the size is not found (run without --quick to decode every object)\n",
+                match self.requests {
+                    Some(n) => format!(" ({n} requests to the store)"),
+                    None => String::new(),
+                }
+            ));
+        }
         if self.encoded > 0 {
             line.push_str(&format!(
                 "ferry: {} of them carry the header 'Content-Encoding: gzip' (earlier builds of ferry set it): \
@@ -260,6 +299,10 @@ fn lossy_path<S: serde::Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
 /// What `verify` found (`--report` writes it as JSON, with `ok` added).
 #[derive(Debug, Default, serde::Serialize)]
 pub struct VerifyReport {
+    /// `--quick`: presence and size were checked, and no object was read.
+    pub quick: bool,
+    /// Requests sent to a remote store, history reads included (`None` when not remote).
+    pub requests: Option<u64>,
     /// Objects the history lists.
     pub listed: u64,
     /// Objects checked.
@@ -283,4 +326,32 @@ pub struct VerifyReport {
 /// What is wrong, in words.
 pub fn check_object(entry: &Entry, object: impl Read) -> Result<(), String> {
     inflate_object(Some(entry), object, &mut std::io::sink(), &|_| {}).map(|_| ())
+}
+
+/// Every object at a sink and its size, from one streamed listing, by key hash: what
+/// `--quick` checks the history against (24 bytes an object, no key text).
+struct Listing(Vec<([u64; 2], u64)>);
+
+impl Listing {
+    /// The sink's listing, or `None` when it does not list cheaply.
+    fn of(sink: &dyn Sink) -> Result<Option<Listing>, FerryError> {
+        let mut objects = Vec::new();
+        let listed = sink
+            .list_objects(&mut |key, size| objects.push((split(key_hash(key)), size)))
+            .map_err(FerryError::from)?;
+        if !listed {
+            return Ok(None);
+        }
+        objects.sort_unstable_by_key(|(h, _)| *h);
+        Ok(Some(Listing(objects)))
+    }
+
+    /// The size of the object `key`, if the listing has it.
+    fn size(&self, key: &Path) -> Option<u64> {
+        let h = split(key_hash(key));
+        self.0
+            .binary_search_by_key(&h, |(k, _)| *k)
+            .ok()
+            .map(|i| self.0[i].1)
+    }
 }

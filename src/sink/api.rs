@@ -299,6 +299,16 @@ pub trait Sink: Send + Sync {
     fn local_root(&self) -> Option<&Path> {
         None
     }
+    /// The size of the stored object `key`, `None` if there is none: one request (a HEAD,
+    /// a `stat`), for `ferry verify --quick` on a sink that does not list.
+    ///
+    /// # Errors
+    /// A [`SinkError`] if the store cannot say, and [`SinkError::Misuse`] if the sink
+    /// stores nothing.
+    fn object_size(&self, key: &Path) -> Result<Option<u64>, SinkError> {
+        let _ = key;
+        Err(SinkError::Misuse("this sink keeps no objects to read back"))
+    }
     /// Opens a stored object to read back as a stream (for `ferry verify`): an object of
     /// any size is checked in bounded memory.
     ///

@@ -204,6 +204,14 @@ impl Sink for DirSink {
         Some(&self.root)
     }
 
+    fn object_size(&self, key: &Path) -> Result<Option<u64>, SinkError> {
+        match fs::metadata(self.root.join(key)) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(SinkError::io("", e)),
+        }
+    }
+
     fn open_object(&self, key: &Path) -> Result<Opened, SinkError> {
         match File::open(self.root.join(key)) {
             Ok(f) => Ok(Opened::plain(f)),

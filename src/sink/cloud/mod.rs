@@ -479,6 +479,15 @@ impl Sink for CloudSink {
         self.events.retries.load(Relaxed)
     }
 
+    fn object_size(&self, key: &Path) -> Result<Option<u64>, SinkError> {
+        let handle = self.runtime.handle();
+        match run(handle, &self.client, None, self.store.head(&self.path(key))) {
+            Ok(m) => Ok(Some(m.size)),
+            Err(SinkError::Store(object_store::Error::NotFound { .. })) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     fn open_object(&self, key: &Path) -> Result<Opened, SinkError> {
         let path = self.path(key);
         self.client.requests.fetch_add(1, Relaxed);
