@@ -24,12 +24,26 @@ pub struct TestServer {
     pub root: PathBuf,
     /// HTTP requests served so far.
     pub requests: Arc<AtomicU64>,
+    /// Each request's method and path with query, in order.
+    #[allow(dead_code)]
+    pub log: Arc<std::sync::Mutex<Vec<String>>>,
     _runtime: tokio::runtime::Runtime,
 }
 
 impl TestServer {
     /// Starts a server with one empty bucket, `bucket`.
     pub fn start(bucket: &str) -> TestServer {
+        Self::start_with(bucket, true)
+    }
+
+    /// Starts a server with one empty bucket that takes requests without a signature, as
+    /// GCS's XML API does from a client whose OAuth is off (an emulator's set-up).
+    #[allow(dead_code)]
+    pub fn start_unsigned(bucket: &str) -> TestServer {
+        Self::start_with(bucket, false)
+    }
+
+    fn start_with(bucket: &str, signed: bool) -> TestServer {
         let root = tempfile::Builder::new()
             .prefix("s3s-")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
@@ -37,12 +51,29 @@ impl TestServer {
             .keep();
         std::fs::create_dir(root.join(bucket)).unwrap();
         let mut b = S3ServiceBuilder::new(s3s_fs::FileSystem::new(&root).unwrap());
-        b.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        if signed {
+            b.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        }
         let service = b.build();
         let requests = Arc::new(AtomicU64::new(0));
         let counter = requests.clone();
-        let service = hyper::service::service_fn(move |req| {
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let logged = log.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
             counter.fetch_add(1, Ordering::SeqCst);
+            logged
+                .lock()
+                .unwrap()
+                .push(format!("{} {}", req.method(), req.uri()));
+            // GCS takes an OAuth bearer token where S3 takes a signature: an unsigned
+            // server lets it through, as GCS would check it.
+            let bearer = req
+                .headers()
+                .get(hyper::header::AUTHORIZATION)
+                .is_some_and(|v| v.as_bytes().starts_with(b"Bearer"));
+            if !signed && bearer {
+                req.headers_mut().remove(hyper::header::AUTHORIZATION);
+            }
             let s = service.clone();
             async move { hyper::service::Service::call(&s, req).await }
         });
@@ -74,6 +105,7 @@ impl TestServer {
             endpoint,
             root,
             requests,
+            log,
             _runtime: runtime,
         }
     }
