@@ -545,6 +545,16 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub force: bool,
 
+    /// Give restored files the umask's permission bits instead of the ones recorded at
+    /// delivery.
+    #[arg(long)]
+    pub no_perms: bool,
+
+    /// Running as root, leave restored files owned by root instead of giving them back
+    /// their recorded owner and group (as `tar --no-same-owner`).
+    #[arg(long)]
+    pub no_same_owner: bool,
+
     /// Object store settings.
     #[command(flatten)]
     pub store: StoreArgs,
@@ -567,6 +577,8 @@ impl RestoreArgs {
         o.shard = self.shard;
         o.dry_run = self.dry_run;
         o.force = self.force;
+        o.no_perms = self.no_perms;
+        o.no_same_owner = self.no_same_owner;
         o.download_workers = self.download_workers;
         if let Some(j) = self.jobs {
             o.jobs = j;

@@ -140,7 +140,17 @@ impl Loader {
         });
         let ctime = (meta.ctime(), meta.ctime_nsec() as u32);
         let modes = (meta.mode() & 0o7777, dir_modes(&task.path, &task.key));
-        let ctx = FileCtx::opened(task, size, mtime, ctime, modes, deadline, Some(transfer));
+        let owner = (meta.uid(), meta.gid());
+        let ctx = FileCtx::opened(
+            task,
+            size,
+            mtime,
+            ctime,
+            modes,
+            owner,
+            deadline,
+            Some(transfer),
+        );
         sent.file.set(Some(ctx.clone()));
         self.read_segments(ctx, file, out, sent);
     }

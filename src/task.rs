@@ -138,6 +138,8 @@ pub struct FileCtx {
     /// input (all of them ANDed), so that a local sink's output and the directories it
     /// makes are no more open than the source: `(file, directories)`.
     pub modes: (u32, u32),
+    /// The source's owner and group (uid, gid) when opened, recorded for a restore.
+    pub owner: (u32, u32),
     /// When this file's `--task-timeout` runs out, counted from when it was opened.
     pub deadline: Option<Deadline>,
     /// Its place in the progress view while any piece of it is under way.
@@ -152,17 +154,28 @@ impl FileCtx {
         mtime: (i64, u32),
         deadline: Option<Deadline>,
     ) -> Arc<Self> {
-        Self::opened(task, size, mtime, (0, 0), (0o666, 0o777), deadline, None)
+        Self::opened(
+            task,
+            size,
+            mtime,
+            (0, 0),
+            (0o666, 0o777),
+            (0, 0),
+            deadline,
+            None,
+        )
     }
 
-    /// A context for `task`, opened with `size`, `mtime` and `ctime`, followed in the
-    /// progress view by `transfer`.
+    /// A context for `task`, opened with `size`, `mtime`, `ctime`, `modes` and `owner`,
+    /// followed in the progress view by `transfer`.
+    #[allow(clippy::too_many_arguments)]
     pub fn opened(
         task: FileTask,
         size: u64,
         mtime: (i64, u32),
         ctime: (i64, u32),
         modes: (u32, u32),
+        owner: (u32, u32),
         deadline: Option<Deadline>,
         transfer: Option<crate::counters::Transfer>,
     ) -> Arc<Self> {
@@ -174,6 +187,7 @@ impl FileCtx {
             mtime,
             ctime,
             modes,
+            owner,
             deadline,
             transfer,
         })

@@ -387,6 +387,7 @@ impl Uploader {
             // directories' (ferry's own user keeps what it needs to write and reread).
             mode: Some(file.modes.0 & 0o666 | 0o600),
             dir_mode: Some(file.modes.1 | 0o700),
+            source_mode: Some(file.modes.0),
         };
         let key = file.object_key();
         let upload = self.retry(file, out, || self.sink.begin(&key, &meta))?;
@@ -455,6 +456,8 @@ impl Uploader {
                     let (z, len) = std::mem::take(&mut open.pieces);
                     Segments { len, z }
                 }),
+                mode: Some(file.modes.0),
+                owner: Some(file.owner),
             }),
         }
     }

@@ -453,3 +453,126 @@ fn restore_failures_name_fetch_inflate_and_write() {
     assert_eq!(v["totals"]["succeeded"], 1, "{v}");
     assert_eq!(std::fs::read(dest.join("s/fine.txt")).unwrap(), b"fine");
 }
+
+/// A file's relative path, mode, uid, gid, size and mtime.
+type Stat = (PathBuf, u32, u32, u32, u64, (i64, i64));
+
+/// The [`Stat`] of every regular file under `root`.
+fn stats(root: &Path) -> Vec<Stat> {
+    files_under(root)
+        .into_iter()
+        .map(|rel| {
+            let m = std::fs::symlink_metadata(root.join(&rel)).unwrap();
+            let mode = m.mode() & 0o7777;
+            (
+                rel,
+                mode,
+                m.uid(),
+                m.gid(),
+                m.size(),
+                (m.mtime(), m.mtime_nsec()),
+            )
+        })
+        .collect()
+}
+
+/// Files come back with the permission bits they were delivered with (and, as root,
+/// their owner and group, setuid included), the same `stat` as `tar --create | tar
+/// --extract --same-permissions` gives; `--no-perms` takes the umask's bits instead,
+/// `--no-same-owner` leaves them root's, and a manifest without modes (an older
+/// version's) restores as before.
+#[test]
+fn modes_and_owners_come_back_as_tar_gives_them() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut modes = vec![
+        ("private", 0o600),
+        ("plain", 0o644),
+        ("tool", 0o755),
+        ("group", 0o750),
+    ];
+    if root {
+        modes.push(("setuid", 0o4755));
+    }
+    for (i, (name, mode)) in modes.iter().enumerate() {
+        let p = src.join("d").join(name);
+        write(&src, &format!("d/{name}"), &text(2_000 + i * 100, i as u64));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).unwrap();
+    }
+    if root {
+        let p = src.join("d/someone");
+        write(&src, "d/someone", b"owned by someone else\n");
+        std::os::unix::fs::chown(&p, Some(1234), Some(5678)).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+    }
+    let out = t.path().join("out");
+    deliver_to(&src, &out, &[]);
+
+    let back = t.path().join("back");
+    restore(&out, &back).assert().success();
+    let by_tar = t.path().join("tar");
+    std::fs::create_dir(&by_tar).unwrap();
+    let tar = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar --format=posix -C {} -cf - d | tar -C {} --same-permissions -xf -",
+            src.display(),
+            by_tar.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    let ours = stats(&back.join("src"));
+    assert_eq!(ours, stats(&by_tar), "ferry restore against tar");
+    let mode_of = |rel: &str| ours.iter().find(|s| s.0 == Path::new(rel)).unwrap().1;
+    assert_eq!(mode_of("d/tool"), 0o755);
+    assert_eq!(mode_of("d/private"), 0o600);
+    if root {
+        assert_eq!(mode_of("d/setuid"), 0o4755);
+        let s = ours.iter().find(|s| s.0 == Path::new("d/someone")).unwrap();
+        assert_eq!((s.2, s.3), (1234, 5678));
+
+        // --no-same-owner: root keeps them, and setuid is not given to root's file.
+        let mine = t.path().join("mine");
+        restore(&out, &mine)
+            .arg("--no-same-owner")
+            .assert()
+            .success();
+        for s in stats(&mine.join("src")) {
+            assert_eq!((s.2, s.3), (0, 0), "{:?}", s.0);
+            assert_eq!(s.1 & 0o6000, 0, "{:?}", s.0);
+        }
+    }
+
+    // --no-perms: the umask's bits, so no file comes back executable.
+    let plain = t.path().join("plain");
+    restore(&out, &plain).arg("--no-perms").assert().success();
+    for s in stats(&plain.join("src")) {
+        assert_eq!(s.1 & 0o7111, 0, "{:?}: {:o}", s.0, s.1);
+    }
+
+    // An older version's manifest, without modes or owners: restored as it always was.
+    let manifest = out.join(".ferry-manifest.json");
+    let text_of = std::fs::read_to_string(&manifest).unwrap();
+    let old: Vec<String> = text_of
+        .lines()
+        .map(|l| {
+            if l.contains("\"ferry_manifest\"") {
+                return l.to_string(); // the header, as it was
+            }
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let o = v.as_object_mut().unwrap();
+            assert!(o.remove("mode").is_some() && o.remove("owner").is_some());
+            v.to_string()
+        })
+        .collect();
+    std::fs::write(&manifest, old.join("\n") + "\n").unwrap();
+    let older = t.path().join("older");
+    restore(&out, &older).assert().success();
+    for s in stats(&older.join("src")) {
+        assert_eq!(s.1 & 0o7111, 0, "{:?}: {:o}", s.0, s.1);
+    }
+    same_tree(&src, &older.join("src"));
+}

@@ -266,6 +266,11 @@ fn uploads_round_trip_through_an_independent_client_and_reruns_skip() {
     assert_eq!(encoding, "");
     assert_eq!(content_type, "application/gzip");
     assert_eq!(meta["ferry-source-size"], "5");
+    // The source's permission bits, in octal, as rclone's --metadata keeps a mode.
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(src.join("c.txt")).unwrap().permissions(),
+    ) & 0o7777;
+    assert_eq!(meta["ferry-source-mode"], format!("{mode:04o}"));
     let mut c = flate2::Crc::new();
     c.update(b"small");
     assert_eq!(meta["ferry-source-crc32"], format!("{:08x}", c.sum()));

@@ -37,6 +37,10 @@ pub struct Restore {
     pub dry_run: bool,
     /// Overwrite files that exist and differ.
     pub force: bool,
+    /// `--no-perms`: files take the umask's bits instead of their recorded ones.
+    pub no_perms: bool,
+    /// `--no-same-owner`: files stay owned by the user who restores, even root.
+    pub no_same_owner: bool,
     /// Objects fetched at once; `None`: the cores for a local sink, 8 for an object store.
     pub download_workers: Option<NonZeroUsize>,
     /// Segments inflated at once.
@@ -61,6 +65,8 @@ impl Restore {
             shard: None,
             dry_run: false,
             force: false,
+            no_perms: false,
+            no_same_owner: false,
             download_workers: None,
             jobs: cores,
             memory: (8 * cores.get() as u64) << 20,
@@ -121,6 +127,10 @@ impl Command for Restore {
             sink: sink.clone(),
             dest,
             force: self.force,
+            keep_modes: !self.no_perms,
+            // Only root may give a file away, as tar assumes.
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            keep_owners: !self.no_same_owner && unsafe { libc::geteuid() } == 0,
             dry_run: self.dry_run,
             budget: Budget::new(self.memory, s.metrics.bytes_in_flight.clone()),
             metrics: s.metrics.clone(),

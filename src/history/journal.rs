@@ -588,6 +588,8 @@ mod tests {
             crc32: 0,
             bytes_out: 20,
             segments: None,
+            mode: None,
+            owner: None,
         }
     }
 

@@ -119,6 +119,15 @@ pub struct Entry {
     /// otherwise, and in entries written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segments: Option<Segments>,
+    /// The source's permission bits (`07777`) when it was read, which `ferry restore`
+    /// gives back. Absent in entries of older versions (restored with the umask, as
+    /// they always were); older versions ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+    /// The source's owner and group (uid, gid) when it was read, which a restore run as
+    /// root gives back. Absent in entries of older versions; older versions ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<(u32, u32)>,
 }
 
 /// Where an object's independent deflate segments lie: each but the last decodes to `len`
@@ -470,6 +479,8 @@ mod tests {
             ctime: None,
             crc32: 9,
             bytes_out: 11,
+            mode: Some(0o640),
+            owner: Some((1000, 100)),
         }
     }
 
@@ -512,7 +523,13 @@ mod tests {
     fn version_1_manifests_are_still_read() {
         let v1 = br#"{"version":1,"entries":[{"key":"a/b","size":3,"mtime_s":5,"mtime_ns":7,"crc32":9,"bytes_out":11}]}"#;
         let (back, _) = read(v1).unwrap();
-        assert_eq!(back, vec![entry(Path::new("a/b"), 3)]);
+        // Written before modes and owners were recorded: none come back.
+        let old = Entry {
+            mode: None,
+            owner: None,
+            ..entry(Path::new("a/b"), 3)
+        };
+        assert_eq!(back, vec![old]);
     }
 
     #[test]

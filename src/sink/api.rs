@@ -176,6 +176,9 @@ pub struct ObjectMeta {
     /// Permission bits for a directory a local sink creates on the way (the source's
     /// directory's); `None` leaves the default (0777 before the umask).
     pub dir_mode: Option<u32>,
+    /// The source's own permission bits (`07777`), stored as object metadata
+    /// (`ferry-source-mode`, octal) where the sink keeps metadata.
+    pub source_mode: Option<u32>,
 }
 
 /// What the sink says it received for one committed object.

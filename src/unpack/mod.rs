@@ -91,6 +91,11 @@ pub struct Restorer {
     pub dest: Dest,
     /// `--force`: replace files that exist and differ.
     pub force: bool,
+    /// Give files back their recorded permission bits (not `--no-perms`).
+    pub keep_modes: bool,
+    /// Give files back their recorded owner and group (running as root, not
+    /// `--no-same-owner`).
+    pub keep_owners: bool,
     /// `--dry-run`: decide only.
     pub dry_run: bool,
     /// The memory budget for compressed and inflated bytes.
@@ -513,12 +518,13 @@ impl Restorer {
         }
     }
 
-    /// Stamps the mtime, renames the temp file into place, and says what was restored.
+    /// Gives the file its recorded owner and permission bits, stamps the mtime, all on
+    /// the nameless file, then links it into place, and says what was restored.
     fn finish(&self, target: &Path, temp: &Temp, mtime: (i64, u32), entry: Entry) -> Outcome {
         let name = target.file_name().unwrap_or_default();
-        let done = temp
-            .file
-            .set_modified(system_time(mtime))
+        let done = self
+            .give_back(&temp.file, &entry)
+            .and_then(|_| temp.file.set_modified(system_time(mtime)))
             .and_then(|_| temp.publish(name, self.force));
         match done {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -755,6 +761,26 @@ pub struct Small {
     engine: SegmentInflater,
 }
 
+impl Restorer {
+    /// Sets what the entry recorded of the file's owner and mode on `file` (before it has
+    /// a name, so it never shows with other bits): the owner first, as a change of owner
+    /// clears setuid and setgid; setuid and setgid only as root, as tar does.
+    fn give_back(&self, file: &std::fs::File, entry: &Entry) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        if let (true, Some((uid, gid))) = (self.keep_owners, entry.owner) {
+            std::os::unix::fs::fchown(file, Some(uid), Some(gid))?;
+        }
+        if let (true, Some(mode)) = (self.keep_modes, entry.mode) {
+            let mode = match self.keep_owners {
+                true => mode & 0o7777,
+                false => mode & 0o1777,
+            };
+            file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
+        Ok(())
+    }
+}
+
 /// The entry to report for a restored file: the manifest's, or one made from what the
 /// object decoded to.
 fn entry_of(w: Wanted, got: &Inflated) -> Entry {
@@ -767,6 +793,8 @@ fn entry_of(w: Wanted, got: &Inflated) -> Entry {
         crc32: got.crc32,
         bytes_out: got.bytes_in,
         segments: None,
+        mode: None,
+        owner: None,
     })
 }
 

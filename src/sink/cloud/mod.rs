@@ -357,6 +357,12 @@ impl Sink for CloudSink {
             Attribute::Metadata(self.spec.cloud.meta_name("ferry-source-size")),
             AttributeValue::from(meta.source_size.to_string()),
         );
+        if let Some(mode) = meta.source_mode {
+            attributes.insert(
+                Attribute::Metadata(self.spec.cloud.meta_name("ferry-source-mode")),
+                AttributeValue::from(format!("{mode:04o}")),
+            );
+        }
         if let Some(class) = &self.spec.storage_class {
             attributes.insert(Attribute::StorageClass, AttributeValue::from(class.clone()));
         }
