@@ -499,6 +499,90 @@ impl Dir {
         unlink_at(&self.fd, name)
     }
 
+    /// Makes `name` in this directory a symbolic link holding `target`, as given
+    /// (dangling, absolute or climbing out: a link is text, never followed here), and
+    /// gives it `owner` and `mtime` where asked, on the link itself.
+    ///
+    /// # Errors
+    /// As `symlinkat(2)` (`AlreadyExists` when the name is taken), `fchownat(2)` and
+    /// `utimensat(2)`.
+    pub fn symlink(
+        &self,
+        name: &OsStr,
+        target: &OsStr,
+        owner: Option<(u32, u32)>,
+        mtime: Option<(i64, u32)>,
+    ) -> io::Result<()> {
+        let (n, t) = (cstr(name)?, cstr(target)?);
+        // SAFETY: NUL-terminated names; the link is made relative to a directory we hold.
+        if unsafe { libc::symlinkat(t.as_ptr(), self.fd.as_raw_fd(), n.as_ptr()) } != 0 {
+            return Err(last_err());
+        }
+        if let Some((uid, gid)) = owner {
+            // SAFETY: as above; AT_SYMLINK_NOFOLLOW changes the link, not what it names.
+            let r = unsafe {
+                libc::fchownat(
+                    self.fd.as_raw_fd(),
+                    n.as_ptr(),
+                    uid,
+                    gid,
+                    libc::AT_SYMLINK_NOFOLLOW,
+                )
+            };
+            if r != 0 {
+                return Err(last_err());
+            }
+        }
+        if let Some((s, ns)) = mtime {
+            let t = libc::timespec {
+                tv_sec: s,
+                tv_nsec: i64::from(ns),
+            };
+            let times = [t, t];
+            // SAFETY: as above; two timespecs (atime, mtime), for the link itself.
+            let r = unsafe {
+                libc::utimensat(
+                    self.fd.as_raw_fd(),
+                    n.as_ptr(),
+                    times.as_ptr(),
+                    libc::AT_SYMLINK_NOFOLLOW,
+                )
+            };
+            if r != 0 {
+                return Err(last_err());
+            }
+        }
+        Ok(())
+    }
+
+    /// The text of the symbolic link `name` in this directory, `None` if it is not one.
+    ///
+    /// # Errors
+    /// As `readlinkat(2)`, apart from a name that is not a link.
+    pub fn read_link(&self, name: &OsStr) -> io::Result<Option<std::ffi::OsString>> {
+        let n = cstr(name)?;
+        let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+        // SAFETY: a NUL-terminated name relative to a directory we hold; `buf` is as long
+        // as said.
+        let r = unsafe {
+            libc::readlinkat(
+                self.fd.as_raw_fd(),
+                n.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if r < 0 {
+            let e = last_err();
+            return match e.raw_os_error() {
+                Some(libc::EINVAL | libc::ENOENT) => Ok(None),
+                _ => Err(e),
+            };
+        }
+        buf.truncate(r as usize);
+        Ok(Some(std::ffi::OsString::from_vec(buf)))
+    }
+
     /// A new, empty file in this directory with permission bits `mode` (before the umask),
     /// with no name until [`Temp::publish`] gives it one.
     ///

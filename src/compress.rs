@@ -32,7 +32,7 @@ impl Compressor {
     pub fn handle(&mut self, s: Segment, out: &Emitter<Packed>) {
         let (file, index) = (s.file.clone(), s.index);
         let last = match &s.body {
-            SegmentBody::Stop(_) => true,
+            SegmentBody::Stop(_) | SegmentBody::Link(_) => true,
             SegmentBody::Data { last, .. } => *last,
         };
         let result = catch_unwind(AssertUnwindSafe(|| self.handle_segment(s, out)));
@@ -59,6 +59,7 @@ impl Compressor {
                 verdict,
                 last: true,
             },
+            SegmentBody::Link(target) => PackedBody::Link(target),
             SegmentBody::Data {
                 data,
                 dict,

@@ -117,7 +117,7 @@ impl Loader {
         {
             Ok(f) => f,
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) && !self.follow => {
-                return stop(task, Verdict::Skipped(Skip::SymlinkNotFollowed))
+                return self.record_link(task, out);
             }
             Err(e) => return stop(task, failed(e)),
         };
@@ -155,6 +155,49 @@ impl Loader {
         self.read_segments(ctx, file, out, sent);
     }
 
+    /// A symbolic link, not followed: its text and its own times go downstream to be
+    /// recorded (no object is stored), unless the history has it unchanged.
+    fn record_link(&self, task: FileTask, out: &Emitter<Segment>) {
+        let stop = |task: FileTask, v: Verdict| {
+            let _ = out.emit(Segment {
+                file: FileCtx::new(task, 0, (0, 0), None),
+                index: 0,
+                body: SegmentBody::Stop(v),
+            });
+        };
+        let failed = |e: std::io::Error| Verdict::failed(Stage::Load, e);
+        let (meta, target) = match std::fs::symlink_metadata(&task.path)
+            .and_then(|m| std::fs::read_link(&task.path).map(|t| (m, t)))
+        {
+            Ok(got) => got,
+            Err(e) => return stop(task, failed(e)),
+        };
+        let mtime = (meta.mtime(), meta.mtime_nsec() as u32);
+        let ctime = (meta.ctime(), meta.ctime_nsec() as u32);
+        let size = target.as_os_str().len() as u64;
+        let unchanged = !self.force
+            && self.index.get(&task.key).is_some_and(|e| {
+                e.bytes_out == 0
+                    && e.size == size
+                    && (e.mtime_s, e.mtime_ns) == mtime
+                    && e.same_ctime(ctime)
+            });
+        if unchanged {
+            return stop(task, Verdict::Skipped(Skip::Unchanged));
+        }
+        if self.dry_run {
+            return stop(task, Verdict::Skipped(Skip::DryRun { size: 0 }));
+        }
+        let owner = (meta.uid(), meta.gid());
+        let modes = (meta.mode() & 0o7777, 0o777);
+        let ctx = FileCtx::opened(task, size, mtime, ctime, modes, owner, None, None);
+        let _ = out.emit(Segment {
+            file: ctx,
+            index: 0,
+            body: SegmentBody::Link(target.into_os_string()),
+        });
+    }
+
     /// What a `--dry-run` says of a file that is not unchanged: from one stat, what
     /// loading it would find — a file to send, a link not followed, a special file, or
     /// the error of the stat.
@@ -165,7 +208,8 @@ impl Loader {
         };
         match meta {
             Ok(m) if m.is_file() => Verdict::Skipped(Skip::DryRun { size: m.len() }),
-            Ok(m) if m.file_type().is_symlink() => Verdict::Skipped(Skip::SymlinkNotFollowed),
+            // A link not followed would be recorded: no object, no bytes.
+            Ok(m) if m.file_type().is_symlink() => Verdict::Skipped(Skip::DryRun { size: 0 }),
             Ok(_) => Verdict::Skipped(Skip::Special("not a regular file")),
             Err(e) => Verdict::failed(Stage::Load, e),
         }

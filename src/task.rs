@@ -261,6 +261,9 @@ pub enum SegmentBody {
     },
     /// No more segments follow: the file ends with this verdict.
     Stop(Verdict),
+    /// A symbolic link, not followed: its text is recorded in the history, and no
+    /// object is stored.
+    Link(std::ffi::OsString),
 }
 
 /// Compress → upload: one deflate piece of a file, or the end of its stream.
@@ -278,6 +281,7 @@ impl Packed {
     pub fn ends_stream(&self) -> bool {
         match &self.body {
             PackedBody::Data { last, .. } | PackedBody::Stop { last, .. } => *last,
+            PackedBody::Link(_) => true,
         }
     }
 }
@@ -305,6 +309,8 @@ pub enum PackedBody {
         /// Whether it is the file's last piece: no more follow.
         last: bool,
     },
+    /// A symbolic link's text, to record (the only piece of its file).
+    Link(std::ffi::OsString),
 }
 
 /// Upload → collector: the end of one file's journey.

@@ -323,6 +323,7 @@ impl Uploader {
         }
         let (deflate, crc_piece, len, last, _permit) = match piece.body {
             PackedBody::Stop { verdict, .. } => return end(state, verdict),
+            PackedBody::Link(target) => return (State::Done, Some(link_recorded(file, target))),
             PackedBody::Data { .. } if out.is_cancelled() => return end(state, Verdict::Cancelled),
             PackedBody::Data {
                 deflate,
@@ -458,8 +459,32 @@ impl Uploader {
                 }),
                 mode: Some(file.modes.0),
                 owner: Some(file.owner),
+                link: None,
             }),
         }
+    }
+}
+
+/// A symbolic link's outcome: its entry, with its text and no object.
+fn link_recorded(file: &FileCtx, target: std::ffi::OsString) -> Outcome {
+    use std::os::unix::ffi::OsStrExt;
+    let mut crc = flate2::Crc::new();
+    crc.update(target.as_bytes());
+    Outcome {
+        path: file.path.clone(),
+        result: Ok(Entry {
+            key: file.key.as_path().into(),
+            size: target.len() as u64,
+            mtime_s: file.mtime.0,
+            mtime_ns: file.mtime.1,
+            ctime: Some(file.ctime),
+            crc32: crc.sum(),
+            bytes_out: 0,
+            segments: None,
+            mode: None,
+            owner: Some(file.owner),
+            link: Some(std::path::Path::new(&target).into()),
+        }),
     }
 }
 

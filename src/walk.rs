@@ -386,6 +386,9 @@ impl Walker {
                             continue;
                         }
                         None
+                    } else if ft.is_symlink() && !self.follow {
+                        // Not followed: load records its text.
+                        None
                     } else {
                         Some(Verdict::Skipped(special_skip(&ft)))
                     };
@@ -542,6 +545,8 @@ impl Walker {
             Ok(m) if m.is_file() && self.sizes.leaves_out(m.len()) => return true,
             Ok(m) if m.is_file() => None,
             Ok(m) if m.is_dir() => Some(Verdict::Skipped(Skip::Directory)),
+            // A link not followed: load records its text.
+            Ok(m) if m.file_type().is_symlink() => None,
             Ok(m) => Some(Verdict::Skipped(special_skip(&m.file_type()))),
             Err(e) => match gone {
                 Some(g) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -158,8 +158,11 @@ fn big_files_are_segmented_and_output_is_identical_for_any_worker_counts() {
     );
 }
 
+/// Without `-L`, a symbolic link is recorded as an entry holding its text (no object, not
+/// followed, dangling or not); with `-L` it is followed, a dangling one fails and a loop
+/// ends.
 #[test]
-fn symlinks_are_skipped_unless_followed_and_loops_end() {
+fn symlinks_are_recorded_unless_followed_and_loops_end() {
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("src");
     write(&src, "real/f.txt", b"content");
@@ -176,13 +179,30 @@ fn symlinks_are_skipped_unless_followed_and_loops_end() {
         .assert()
         .success();
     let v = report(&r.get_output().stdout);
-    assert_eq!(v["totals"]["succeeded"], 1);
-    assert_eq!(v["totals"]["skipped"], 3);
+    assert_eq!(v["totals"]["succeeded"], 4);
+    assert_eq!(v["totals"]["skipped"], 0);
     assert!(!out.join("src/link.txt.gz").exists());
-    let err = String::from_utf8_lossy(&r.get_output().stderr).into_owned();
-    assert!(
-        err.contains("link.txt: symbolic link (not followed)"),
-        "{err}"
+    let manifest = std::fs::read_to_string(out.join(".ferry-manifest.json")).unwrap();
+    let links: Vec<(String, String)> = manifest
+        .lines()
+        .skip(1)
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["link"].is_string())
+        .map(|e| {
+            (
+                e["key"].as_str().unwrap().into(),
+                e["link"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let src_text = src.display().to_string();
+    assert_eq!(
+        links,
+        [
+            ("src/dangling".to_string(), "nowhere".to_string()),
+            ("src/link.txt".to_string(), format!("{src_text}/real/f.txt")),
+            ("src/real/loop".to_string(), src_text.clone()),
+        ]
     );
 
     let out = t.path().join("o2");

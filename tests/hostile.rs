@@ -778,3 +778,53 @@ fn an_output_directory_removed_or_swapped_for_a_link_mid_run_never_leads_outside
         }
     }
 }
+
+/// A crafted history: a symbolic link `s/a -> OUTSIDE` (an absolute path out of DEST),
+/// then a file `s/a/passwd` under it. Whichever comes first, nothing is written outside
+/// DEST: the link is made as text and never followed, and the file's directory is opened
+/// beneath DEST without following links, so it fails by name (or the link does, when the
+/// file's directory was made first).
+#[test]
+fn a_link_in_a_history_never_leads_a_later_file_outside() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    write(&src, "a/passwd", b"root::0:0::/:/bin/sh\n");
+    write(&src, "b", b"just a file\n");
+    let out = t.path().join("out");
+    deliver(&src, &out);
+    let outside = t.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    // Make s/b's entry say it is the link s/a -> OUTSIDE.
+    let target = outside.display().to_string();
+    edit_manifest(
+        &out,
+        "s/b",
+        |v| {
+            v["key"] = "s/a".into();
+            v["link"] = target.clone().into();
+            v["bytes_out"] = 0.into();
+            v["size"] = target.len().into();
+        },
+        None,
+    );
+    let manifest = out.join(".ferry-manifest.json");
+    for round in 0..6 {
+        // Half the rounds with the entries in the other order: the link first.
+        if round == 3 {
+            let text = std::fs::read_to_string(&manifest).unwrap();
+            let mut lines: Vec<&str> = text.lines().collect();
+            lines[1..].reverse();
+            std::fs::write(&manifest, lines.join("\n") + "\n").unwrap();
+        }
+        let dest = t.path().join(format!("dest{round}"));
+        let mut c = restore_cmd(&out, &dest);
+        if round % 2 == 1 {
+            c.args(["--download-workers", "1", "-j1"]);
+        }
+        let o = c.output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(entries(&outside).is_empty(), "round {round}: {err}");
+        assert!(err.contains("1 failed"), "{err}");
+    }
+}

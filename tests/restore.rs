@@ -576,3 +576,96 @@ fn modes_and_owners_come_back_as_tar_gives_them() {
     }
     same_tree(&src, &older.join("src"));
 }
+
+/// Symbolic links are recorded as text (no object), not followed, and come back as they
+/// were: to a file, to a directory, absolute, climbing out of the tree, and dangling, with
+/// their own mtime, the same as tar gives; a rerun skips them, verify passes them.
+#[test]
+fn symbolic_links_come_back_as_text() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    write(&src, "d/f", b"a file\n");
+    let links = [
+        ("d/to-file", "f"),
+        ("to-dir", "d"),
+        ("absolute", "/etc/hostname"),
+        ("d/climbs-out", "../../elsewhere"),
+        ("dangling", "nowhere"),
+    ];
+    for (name, to) in links {
+        std::os::unix::fs::symlink(to, src.join(name)).unwrap();
+    }
+    let out = t.path().join("out");
+    let r = ferry()
+        .arg(&src)
+        .arg("--to")
+        .arg(format!("dir:{}", out.display()))
+        .args(["--report", "-"])
+        .assert()
+        .success();
+    assert_eq!(report(&r.get_output().stdout)["totals"]["succeeded"], 6);
+    // One object: the file. Links are entries of the history only.
+    assert_eq!(files_under(&out.join("src")), [PathBuf::from("d/f.gz")]);
+    ferry()
+        .arg(&src)
+        .arg("--to")
+        .arg(format!("dir:{}", out.display()))
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("6 skipped"));
+
+    let back = t.path().join("back");
+    restore(&out, &back)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("6 succeeded"));
+    let by_tar = t.path().join("tar");
+    std::fs::create_dir(&by_tar).unwrap();
+    let tar = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar --format=posix -C {} -cf - . | tar -C {} -xf -",
+            src.display(),
+            by_tar.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    for (name, to) in links {
+        let ours = back.join("src").join(name);
+        let theirs = by_tar.join(name);
+        assert_eq!(std::fs::read_link(&ours).unwrap(), Path::new(to), "{name}");
+        let (a, b) = (
+            std::fs::symlink_metadata(&ours).unwrap(),
+            std::fs::symlink_metadata(&theirs).unwrap(),
+        );
+        assert!(a.file_type().is_symlink(), "{name}");
+        assert_eq!(
+            (a.mtime(), a.mtime_nsec(), a.uid(), a.gid()),
+            (b.mtime(), b.mtime_nsec(), b.uid(), b.gid()),
+            "{name} against tar"
+        );
+    }
+    let diff = std::process::Command::new("diff")
+        .args(["-r", "--no-dereference"])
+        .arg(&src)
+        .arg(back.join("src"))
+        .output()
+        .unwrap();
+    assert!(
+        diff.status.success(),
+        "{}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
+    // A rerun of the restore finds them there; verify has no object to read for them.
+    restore(&out, &back)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("6 skipped"));
+    assert_cmd::Command::cargo_bin("ferry")
+        .unwrap()
+        .args(["verify", "--progress", "never", "--to"])
+        .arg(format!("dir:{}", out.display()))
+        .assert()
+        .success();
+}

@@ -590,6 +590,7 @@ mod tests {
             segments: None,
             mode: None,
             owner: None,
+            link: None,
         }
     }
 

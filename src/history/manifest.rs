@@ -128,6 +128,18 @@ pub struct Entry {
     /// root gives back. Absent in entries of older versions; older versions ignore it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<(u32, u32)>,
+    /// For a symbolic link (delivered without `-L`): its text. It has no object
+    /// (`bytes_out` 0); `size` is the text's length and the times are the link's own.
+    /// Older versions, which do not know it, fail such an entry as a missing object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<PathRepr>,
+}
+
+impl Entry {
+    /// Whether this entry is a symbolic link, with no object.
+    pub fn is_link(&self) -> bool {
+        self.link.is_some()
+    }
 }
 
 /// Where an object's independent deflate segments lie: each but the last decodes to `len`
@@ -481,6 +493,7 @@ mod tests {
             bytes_out: 11,
             mode: Some(0o640),
             owner: Some((1000, 100)),
+            link: None,
         }
     }
 

@@ -294,6 +294,9 @@ impl Restorer {
                 result: Err(Verdict::Skipped(s)),
             })
         };
+        if let Some(e) = w.entry.as_ref().filter(|e| e.is_link()) {
+            return done(self.restore_link(&target, e));
+        }
         // Into a destination that was empty when the run began, nothing is looked up first:
         // the rename refuses to replace, and only a refusal asks what is there.
         if self.force || self.dry_run || !self.dest.started_empty() {
@@ -762,6 +765,65 @@ pub struct Small {
 }
 
 impl Restorer {
+    /// Makes the symbolic link `entry` records at `target`, with its text as it was
+    /// (dangling, absolute or climbing out: it is never followed here, and every later
+    /// path through it is refused, as every directory is opened beneath DEST without
+    /// following links), its owner (as root) and its own mtime.
+    fn restore_link(&self, target: &Path, entry: &Entry) -> Outcome {
+        let text = entry.link.as_ref().map(PathBuf::from).unwrap_or_default();
+        if self.dry_run {
+            return Outcome {
+                path: target.to_path_buf(),
+                result: Err(Verdict::Skipped(Skip::DryRun { size: 0 })),
+            };
+        }
+        let dir = match self.dest.parent_of(target) {
+            Ok(d) => d,
+            Err(why) => return failed(target, Stage::Write, why),
+        };
+        let name = target.file_name().unwrap_or_default();
+        let owner = entry.owner.filter(|_| self.keep_owners);
+        let mtime = Some((entry.mtime_s, entry.mtime_ns));
+        let make = || dir.symlink(name, text.as_os_str(), owner, mtime);
+        let made = match make() {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                match dir.read_link(name) {
+                    Ok(Some(t)) if t == text.as_os_str() && !self.force => {
+                        return Outcome {
+                            path: target.to_path_buf(),
+                            result: Err(Verdict::Skipped(Skip::AlreadyRestored)),
+                        }
+                    }
+                    // Replaced only when asked, and never a directory (unlink refuses one).
+                    _ if self.force => dir.unlink(name).and_then(|_| make()),
+                    _ => {
+                        return failed(
+                            target,
+                            Stage::Write,
+                            "exists and differs from the recorded link; --force replaces it",
+                        )
+                    }
+                }
+            }
+            other => other,
+        };
+        match made {
+            Ok(()) => {
+                self.log
+                    .info(|| format!("[restored] {} (link)", target.display()));
+                Outcome {
+                    path: target.to_path_buf(),
+                    result: Ok(entry.clone()),
+                }
+            }
+            Err(e) => failed(
+                target,
+                Stage::Write,
+                format!("cannot make the link: {}", crate::words::io_words(&e)),
+            ),
+        }
+    }
+
     /// Sets what the entry recorded of the file's owner and mode on `file` (before it has
     /// a name, so it never shows with other bits): the owner first, as a change of owner
     /// clears setuid and setgid; setuid and setgid only as root, as tar does.
@@ -795,6 +857,7 @@ fn entry_of(w: Wanted, got: &Inflated) -> Entry {
         segments: None,
         mode: None,
         owner: None,
+        link: None,
     })
 }
 
