@@ -454,6 +454,23 @@ fn restore_failures_name_fetch_inflate_and_write() {
     assert_eq!(std::fs::read(dest.join("s/fine.txt")).unwrap(), b"fine");
 }
 
+/// `what` under `src` copied into `to` (made) by `tar --format=posix --create | tar
+/// --extract --same-permissions` (pax keeps nanoseconds): what ferry restore is held to.
+fn tar_copy(src: &Path, what: &str, to: &Path) -> PathBuf {
+    std::fs::create_dir(to).unwrap();
+    let tar = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar --format=posix -C {} -cf - {what} | tar -C {} --same-permissions -xf -",
+            src.display(),
+            to.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    to.to_path_buf()
+}
+
 /// A file's relative path, mode, uid, gid, size and mtime.
 type Stat = (PathBuf, u32, u32, u32, u64, (i64, i64));
 
@@ -512,18 +529,7 @@ fn modes_and_owners_come_back_as_tar_gives_them() {
 
     let back = t.path().join("back");
     restore(&out, &back).assert().success();
-    let by_tar = t.path().join("tar");
-    std::fs::create_dir(&by_tar).unwrap();
-    let tar = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "tar --format=posix -C {} -cf - d | tar -C {} --same-permissions -xf -",
-            src.display(),
-            by_tar.display()
-        ))
-        .status()
-        .unwrap();
-    assert!(tar.success());
+    let by_tar = tar_copy(&src, "d", &t.path().join("tar"));
     let ours = stats(&back.join("src"));
     assert_eq!(ours, stats(&by_tar), "ferry restore against tar");
     let mode_of = |rel: &str| ours.iter().find(|s| s.0 == Path::new(rel)).unwrap().1;
@@ -619,18 +625,7 @@ fn symbolic_links_come_back_as_text() {
         .assert()
         .success()
         .stderr(predicate::str::contains("6 succeeded"));
-    let by_tar = t.path().join("tar");
-    std::fs::create_dir(&by_tar).unwrap();
-    let tar = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "tar --format=posix -C {} -cf - . | tar -C {} -xf -",
-            src.display(),
-            by_tar.display()
-        ))
-        .status()
-        .unwrap();
-    assert!(tar.success());
+    let by_tar = tar_copy(&src, ".", &t.path().join("tar"));
     for (name, to) in links {
         let ours = back.join("src").join(name);
         let theirs = by_tar.join(name);
