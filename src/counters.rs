@@ -39,6 +39,8 @@ pub struct Counters {
     pub discovery_done: AtomicBool,
     /// Files delivered.
     pub succeeded: AtomicU64,
+    /// Of those, symbolic links recorded (or, restoring, made again).
+    pub links: AtomicU64,
     /// Files skipped (special files, symlinks not followed, unchanged since last run).
     pub skipped: AtomicU64,
     /// Files that failed.

@@ -77,6 +77,9 @@ impl Ledger {
                 if let Some(j) = &self.journal {
                     j.record(&entry);
                 }
+                if entry.is_link() {
+                    m.links.fetch_add(1, Relaxed);
+                }
                 m.succeeded.fetch_add(1, Relaxed);
             }
         }

@@ -21,6 +21,9 @@ pub struct Totals {
     pub discovered: u64,
     /// Delivered.
     pub succeeded: u64,
+    /// Of those, symbolic links recorded as links (their text, no object), or, in a
+    /// restore, made again.
+    pub links: u64,
     /// Not delivered on purpose (special files, links not followed, unchanged).
     pub skipped: u64,
     /// Not delivered because of an error (listed in `failures`).
@@ -230,6 +233,7 @@ impl Summary {
         let mut totals = Totals {
             discovered: get(&metrics.discovered),
             succeeded: get(&metrics.succeeded),
+            links: get(&metrics.links),
             skipped: get(&metrics.skipped),
             failed: get(&metrics.failed),
             cancelled: get(&metrics.cancelled),
@@ -342,9 +346,14 @@ impl Summary {
                 t.skipped - w.files
             );
         }
+        let links = match t.links {
+            0 => String::new(),
+            1 => " (1 of them a symbolic link)".to_string(),
+            n => format!(" ({n} of them symbolic links)"),
+        };
         let _ = writeln!(
             s,
-            "ferry: {} discovered: {} succeeded, {} skipped, {} failed, {} cancelled",
+            "ferry: {} discovered: {} succeeded{links}, {} skipped, {} failed, {} cancelled",
             t.discovered, t.succeeded, t.skipped, t.failed, t.cancelled
         );
         let ratio = if t.bytes_in > 0 {
