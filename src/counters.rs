@@ -61,6 +61,9 @@ pub struct Counters {
     pub would_send: AtomicU64,
     /// `--dry-run`: source bytes of the files that would be sent.
     pub would_send_bytes: AtomicU64,
+    /// Dry run: of the entries that would be sent, the symbolic links (recorded, no
+    /// object).
+    pub would_link: AtomicU64,
     /// Source bytes whose compressed piece the sink has taken (the main bar's progress).
     pub bytes_done: AtomicU64,
     /// Files of at least [`FLIGHT_MIN`] bytes being delivered, by task id.

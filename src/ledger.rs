@@ -107,6 +107,16 @@ impl Ledger {
                 m.would_send_bytes.fetch_add(size, Relaxed);
                 m.skipped.fetch_add(1, Relaxed);
             }
+            Verdict::Skipped(Skip::DryRunLink) => {
+                self.list(format_args!(
+                    "would {}: {} (symbolic link)",
+                    self.verb,
+                    path.display()
+                ));
+                m.would_send.fetch_add(1, Relaxed);
+                m.would_link.fetch_add(1, Relaxed);
+                m.skipped.fetch_add(1, Relaxed);
+            }
             Verdict::Skipped(why) => {
                 self.list(format_args!("would skip: {} ({why})", path.display()));
                 self.log

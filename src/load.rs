@@ -186,7 +186,7 @@ impl Loader {
             return stop(task, Verdict::Skipped(Skip::Unchanged));
         }
         if self.dry_run {
-            return stop(task, Verdict::Skipped(Skip::DryRun { size: 0 }));
+            return stop(task, Verdict::Skipped(Skip::DryRunLink));
         }
         let owner = (meta.uid(), meta.gid());
         let modes = (meta.mode() & 0o7777, 0o777);
@@ -209,7 +209,7 @@ impl Loader {
         match meta {
             Ok(m) if m.is_file() => Verdict::Skipped(Skip::DryRun { size: m.len() }),
             // A link not followed would be recorded: no object, no bytes.
-            Ok(m) if m.file_type().is_symlink() => Verdict::Skipped(Skip::DryRun { size: 0 }),
+            Ok(m) if m.file_type().is_symlink() => Verdict::Skipped(Skip::DryRunLink),
             Ok(_) => Verdict::Skipped(Skip::Special("not a regular file")),
             Err(e) => Verdict::failed(Stage::Load, e),
         }

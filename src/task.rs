@@ -38,6 +38,8 @@ pub enum Skip {
         /// Its size, from one stat.
         size: u64,
     },
+    /// `--dry-run`: this symbolic link would be recorded (or made again).
+    DryRunLink,
 }
 
 impl std::fmt::Display for Skip {
@@ -57,6 +59,7 @@ impl std::fmt::Display for Skip {
                 f.write_str("exists (no manifest to compare it with; --force overwrites)")
             }
             Skip::DryRun { size } => write!(f, "dry run: {size} bytes"),
+            Skip::DryRunLink => f.write_str("dry run: symbolic link"),
         }
     }
 }

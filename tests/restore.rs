@@ -624,6 +624,14 @@ fn symbolic_links_come_back_as_text() {
 
     let back = t.path().join("back");
     restore(&out, &back)
+        .arg("-n")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("to-dir (symbolic link)"))
+        .stderr(predicate::str::contains(
+            "6 files (7 B) would be sent (5 of them symbolic links, recorded as links)",
+        ));
+    restore(&out, &back)
         .assert()
         .success()
         .stderr(predicate::str::contains(

@@ -774,7 +774,7 @@ impl Restorer {
         if self.dry_run {
             return Outcome {
                 path: target.to_path_buf(),
-                result: Err(Verdict::Skipped(Skip::DryRun { size: 0 })),
+                result: Err(Verdict::Skipped(Skip::DryRunLink)),
             };
         }
         let dir = match self.dest.parent_of(target) {

@@ -214,6 +214,8 @@ pub struct WouldSend {
     pub files: u64,
     /// Their source bytes.
     pub bytes: u64,
+    /// Of the files, symbolic links (recorded as links, no object).
+    pub links: u64,
 }
 
 impl Summary {
@@ -288,6 +290,7 @@ impl Summary {
         self.would_send = Some(WouldSend {
             files: metrics.would_send.load(Relaxed),
             bytes: metrics.would_send_bytes.load(Relaxed),
+            links: metrics.would_link.load(Relaxed),
         });
     }
 
@@ -340,9 +343,13 @@ impl Summary {
         if let Some(w) = self.would_send {
             let _ = writeln!(
                 s,
-                "ferry: dry run: {} files ({}) would be sent, {} skipped; nothing was read or written",
+                "ferry: dry run: {} files ({}) would be sent{}, {} skipped; nothing was read or written",
                 w.files,
                 human_bytes(w.bytes),
+                match w.links {
+                    0 => String::new(),
+                    n => format!(" ({n} of them symbolic links, recorded as links)"),
+                },
                 t.skipped - w.files
             );
         }
