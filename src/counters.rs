@@ -41,6 +41,9 @@ pub struct Counters {
     pub succeeded: AtomicU64,
     /// Of those, symbolic links recorded (or, restoring, made again).
     pub links: AtomicU64,
+    /// Directories recorded (mode, owner, times), or, restoring, made and set; apart
+    /// from the files.
+    pub dirs: AtomicU64,
     /// Files skipped (special files, symlinks not followed, unchanged since last run).
     pub skipped: AtomicU64,
     /// Files that failed.

@@ -460,6 +460,7 @@ impl Uploader {
                 mode: Some(file.modes.0),
                 owner: Some(file.owner),
                 link: None,
+                dir: false,
             }),
         }
     }
@@ -484,6 +485,7 @@ fn link_recorded(file: &FileCtx, target: std::ffi::OsString) -> Outcome {
             mode: None,
             owner: Some(file.owner),
             link: Some(std::path::Path::new(&target).into()),
+            dir: false,
         }),
     }
 }

@@ -4,6 +4,7 @@
 use crate::config::Inputs;
 use crate::counters::Counters;
 use crate::error::{FerryError, FileError, Stage};
+use crate::history::manifest::Entry;
 use crate::pipeline::{Emitter, Producer};
 use crate::shard::Shard;
 use crate::task::{FileTask, Skip, Verdict};
@@ -17,7 +18,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// One input root and the name its keys start with.
 #[derive(Debug, Clone)]
@@ -179,9 +180,31 @@ pub struct Walker {
     /// `--min-size` / `--max-size`: regular files outside these bounds are left out, as
     /// an excluded path is (not discovered, not counted).
     pub sizes: SizeFilter,
+    /// Where the directories walked are noted (mode, owner, times), for the history;
+    /// `None` when nothing is recorded (a dry run, a plan).
+    pub dirs: Option<Arc<Mutex<Vec<Entry>>>>,
 }
 
 impl Walker {
+    /// Notes the directory at `path` under `root` (mode, owner, times) for the history,
+    /// where directories are recorded.
+    fn note_dir(&self, root: &Root, path: &Path) {
+        let Some(dirs) = &self.dirs else { return };
+        if let Some(meta) = std::fs::metadata(path).ok().filter(|m| m.is_dir()) {
+            let rel = path.strip_prefix(&root.path).unwrap_or(Path::new(""));
+            let key: PathBuf = Path::new(&root.name)
+                .components()
+                .chain(rel.components())
+                .collect();
+            if key.as_os_str().is_empty() {
+                return;
+            }
+            dirs.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Entry::of_dir(&key, &meta));
+        }
+    }
+
     /// The walker for `inputs` (follow, size filters, shard), never reading the local
     /// output directory `out_dir` as input. A planned run (`--plan`) takes its list as it
     /// is: the plan, not the hash, shards it.
@@ -204,6 +227,7 @@ impl Walker {
                 min: inputs.min_size,
                 max: inputs.max_size,
             },
+            dirs: None,
         }
     }
 }
@@ -374,8 +398,10 @@ impl Walker {
                         continue;
                     };
                     // The root itself (possibly a link to a directory named on the command
-                    // line, which is followed like `find -H`) is not an entry.
+                    // line, which is followed like `find -H`) is not an entry; it and every
+                    // directory are noted for the history.
                     if ft.is_dir() || entry.depth() == 0 {
+                        self.note_dir(root, entry.path());
                         continue;
                     }
                     // The type comes from the directory entry itself; no stat here,

@@ -808,6 +808,17 @@ fn a_link_in_a_history_never_leads_a_later_file_outside() {
         None,
     );
     let manifest = out.join(".ferry-manifest.json");
+    // The directory s/a's own entry would shadow the crafted link of the same key: this
+    // history has only the link and the file.
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let kept: Vec<&str> = text
+        .lines()
+        .enumerate()
+        .filter(|(i, l)| *i == 0 || !l.contains("\"dir\":true"))
+        .map(|(_, l)| l)
+        .collect();
+    std::fs::write(&manifest, kept.join("\n") + "\n").unwrap();
+    edit_manifest(&out, "", |_| {}, Some(kept.len() as u64 - 1));
     for round in 0..6 {
         // Half the rounds with the entries in the other order: the link first.
         if round == 3 {

@@ -676,3 +676,104 @@ fn symbolic_links_come_back_as_text() {
         .assert()
         .success();
 }
+
+/// A directory's relative path, mode, uid, gid and mtime.
+type DirStat = (PathBuf, u32, u32, u32, (i64, i64));
+
+/// The [`DirStat`] of every directory under `root`, `root` itself as "".
+fn dir_stats(root: &Path) -> Vec<DirStat> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let m = std::fs::symlink_metadata(&d).unwrap();
+        let rel = d.strip_prefix(root).unwrap().to_path_buf();
+        out.push((
+            rel,
+            m.mode() & 0o7777,
+            m.uid(),
+            m.gid(),
+            (m.mtime(), m.mtime_nsec()),
+        ));
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Directories come back as tar gives them: empty ones made, modes (a 0500 one still
+/// receives its files: modes and mtimes are set after the contents, deepest first) and
+/// mtimes to the nanosecond; they are recorded apart from the files, and a rerun of the
+/// delivery records none again.
+#[test]
+fn directories_come_back_with_modes_and_mtimes_empty_ones_too() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    write(&src, "ro/f", b"in a read-only directory\n");
+    write(&src, "x/y/g", b"deep\n");
+    std::fs::create_dir_all(src.join("empty/inner")).unwrap();
+    let set = |rel: &str, mode: u32, when: i64| {
+        let p = src.join(rel);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        filetime::set_file_mtime(&p, filetime::FileTime::from_unix_time(when, 123_456_789))
+            .unwrap();
+    };
+    set("empty/inner", 0o700, 1_500_000_000);
+    set("empty", 0o755, 1_500_000_100);
+    set("x/y", 0o750, 1_600_000_000);
+    set("x", 0o711, 1_600_000_100);
+    set("ro", 0o500, 1_700_000_000);
+    let out = t.path().join("out");
+    let r = ferry()
+        .arg(&src)
+        .arg("--to")
+        .arg(format!("dir:{}", out.display()))
+        .args(["--report", "-"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("and 6 directories"));
+    let v = report(&r.get_output().stdout);
+    assert_eq!(v["totals"]["succeeded"], 2, "directories are not files");
+    assert_eq!(v["totals"]["dirs"], 6);
+    let manifest = || std::fs::read_to_string(out.join(".ferry-manifest.json")).unwrap();
+    let before = manifest();
+    ferry()
+        .arg(&src)
+        .arg("--to")
+        .arg(format!("dir:{}", out.display()))
+        .assert()
+        .success();
+    assert_eq!(
+        manifest(),
+        before,
+        "an unchanged tree records nothing again"
+    );
+
+    let back = t.path().join("back");
+    restore(&out, &back)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("2 succeeded"));
+    let by_tar = tar_copy(&src, ".", &t.path().join("tar"));
+    // The restored root is DEST/src (ferry records the input root under its name);
+    // tar's is its DEST itself, given "."'s mode and mtime.
+    let ours = dir_stats(&back.join("src"));
+    let theirs = dir_stats(&by_tar);
+    assert_eq!(ours, theirs, "directories against tar");
+    assert_eq!(
+        std::fs::read(back.join("src/ro/f")).unwrap(),
+        b"in a read-only directory\n"
+    );
+    // Verify has no object to read for a directory.
+    assert_cmd::Command::cargo_bin("ferry")
+        .unwrap()
+        .args(["verify", "--progress", "never", "--to"])
+        .arg(format!("dir:{}", out.display()))
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("verified 2 objects: 2 ok"));
+}

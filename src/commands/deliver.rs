@@ -16,7 +16,7 @@ use crate::config::{Config, Tuning, LOCAL_UPLOADS, MAX_UPLOADS, REMOTE_UPLOADS};
 use crate::error::FerryError;
 use crate::history::journal::{compact, History, Journal};
 use crate::history::lease::Lease;
-use crate::history::manifest::Index;
+use crate::history::manifest::{Entry, Index};
 use crate::history::plans::{gone, read_list, PlanHeader};
 use crate::history::shard_reports::ShardRun;
 use crate::ledger::Ledger;
@@ -66,6 +66,8 @@ pub struct Opened {
     journal: Journal,
     /// Under `--shard`: the report this shard keeps at the sink.
     shard_run: Option<(Shard, ShardRun)>,
+    /// The directories the walk went through, recorded once the run is over.
+    dirs: Arc<std::sync::Mutex<Vec<Entry>>>,
 }
 
 impl Command for Deliver<'_> {
@@ -115,12 +117,15 @@ impl Command for Deliver<'_> {
         )
         .listing(listing, "send");
         // The output directory, when it is local, is never read as input.
-        let walker = Walker::for_inputs(
+        let mut walker = Walker::for_inputs(
             config.inputs(),
             opened.sink.local_root(),
             &s.metrics,
             &s.log,
         );
+        if !config.delivery().dry_run {
+            walker.dirs = Some(opened.dirs.clone());
+        }
         let sources = (opened.sources.take())
             .ok_or_else(|| FerryError::Internal("a delivery was built twice".into()))?;
         let producers = walker.producers(sources);
@@ -160,7 +165,12 @@ impl Command for Deliver<'_> {
         let sink = opened.sink.clone();
         s.metrics.retried(sink.client_retries());
         let shard_run = opened.shard_run.take();
-        let warnings = fold(opened, config, s);
+        // Directories are recorded only for a run that ended whole: a cancelled or
+        // failing one leaves them to the next, so their times describe a delivered tree
+        // (and a run whose sink stopped answering asks it nothing more).
+        let whole = ended.cancelled.is_none()
+            && s.metrics.failed.load(std::sync::atomic::Ordering::Relaxed) == 0;
+        let warnings = fold(opened, config, s, whole);
         let mut summary = Summary::build(
             &s.metrics,
             &ended.stages,
@@ -291,6 +301,7 @@ fn prepare(config: &Config, s: &Session) -> Result<Opened, FerryError> {
         lease,
         journal,
         shard_run,
+        dirs: Arc::default(),
     })
 }
 
@@ -349,15 +360,35 @@ fn read_history(sink: &dyn Sink, config: &Config) -> Result<History, FerryError>
 /// returns the warnings for the summary (a torn record read at the start, a journal that
 /// could not be saved, a compaction that failed — then the journal stays, and the next
 /// run reads both, so nothing is redone).
-fn fold(opened: Opened, config: &Config, s: &Session) -> Vec<String> {
+fn fold(opened: Opened, config: &Config, s: &Session, whole: bool) -> Vec<String> {
     let Opened {
         mut warnings,
         journal,
         sink,
         index,
         lease,
+        dirs,
         ..
     } = opened;
+    // The directories walked (mode, owner, times), after the files, as their entries;
+    // one unchanged since the history's is not written again.
+    let recorder = journal.recorder();
+    let dirs = std::mem::take(&mut *dirs.lock().unwrap_or_else(|e| e.into_inner()));
+    for e in dirs.into_iter().filter(|_| whole) {
+        let key = std::path::PathBuf::from(&e.key);
+        let same = index.get(&key).is_some_and(|d| {
+            d.bytes_out == 0
+                && d.size == 0
+                && (d.mtime_s, d.mtime_ns) == (e.mtime_s, e.mtime_ns)
+                && e.ctime.is_some_and(|c| d.same_ctime(c))
+        });
+        if !same {
+            recorder.record(&e);
+        }
+        s.metrics
+            .dirs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     let saved = journal.finish();
     if let Some(e) = saved.error.filter(|_| saved.unsaved > 0) {
         warnings.push(format!(

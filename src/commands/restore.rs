@@ -93,6 +93,10 @@ pub struct Opened {
     sink: Arc<dyn Sink>,
     restorer: Option<Restorer>,
     filter: Option<ignore::overrides::Override>,
+    /// The restorer, once the pipeline holds it: its DEST for the directories.
+    running: Option<Arc<Restorer>>,
+    /// The directories the history records, set once the files are in.
+    dirs: Arc<std::sync::Mutex<Vec<crate::history::manifest::Entry>>>,
 }
 
 impl Command for Restore {
@@ -140,6 +144,8 @@ impl Command for Restore {
             sink,
             restorer: Some(restorer),
             filter,
+            running: None,
+            dirs: Arc::default(),
         })
     }
 
@@ -164,7 +170,9 @@ impl Command for Restore {
             self.shard,
             opened.filter.take(),
             s.metrics.clone(),
+            opened.dirs.clone(),
         );
+        opened.running = Some(restorer.clone());
         let ledger = Ledger::new(s.metrics.clone(), s.log.clone(), None)
             .listing(self.dry_run.then_some(self.listing), "restore");
         let (fetcher, inflater) = (restorer.clone(), restorer);
@@ -198,12 +206,22 @@ impl Command for Restore {
         ended: Ended,
         s: &Session,
     ) -> Result<Summary, FerryError> {
+        // The directories, after every file (not after a cancel: the tree is not whole).
+        let dirs = std::mem::take(&mut *opened.dirs.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut warnings = Vec::new();
+        if let (Some(r), false, None) = (&opened.running, self.dry_run, ended.cancelled) {
+            warnings = r
+                .apply_dirs(dirs)
+                .into_iter()
+                .map(|p| format!("directory not set: {p}"))
+                .collect();
+        }
         let mut summary = Summary::build(
             &s.metrics,
             &ended.stages,
             Ledger::merge(collected.into_vec()),
             ended.cancelled,
-            Vec::new(),
+            warnings,
             format!("{} → {}", opened.sink.describe(), self.dest.display()),
             ended.elapsed,
         );

@@ -591,6 +591,7 @@ mod tests {
             mode: None,
             owner: None,
             link: None,
+            dir: false,
         }
     }
 

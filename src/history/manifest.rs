@@ -133,12 +133,40 @@ pub struct Entry {
     /// Older versions, which do not know it, fail such an entry as a missing object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<PathRepr>,
+    /// A directory (its mode, owner and times, which restore sets after its contents;
+    /// an empty one is made). No object. Older versions fail it as a missing object.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dir: bool,
 }
 
 impl Entry {
     /// Whether this entry is a symbolic link, with no object.
     pub fn is_link(&self) -> bool {
         self.link.is_some()
+    }
+
+    /// Whether this entry is a directory, with no object.
+    pub fn is_dir(&self) -> bool {
+        self.dir
+    }
+
+    /// The entry of the directory `key`, as `meta` describes it.
+    pub fn of_dir(key: &Path, meta: &std::fs::Metadata) -> Entry {
+        use std::os::unix::fs::MetadataExt;
+        Entry {
+            key: key.into(),
+            size: 0,
+            mtime_s: meta.mtime(),
+            mtime_ns: meta.mtime_nsec() as u32,
+            ctime: Some((meta.ctime(), meta.ctime_nsec() as u32)),
+            crc32: 0,
+            bytes_out: 0,
+            segments: None,
+            mode: Some(meta.mode() & 0o7777),
+            owner: Some((meta.uid(), meta.gid())),
+            link: None,
+            dir: true,
+        }
     }
 }
 
@@ -494,6 +522,7 @@ mod tests {
             mode: Some(0o640),
             owner: Some((1000, 100)),
             link: None,
+            dir: false,
         }
     }
 

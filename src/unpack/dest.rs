@@ -99,6 +99,19 @@ impl Dest {
         handle.dir(rel, Some(0o777)).map_err(|e| e.to_string())
     }
 
+    /// The directory `target` itself (from [`Dest::target`]), made as needed and held
+    /// open, as [`Dest::parent_of`] opens a parent.
+    ///
+    /// # Errors
+    /// Naming the directory and why.
+    pub fn dir_at(&self, target: &Path) -> Result<Dir, String> {
+        let Some(handle) = &self.handle else {
+            return Err("a dry run writes nothing".into());
+        };
+        let rel = target.strip_prefix(&self.root).unwrap_or(Path::new(""));
+        handle.dir(rel, Some(0o777)).map_err(|e| e.to_string())
+    }
+
     /// A new, nameless file in the directory of `target`, made as needed.
     ///
     /// # Errors

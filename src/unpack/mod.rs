@@ -116,6 +116,7 @@ pub fn wanted(
     shard: Option<Shard>,
     filter: Option<ignore::overrides::Override>,
     metrics: Arc<Counters>,
+    dirs: Arc<Mutex<Vec<Entry>>>,
 ) -> Producer<Vec<Wanted>> {
     Box::new(move |out: &Emitter<Vec<Wanted>>| {
         let take = |key: &Path| {
@@ -141,6 +142,13 @@ pub fn wanted(
         let from_manifest = |s: Scope| {
             for_each_current(sink.as_ref(), s, |e| {
                 let key = PathBuf::from(&e.key);
+                if e.is_dir() {
+                    // Not a file to fetch: set once the files are in.
+                    if take(&key) {
+                        dirs.lock().unwrap_or_else(|e| e.into_inner()).push(e);
+                    }
+                    return;
+                }
                 if take(&key) {
                     // The manifest knows every size: the bar counts bytes from the start.
                     metrics.sized(e.size);
@@ -765,6 +773,48 @@ pub struct Small {
 }
 
 impl Restorer {
+    /// The directories the history records, once every file is in: each made where
+    /// missing (an empty one too), shallowest first; then each given its owner (as
+    /// root), mode and mtime, deepest first, as tar does, so that setting a directory
+    /// read-only or its mtime comes after everything written into it. Returns what could
+    /// not be done, by directory.
+    pub fn apply_dirs(&self, mut dirs: Vec<Entry>) -> Vec<String> {
+        let mut problems = Vec::new();
+        dirs.sort_by(|a, b| PathBuf::from(&a.key).cmp(&PathBuf::from(&b.key)));
+        let mut made = Vec::with_capacity(dirs.len());
+        for e in dirs {
+            let key = PathBuf::from(&e.key);
+            match self.dest.target(&key).and_then(|t| {
+                // Made now, and let go: a handle per directory would run out of them.
+                self.dest.dir_at(&t).map(|_| t)
+            }) {
+                Ok(t) => made.push((t, e)),
+                Err(why) => problems.push(format!("{}: {why}", key.display())),
+            }
+        }
+        for (target, e) in made.into_iter().rev() {
+            let owner = e.owner.filter(|_| self.keep_owners);
+            let mode = e
+                .mode
+                .filter(|_| self.keep_modes)
+                .map(|m| match self.keep_owners {
+                    true => m & 0o7777,
+                    false => m & 0o1777,
+                });
+            let done = self.dest.dir_at(&target).and_then(|d| {
+                d.stamp(mode, owner, Some((e.mtime_s, e.mtime_ns)))
+                    .map_err(|err| crate::words::io_words(&err))
+            });
+            match done {
+                Ok(()) => {
+                    self.metrics.dirs.fetch_add(1, Relaxed);
+                }
+                Err(why) => problems.push(format!("{}: {why}", target.display())),
+            }
+        }
+        problems
+    }
+
     /// Makes the symbolic link `entry` records at `target`, with its text as it was
     /// (dangling, absolute or climbing out: it is never followed here, and every later
     /// path through it is refused, as every directory is opened beneath DEST without
@@ -858,6 +908,7 @@ fn entry_of(w: Wanted, got: &Inflated) -> Entry {
         mode: None,
         owner: None,
         link: None,
+        dir: false,
     })
 }
 

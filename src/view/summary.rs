@@ -24,6 +24,9 @@ pub struct Totals {
     /// Of those, symbolic links recorded as links (their text, no object), or, in a
     /// restore, made again.
     pub links: u64,
+    /// Directories recorded (mode, owner, times) or, in a restore, made and set; not
+    /// among the files counted above.
+    pub dirs: u64,
     /// Not delivered on purpose (special files, links not followed, unchanged).
     pub skipped: u64,
     /// Not delivered because of an error (listed in `failures`).
@@ -236,6 +239,7 @@ impl Summary {
             discovered: get(&metrics.discovered),
             succeeded: get(&metrics.succeeded),
             links: get(&metrics.links),
+            dirs: get(&metrics.dirs),
             skipped: get(&metrics.skipped),
             failed: get(&metrics.failed),
             cancelled: get(&metrics.cancelled),
@@ -363,6 +367,13 @@ impl Summary {
             "ferry: {} discovered: {} succeeded{links}, {} skipped, {} failed, {} cancelled",
             t.discovered, t.succeeded, t.skipped, t.failed, t.cancelled
         );
+        if t.dirs > 0 {
+            let _ = writeln!(
+                s,
+                "       and {} directories (their modes, owners and times)",
+                t.dirs
+            );
+        }
         let ratio = if t.bytes_in > 0 {
             format!(" ({:.1}%)", t.bytes_out as f64 * 100.0 / t.bytes_in as f64)
         } else {
