@@ -755,6 +755,11 @@ fn directories_come_back_with_modes_and_mtimes_empty_ones_too() {
 
     let back = t.path().join("back");
     restore(&out, &back)
+        .arg("-n")
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("and 6 directories"));
+    restore(&out, &back)
         .assert()
         .success()
         .stderr(predicate::str::contains("2 succeeded"));

@@ -123,9 +123,7 @@ impl Command for Deliver<'_> {
             &s.metrics,
             &s.log,
         );
-        if !config.delivery().dry_run {
-            walker.dirs = Some(opened.dirs.clone());
-        }
+        walker.dirs = Some(opened.dirs.clone());
         let sources = (opened.sources.take())
             .ok_or_else(|| FerryError::Internal("a delivery was built twice".into()))?;
         let producers = walker.producers(sources);
@@ -374,7 +372,17 @@ fn fold(opened: Opened, config: &Config, s: &Session, whole: bool) -> Vec<String
     // one unchanged since the history's is not written again.
     let recorder = journal.recorder();
     let dirs = std::mem::take(&mut *dirs.lock().unwrap_or_else(|e| e.into_inner()));
-    for e in dirs.into_iter().filter(|_| whole) {
+    if config.delivery().dry_run {
+        // Counted, as the run would record them; nothing is written.
+        let n = dirs.len() as u64;
+        s.metrics
+            .dirs
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+    for e in dirs
+        .into_iter()
+        .filter(|_| whole && !config.delivery().dry_run)
+    {
         let key = std::path::PathBuf::from(&e.key);
         let same = index.get(&key).is_some_and(|d| {
             d.bytes_out == 0

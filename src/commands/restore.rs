@@ -209,7 +209,12 @@ impl Command for Restore {
         // The directories, after every file (not after a cancel: the tree is not whole).
         let dirs = std::mem::take(&mut *opened.dirs.lock().unwrap_or_else(|e| e.into_inner()));
         let mut warnings = Vec::new();
-        if let (Some(r), false, None) = (&opened.running, self.dry_run, ended.cancelled) {
+        if self.dry_run {
+            // Counted, as the restore would make and set them.
+            s.metrics
+                .dirs
+                .fetch_add(dirs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        } else if let (Some(r), None) = (&opened.running, ended.cancelled) {
             warnings = r
                 .apply_dirs(dirs)
                 .into_iter()
