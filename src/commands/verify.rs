@@ -198,6 +198,7 @@ impl Command for Verify {
             cancelled: ended.cancelled,
             mismatches,
             encoded: self.encoded.load(Relaxed),
+            links: s.metrics.links.load(Relaxed),
         })
     }
 }
@@ -244,6 +245,12 @@ impl Finished for VerifyReport {
                 self.checked
             ),
         };
+        if self.links > 0 {
+            line.push_str(&format!(
+                "ferry: {} of them symbolic links, recorded as text: no object to read\n",
+                self.links
+            ));
+        }
         if self.quick {
             line.push_str(&format!(
                 "ferry: quick: checked that each object is there at its recorded size{}; \
@@ -321,6 +328,9 @@ pub struct VerifyReport {
     /// Objects checked that the store serves with a `Content-Encoding` (as earlier builds
     /// of ferry stored them), which clients that honour it decode once on download.
     pub encoded: u64,
+    /// Entries checked that are symbolic links: their text is in the history, and there
+    /// is no object to read.
+    pub links: u64,
 }
 
 /// Checks one object, read as a stream, against its manifest entry: one gzip member that
