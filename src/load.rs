@@ -176,12 +176,8 @@ impl Loader {
         let ctime = (meta.ctime(), meta.ctime_nsec() as u32);
         let size = target.as_os_str().len() as u64;
         let unchanged = !self.force
-            && self.index.get(&task.key).is_some_and(|e| {
-                e.bytes_out == 0
-                    && e.size == size
-                    && (e.mtime_s, e.mtime_ns) == mtime
-                    && e.same_ctime(ctime)
-            });
+            && (self.index.get(&task.key))
+                .is_some_and(|e| e.bytes_out == 0 && e.same_as(size, mtime, ctime));
         if unchanged {
             return stop(task, Verdict::Skipped(Skip::Unchanged));
         }
@@ -243,9 +239,8 @@ impl Loader {
                 }
             }
         };
-        e.size == meta.len()
-            && (e.mtime_s, e.mtime_ns) == (meta.mtime(), meta.mtime_nsec() as u32)
-            && e.same_ctime((meta.ctime(), meta.ctime_nsec() as u32))
+        let mtime = (meta.mtime(), meta.mtime_nsec() as u32);
+        e.same_as(meta.len(), mtime, (meta.ctime(), meta.ctime_nsec() as u32))
             && (e.listed || self.sink.has(&object_key(&task.key), e.bytes_out))
     }
 

@@ -181,7 +181,7 @@ pub struct Walker {
     /// an excluded path is (not discovered, not counted).
     pub sizes: SizeFilter,
     /// Where the directories walked are noted (mode, owner, times), for the history;
-    /// `None` when nothing is recorded (a dry run, a plan).
+    /// `None` when they do not matter (a plan).
     pub dirs: Option<Arc<Mutex<Vec<Entry>>>>,
 }
 

@@ -23,6 +23,22 @@ fn restore(out: &Path, dest: &Path) -> assert_cmd::Command {
     c
 }
 
+/// [`deliver_to`] with the report: its JSON and the summary on stderr.
+fn deliver_reporting(src: &Path, out: &Path) -> (serde_json::Value, String) {
+    let r = ferry()
+        .arg(src)
+        .arg("--to")
+        .arg(format!("dir:{}", out.display()))
+        .args(["--report", "-"])
+        .assert()
+        .success();
+    let o = r.get_output();
+    (
+        report(&o.stdout),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
 fn deliver_to(src: &Path, out: &Path, extra: &[&str]) {
     ferry()
         .arg(src)
@@ -602,14 +618,7 @@ fn symbolic_links_come_back_as_text() {
         std::os::unix::fs::symlink(to, src.join(name)).unwrap();
     }
     let out = t.path().join("out");
-    let r = ferry()
-        .arg(&src)
-        .arg("--to")
-        .arg(format!("dir:{}", out.display()))
-        .args(["--report", "-"])
-        .assert()
-        .success();
-    let v = report(&r.get_output().stdout);
+    let (v, _) = deliver_reporting(&src, &out);
     assert_eq!(v["totals"]["succeeded"], 6);
     assert_eq!(v["totals"]["links"], 5, "links are counted apart");
     // One object: the file. Links are entries of the history only.
@@ -731,15 +740,8 @@ fn directories_come_back_with_modes_and_mtimes_empty_ones_too() {
     set("x", 0o711, 1_600_000_100);
     set("ro", 0o500, 1_700_000_000);
     let out = t.path().join("out");
-    let r = ferry()
-        .arg(&src)
-        .arg("--to")
-        .arg(format!("dir:{}", out.display()))
-        .args(["--report", "-"])
-        .assert()
-        .success()
-        .stderr(predicate::str::contains("and 6 directories"));
-    let v = report(&r.get_output().stdout);
+    let (v, err) = deliver_reporting(&src, &out);
+    assert!(err.contains("and 6 directories"), "{err}");
     assert_eq!(v["totals"]["succeeded"], 2, "directories are not files");
     assert_eq!(v["totals"]["dirs"], 6);
     let manifest = || std::fs::read_to_string(out.join(".ferry-manifest.json")).unwrap();

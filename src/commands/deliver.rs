@@ -370,32 +370,19 @@ fn fold(opened: Opened, config: &Config, s: &Session, whole: bool) -> Vec<String
     } = opened;
     // The directories walked (mode, owner, times), after the files, as their entries;
     // one unchanged since the history's is not written again.
-    let recorder = journal.recorder();
+    // A dry run counts them, as the run would record them, and writes nothing.
     let dirs = std::mem::take(&mut *dirs.lock().unwrap_or_else(|e| e.into_inner()));
-    if config.delivery().dry_run {
-        // Counted, as the run would record them; nothing is written.
-        let n = dirs.len() as u64;
-        s.metrics
-            .dirs
-            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-    }
-    for e in dirs
-        .into_iter()
-        .filter(|_| whole && !config.delivery().dry_run)
-    {
-        let key = std::path::PathBuf::from(&e.key);
-        let same = index.get(&key).is_some_and(|d| {
-            d.bytes_out == 0
-                && d.size == 0
-                && (d.mtime_s, d.mtime_ns) == (e.mtime_s, e.mtime_ns)
-                && e.ctime.is_some_and(|c| d.same_ctime(c))
-        });
-        if !same {
-            recorder.record(&e);
+    let dry_run = config.delivery().dry_run;
+    if dry_run || whole {
+        let recorder = journal.recorder();
+        for e in dirs.iter().filter(|_| !dry_run) {
+            let (mtime, ctime) = ((e.mtime_s, e.mtime_ns), e.ctime.unwrap_or_default());
+            let key = std::path::PathBuf::from(&e.key);
+            if !(index.get(&key)).is_some_and(|d| d.bytes_out == 0 && d.same_as(0, mtime, ctime)) {
+                recorder.record(e);
+            }
         }
-        s.metrics
-            .dirs
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        (s.metrics.dirs).fetch_add(dirs.len() as u64, std::sync::atomic::Ordering::Relaxed);
     }
     let saved = journal.finish();
     if let Some(e) = saved.error.filter(|_| saved.unsaved > 0) {

@@ -424,6 +424,13 @@ impl Delivered {
     pub fn same_ctime(&self, ctime: (i64, u32)) -> bool {
         self.ctime_tag == [0; 3] || self.ctime_tag == ctime_tag(ctime)
     }
+
+    /// Whether a source of `size` with these times is the one delivered: same size and
+    /// mtime, and a ctime that says nothing against it. (A file, a link's text, or a
+    /// directory, whose size is 0.)
+    pub fn same_as(&self, size: u64, mtime: (i64, u32), ctime: (i64, u32)) -> bool {
+        self.size == size && (self.mtime_s, self.mtime_ns) == mtime && self.same_ctime(ctime)
+    }
 }
 
 /// Every delivered file by key hash, sorted for binary search: 48 bytes a file, with no

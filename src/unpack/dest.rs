@@ -91,16 +91,11 @@ impl Dest {
     /// # Errors
     /// Naming the directory and why.
     pub fn parent_of(&self, target: &Path) -> Result<Dir, String> {
-        let Some(handle) = &self.handle else {
-            return Err("a dry run writes nothing".into());
-        };
-        let parent = target.parent().unwrap_or(&self.root);
-        let rel = parent.strip_prefix(&self.root).unwrap_or(Path::new(""));
-        handle.dir(rel, Some(0o777)).map_err(|e| e.to_string())
+        self.dir_at(target.parent().unwrap_or(&self.root))
     }
 
-    /// The directory `target` itself (from [`Dest::target`]), made as needed and held
-    /// open, as [`Dest::parent_of`] opens a parent.
+    /// The directory `target` itself (from [`Dest::target`], or the root), made as needed
+    /// and held open; a symbolic link or a non-directory on the way is refused, by name.
     ///
     /// # Errors
     /// Naming the directory and why.

@@ -793,14 +793,7 @@ impl Restorer {
             }
         }
         for (target, e) in made.into_iter().rev() {
-            let owner = e.owner.filter(|_| self.keep_owners);
-            let mode = e
-                .mode
-                .filter(|_| self.keep_modes)
-                .map(|m| match self.keep_owners {
-                    true => m & 0o7777,
-                    false => m & 0o1777,
-                });
+            let (owner, mode) = self.owner_and_mode(&e);
             let done = self.dest.dir_at(&target).and_then(|d| {
                 d.stamp(mode, owner, Some((e.mtime_s, e.mtime_ns)))
                     .map_err(|err| crate::words::io_words(&err))
@@ -879,17 +872,29 @@ impl Restorer {
     /// clears setuid and setgid; setuid and setgid only as root, as tar does.
     fn give_back(&self, file: &std::fs::File, entry: &Entry) -> std::io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
-        if let (true, Some((uid, gid))) = (self.keep_owners, entry.owner) {
+        let (owner, mode) = self.owner_and_mode(entry);
+        if let Some((uid, gid)) = owner {
             std::os::unix::fs::fchown(file, Some(uid), Some(gid))?;
         }
-        if let (true, Some(mode)) = (self.keep_modes, entry.mode) {
-            let mode = match self.keep_owners {
-                true => mode & 0o7777,
-                false => mode & 0o1777,
-            };
+        if let Some(mode) = mode {
             file.set_permissions(std::fs::Permissions::from_mode(mode))?;
         }
         Ok(())
+    }
+
+    /// What of `entry`'s owner and mode this restore gives back: the owner as root
+    /// (unless `--no-same-owner`), the mode unless `--no-perms`, setuid and setgid only
+    /// with the owner.
+    fn owner_and_mode(&self, entry: &Entry) -> (Option<(u32, u32)>, Option<u32>) {
+        let owner = entry.owner.filter(|_| self.keep_owners);
+        let mode = entry
+            .mode
+            .filter(|_| self.keep_modes)
+            .map(|m| match self.keep_owners {
+                true => m & 0o7777,
+                false => m & 0o1777,
+            });
+        (owner, mode)
     }
 }
 
