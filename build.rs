@@ -56,6 +56,7 @@ fn probe_test_facilities() {
         ok("python3", &["-c", "import boto3"]).is_some() && ok("curl", &["--version"]).is_some();
     let mut missing = Vec::new();
     for (cfg, present, what) in [
+        ("ferry_test_root", root, "root"),
         ("ferry_test_setpriv", root && setpriv, "root and setpriv"),
         ("ferry_test_mknod", mknod, "root allowed to mknod"),
         ("ferry_test_strace", strace, "strace, allowed to trace"),
