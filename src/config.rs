@@ -123,8 +123,13 @@ pub const LOCAL_UPLOADS: NonZeroUsize = nz(2);
 /// The adaptive upload limit for a remote store: where it starts, and its bounds. The
 /// highest is [`MAX_WORKERS`], for the threads it needs.
 pub const REMOTE_UPLOADS: (usize, usize) = (2, 32);
-/// The highest the adaptive upload limit goes (one thread each).
+/// The highest the adaptive upload limit goes.
 pub const MAX_UPLOADS: usize = MAX_WORKERS;
+
+/// The upload threads into a store whose commits are answered without a thread (a
+/// deferred commit holds none): enough for what still blocks (a big object's parts, a
+/// retry's pause), however many requests are in flight.
+pub const DEFERRING_UPLOAD_THREADS: NonZeroUsize = nz(64);
 
 /// The most items a channel between stages may hold (its slots are allocated up front).
 pub const MAX_QUEUE: usize = 1 << 20;

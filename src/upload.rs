@@ -10,12 +10,13 @@
 //! A panic while writing is caught here: that file fails with the panic's message, its
 //! upload is aborted, and its later pieces are dropped (releasing their budget).
 
+use crate::budget;
 use crate::counters::Counters;
 use crate::error::{FileError, Stage};
 use crate::gzip::{self, CrcCombiner};
 use crate::history::manifest::{Entry, Segments};
-use crate::pipeline::Emitter;
-use crate::sink::{ObjectMeta, Sink, SinkError, Upload};
+use crate::pipeline::{Deferred, Emitter};
+use crate::sink::{Answer, ObjectMeta, Receipt, Sink, SinkError, Upload};
 use crate::task::{FileCtx, Outcome, Packed, PackedBody, Verdict};
 use crate::view::Log;
 use crate::words::human_bytes;
@@ -23,6 +24,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
+
+/// The largest object (compressed bytes) whose commit is deferred: its bytes stay under
+/// the memory budget while the store answers (those of a bigger one, gathered by its
+/// upload, would not), so hundreds in flight cost at most the budget.
+const DEFER_AT_MOST: u64 = 1 << 20;
 
 /// Shards of the assembly map: workers handling different files rarely share a lock.
 const MAP_SHARDS: usize = 16;
@@ -75,6 +81,12 @@ enum State {
 /// An object being written.
 struct Open {
     upload: Box<dyn Upload>,
+    tally: Tally,
+}
+
+/// What was written of an object so far, to check the sink's receipt and make the
+/// manifest entry.
+struct Tally {
     /// CRC-32 of the source, combined from the pieces.
     crc: CrcCombiner,
     /// CRC-32 and count of the bytes sent, to check the sink's receipt.
@@ -84,18 +96,73 @@ struct Open {
     pieces: (Vec<u64>, u64),
 }
 
-/// What the upload workers share: the sink, the settings, and the files in progress.
-pub struct Uploader {
-    sink: Arc<dyn Sink>,
-    /// Compression level (for the gzip header's XFL byte).
-    level: u32,
-    log: Log,
+/// How transient sink failures are retried, shared by the upload workers and the answers
+/// of commits in flight.
+#[derive(Clone)]
+struct Retries {
     /// Retries of a transient sink failure (per operation).
-    retries: u32,
+    count: u32,
     /// First retry delay; doubles each time, with jitter.
     backoff: Duration,
     /// Counts retries for the summary.
     metrics: Arc<Counters>,
+    log: Log,
+}
+
+impl Retries {
+    /// After `file`'s operation failed with `e` (its `attempt`th retry so far): the pause
+    /// before trying again (counting the retry), or the file's error.
+    fn after(
+        &self,
+        file: &FileCtx,
+        attempt: &mut u32,
+        e: SinkError,
+        cancelled: bool,
+    ) -> Result<Duration, FileError> {
+        let timed_out = || match file.deadline {
+            Some(d) => FileError::TimedOut(d.after),
+            None => FileError::Sink(SinkError::TimedOut),
+        };
+        match e {
+            SinkError::TimedOut => Err(timed_out()),
+            e if e.is_transient() && *attempt < self.count && !cancelled => {
+                *attempt += 1;
+                let n = *attempt;
+                self.metrics.retried(1);
+                let base = self.backoff.saturating_mul(1 << (n - 1).min(16));
+                // Full jitter in [base/2, base*3/2), from the file and attempt: no RNG state.
+                let salt = (file.id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ n as u64) % 1000;
+                let wait = base / 2 + base.mul_f64(salt as f64 / 1000.0);
+                if file.deadline.is_some_and(|d| Instant::now() + wait >= d.at) {
+                    return Err(timed_out());
+                }
+                self.log.debug(|| {
+                    format!(
+                        "[retry] {} attempt {n} in {wait:?}: {e}",
+                        file.path.display()
+                    )
+                });
+                Ok(wait)
+            }
+            e if e.is_transient() && *attempt > 0 => Err(FileError::GaveUp {
+                source: e,
+                retries: *attempt,
+            }),
+            e => Err(FileError::Sink(e)),
+        }
+    }
+}
+
+/// What the upload workers share: the sink, the settings, and the files in progress.
+pub struct Uploader {
+    sink: Arc<dyn Sink>,
+    /// Whether the sink's commits wait without a thread: each file's commit is then
+    /// deferred, and the worker goes on to the next file while the store answers.
+    later: bool,
+    /// Compression level (for the gzip header's XFL byte).
+    level: u32,
+    log: Log,
+    retries: Retries,
     /// Multi-piece files in progress, by file id, in [`MAP_SHARDS`] shards.
     assemblies: Vec<Mutex<HashMap<u64, Arc<Mutex<Assembly>>>>>,
 }
@@ -116,14 +183,24 @@ impl Uploader {
         log: Log,
     ) -> Self {
         Uploader {
+            later: sink.commits_later(),
             sink,
             level,
+            retries: Retries {
+                count: retries,
+                backoff,
+                metrics,
+                log: log.clone(),
+            },
             log,
-            retries,
-            backoff,
-            metrics,
             assemblies: (0..MAP_SHARDS).map(|_| Mutex::default()).collect(),
         }
+    }
+
+    /// Whether it defers commits (the sink's answer comes without a thread): its stage
+    /// then needs only a few threads, whatever its limit.
+    pub fn defers(&self) -> bool {
+        self.later
     }
 
     /// Takes one packed piece; writes it and any pieces it unblocks, and emits the file's
@@ -239,7 +316,7 @@ impl Uploader {
     /// [`Self::process`] with a panic turned into that file's failure.
     fn process_guarded(
         &self,
-        file: &FileCtx,
+        file: &Arc<FileCtx>,
         state: State,
         piece: Packed,
         out: &Emitter<Outcome>,
@@ -262,43 +339,18 @@ impl Uploader {
         out: &Emitter<Outcome>,
         mut op: impl FnMut() -> Result<T, SinkError>,
     ) -> Result<T, FileError> {
-        let timed_out = || match file.deadline {
-            Some(d) => FileError::TimedOut(d.after),
-            None => FileError::Sink(SinkError::TimedOut),
-        };
         let mut attempt: u32 = 0;
         loop {
             match op() {
                 Ok(v) => return Ok(v),
-                Err(SinkError::TimedOut) => return Err(timed_out()),
-                Err(e) if e.is_transient() && attempt < self.retries && !out.is_cancelled() => {
-                    attempt += 1;
-                    self.metrics.retried(1);
-                    let base = self.backoff.saturating_mul(1 << (attempt - 1).min(16));
-                    // Full jitter in [base/2, base*3/2), from the file and attempt: no RNG state.
-                    let salt =
-                        (file.id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ attempt as u64) % 1000;
-                    let wait = base / 2 + base.mul_f64(salt as f64 / 1000.0);
-                    if file.deadline.is_some_and(|d| Instant::now() + wait >= d.at) {
-                        return Err(timed_out());
-                    }
-                    self.log.debug(|| {
-                        format!(
-                            "[retry] {} attempt {attempt} in {wait:?}: {e}",
-                            file.path.display()
-                        )
-                    });
+                Err(e) => {
+                    let wait = self
+                        .retries
+                        .after(file, &mut attempt, e, out.is_cancelled())?;
                     if out.cancel_token().wait_timeout(wait) {
-                        return Err(FileError::Sink(e));
+                        return Err(FileError::Sink(SinkError::Cancelled));
                     }
                 }
-                Err(e) if e.is_transient() && attempt > 0 => {
-                    return Err(FileError::GaveUp {
-                        source: e,
-                        retries: attempt,
-                    })
-                }
-                Err(e) => return Err(FileError::Sink(e)),
             }
         }
     }
@@ -307,7 +359,7 @@ impl Uploader {
     /// returns the file's next state and, when it ends, its outcome.
     fn process(
         &self,
-        file: &FileCtx,
+        file: &Arc<FileCtx>,
         state: State,
         piece: Packed,
         out: &Emitter<Outcome>,
@@ -321,7 +373,7 @@ impl Uploader {
         if let State::Done = state {
             return (State::Done, None);
         }
-        let (deflate, crc_piece, len, last, _permit) = match piece.body {
+        let (deflate, crc_piece, len, last, permit) = match piece.body {
             PackedBody::Stop { verdict, .. } => return end(state, verdict),
             PackedBody::Link(target) => return (State::Done, Some(link_recorded(file, target))),
             PackedBody::Data { .. } if out.is_cancelled() => return end(state, Verdict::Cancelled),
@@ -344,13 +396,14 @@ impl Uploader {
                 Err(e) => return (State::Done, Some(failed(file, e))),
             },
         };
-        open.crc.push(crc_piece, len);
-        if open.pieces.0.is_empty() {
-            open.pieces.1 = len;
+        let tally = &mut open.tally;
+        tally.crc.push(crc_piece, len);
+        if tally.pieces.0.is_empty() {
+            tally.pieces.1 = len;
         }
-        open.pieces.0.push(deflate.len() as u64);
+        tally.pieces.0.push(deflate.len() as u64);
         // Small files: header, deflate and trailer in one write.
-        let trailer = last.then(|| gzip::trailer(open.crc.crc(), open.crc.len()));
+        let trailer = last.then(|| gzip::trailer(tally.crc.crc(), tally.crc.len()));
         let bytes: &[u8] = if buf.is_empty() && trailer.is_none() {
             &deflate
         } else {
@@ -362,14 +415,24 @@ impl Uploader {
             open.upload.abort();
             return (State::Done, Some(failed(file, e)));
         }
-        open.sent.0.update(bytes);
-        open.sent.1 += bytes.len() as u64;
+        open.tally.sent.0.update(bytes);
+        open.tally.sent.1 += bytes.len() as u64;
         if let Some(t) = &file.transfer {
             t.advance(len);
         }
         if !last {
             return (State::Open(open), None);
         }
+        // A small object's commit is deferred, holding the budget of its bytes until the
+        // store answers; a bigger one's body is held by its upload, outside the budget,
+        // and is committed here, so the threads bound those bytes.
+        if self.later && open.tally.sent.1 <= DEFER_AT_MOST {
+            if let Some(later) = out.defer() {
+                self.commit_later(file, *open, (later, permit));
+                return (State::Done, None);
+            }
+        }
+        drop(permit);
         (State::Done, Some(self.commit(file, *open, out)))
     }
 
@@ -401,24 +464,82 @@ impl Uploader {
         );
         let open = Open {
             upload,
-            crc: CrcCombiner::default(),
-            sent: (crc32fast::Hasher::new(), 0),
-            pieces: (Vec::new(), 0),
+            tally: Tally {
+                crc: CrcCombiner::default(),
+                sent: (crc32fast::Hasher::new(), 0),
+                pieces: (Vec::new(), 0),
+            },
         };
         Ok((Box::new(open), header))
     }
 
     /// Commits the object and checks the sink's receipt against what was sent.
     fn commit(&self, file: &FileCtx, mut open: Open, out: &Emitter<Outcome>) -> Outcome {
-        open.upload.source_crc32(open.crc.crc());
-        let receipt = match self.retry(file, out, || open.upload.commit()) {
-            Ok(r) => r,
+        open.upload.source_crc32(open.tally.crc.crc());
+        match self.retry(file, out, || open.upload.commit()) {
+            Ok(receipt) => open.tally.delivered(file, receipt, &self.log),
             Err(e) => {
                 open.upload.abort();
-                return failed(file, e);
+                failed(file, e)
             }
-        };
-        let (sent_crc, written) = (open.sent.0.finalize(), open.sent.1);
+        }
+    }
+
+    /// [`Self::commit`], deferred: the sink commits on its own threads and answers each
+    /// attempt; the outcome goes downstream from there, while this worker goes on.
+    fn commit_later(
+        &self,
+        file: &Arc<FileCtx>,
+        mut open: Open,
+        (later, budget): (Deferred<Outcome>, budget::Permit),
+    ) {
+        open.upload.source_crc32(open.tally.crc.crc());
+        let (file, retries, log) = (file.clone(), self.retries.clone(), self.log.clone());
+        let mut pending = Some((open.tally, later));
+        // Given back with the answer that ends the commit, when the closure is dropped.
+        let _budget = budget;
+        let mut attempt = 0;
+        let answer: Answer = Box::new(move |result| {
+            let _held = &_budget;
+            let (tally, later) = pending.take()?;
+            /// What an answer leads to: another attempt after a pause, or the outcome.
+            enum Next {
+                Again(Duration, Tally),
+                Done(Outcome),
+            }
+            let next = catch_unwind(AssertUnwindSafe(|| match result {
+                Ok(receipt) => Next::Done(tally.delivered(&file, receipt, &log)),
+                Err(e) => {
+                    let cancelled = later.cancel_token().is_cancelled();
+                    match retries.after(&file, &mut attempt, e, cancelled) {
+                        Ok(wait) => Next::Again(wait, tally),
+                        Err(e) => Next::Done(failed(&file, e)),
+                    }
+                }
+            }))
+            .unwrap_or_else(|panic| {
+                Next::Done(failed(&file, FileError::panicked(Stage::Upload, &*panic)))
+            });
+            match next {
+                Next::Again(wait, tally) => {
+                    pending = Some((tally, later));
+                    Some(wait)
+                }
+                Next::Done(outcome) => {
+                    let _ = later.emit(outcome);
+                    None
+                }
+            }
+        });
+        open.upload.commit_later(answer);
+    }
+}
+
+impl Tally {
+    /// The outcome of a committed object: checked against the sink's `receipt`, its
+    /// manifest entry.
+    fn delivered(mut self, file: &FileCtx, receipt: Receipt, log: &Log) -> Outcome {
+        let (sent_crc, written) = (self.sent.0.finalize(), self.sent.1);
         if receipt.bytes != written || receipt.crc32.is_some_and(|c| c != sent_crc) {
             return failed(
                 file,
@@ -431,11 +552,11 @@ impl Uploader {
         // Load checks sizes, so this holds; asserted because a short object must never be
         // recorded as delivered.
         assert_eq!(
-            open.crc.len(),
+            self.crc.len(),
             file.size,
             "bytes delivered differ from the size"
         );
-        self.log.info(|| {
+        log.info(|| {
             format!(
                 "[done] {} {} → {}",
                 file.path.display(),
@@ -451,10 +572,10 @@ impl Uploader {
                 mtime_s: file.mtime.0,
                 mtime_ns: file.mtime.1,
                 ctime: Some(file.ctime),
-                crc32: open.crc.crc(),
+                crc32: self.crc.crc(),
                 bytes_out: written,
-                segments: (!gzip::PRIMES_SEGMENTS && open.pieces.0.len() > 1).then(|| {
-                    let (z, len) = std::mem::take(&mut open.pieces);
+                segments: (!gzip::PRIMES_SEGMENTS && self.pieces.0.len() > 1).then(|| {
+                    let (z, len) = std::mem::take(&mut self.pieces);
                     Segments { len, z }
                 }),
                 mode: Some(file.modes.0),

@@ -311,3 +311,30 @@ fn upload_workers_pins_the_limit_and_a_local_directory_keeps_two() {
     assert_eq!(up["workers"], 2, "{up}");
     assert!(up.get("limit").is_none(), "{up}");
 }
+
+/// 1,024 requests in flight need no 1,024 threads: each small file's commit waits for the
+/// store without a thread of ferry's, so the upload stage keeps 1,024 in flight on a few.
+#[test]
+fn a_thousand_requests_in_flight_on_a_few_threads() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    for i in 0..3_072 {
+        write(
+            &src,
+            &format!("d{}/f{i}", i % 8),
+            format!("{i}\n").as_bytes(),
+        );
+    }
+    let r = ferry()
+        .arg(&src)
+        .args(["--to", "sim:latency=200ms", "--upload-workers", "1024"])
+        .args(["--report", "-"])
+        .assert()
+        .success();
+    let v = report(&r.get_output().stdout);
+    assert_eq!(v["totals"]["succeeded"], 3_072);
+    let up = upload_stage(&v);
+    assert_eq!(up["peak_in_flight"], 1024, "{up}");
+    let threads = up["threads"].as_u64().unwrap();
+    assert!(threads <= 64, "{threads} threads: {up}");
+}

@@ -12,7 +12,9 @@
 use super::{execute, Command, Ended, Session, Settings};
 use crate::budget::Budget;
 use crate::compress::Compressor;
-use crate::config::{Config, Tuning, LOCAL_UPLOADS, MAX_UPLOADS, REMOTE_UPLOADS};
+use crate::config::{
+    Config, Tuning, DEFERRING_UPLOAD_THREADS, LOCAL_UPLOADS, MAX_UPLOADS, REMOTE_UPLOADS,
+};
 use crate::error::FerryError;
 use crate::history::journal::{compact, History, Journal};
 use crate::history::lease::Lease;
@@ -207,6 +209,9 @@ fn build(
 ) -> Result<Collected<Ledger>, FerryError> {
     let upload = match limit {
         None => stage("upload", LOCAL_UPLOADS, t),
+        Some(limit) if uploader.defers() => stage("upload", NonZeroUsize::MIN, t)
+            .limit(limit)
+            .threads(DEFERRING_UPLOAD_THREADS),
         Some(limit) => stage("upload", NonZeroUsize::MIN, t).limit(limit),
     };
     let level = t.level;

@@ -21,7 +21,7 @@
 //!   forgotten after a minute without congestion, as a store's limits change.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// A source of congestion signals: a count that rises each time the work was throttled.
@@ -136,13 +136,15 @@ enum Phase {
     },
 }
 
-/// A permit to handle one item; given back on drop, or with [`Permit::done`].
-pub struct Permit<'a> {
-    limit: &'a Limit,
+/// A permit to handle one item; given back on drop, or with [`Permit::done`]. It owns a
+/// handle on its limit, so work that outlives its worker's turn (a request in flight,
+/// handed on with [`Emitter::defer`](super::Emitter::defer)) keeps its place under it.
+pub struct Permit {
+    limit: Arc<Limit>,
     returned: bool,
 }
 
-impl Permit<'_> {
+impl Permit {
     /// Gives the permit back after an item that took `took`; `backlog` says whether
     /// items were waiting in the queue.
     pub fn done(mut self, took: Duration, backlog: bool) {
@@ -151,7 +153,7 @@ impl Permit<'_> {
     }
 }
 
-impl Drop for Permit<'_> {
+impl Drop for Permit {
     fn drop(&mut self) {
         if !self.returned {
             self.limit.release(None);
@@ -251,7 +253,7 @@ impl Limit {
     }
 
     /// Waits for a permit.
-    pub fn acquire(&self) -> Permit<'_> {
+    pub fn acquire(self: &Arc<Self>) -> Permit {
         let mut taken = lock(&self.taken);
         while taken.0 >= self.current() {
             taken.1 += 1;
@@ -260,7 +262,7 @@ impl Limit {
         }
         taken.0 += 1;
         Permit {
-            limit: self,
+            limit: self.clone(),
             returned: false,
         }
     }
@@ -268,7 +270,11 @@ impl Limit {
     fn release(&self, item: Option<(Duration, bool)>) {
         let (pressed, waiting) = {
             let mut taken = lock(&self.taken);
-            let full = taken.0 >= self.current();
+            // Every permit was taken, or a worker waits for one: with items waiting, more
+            // would have been at work. (Permits of deferred items come back in bursts,
+            // a timer's worth at once, and only the first of a burst finds them all
+            // taken; the workers waiting say the same for the rest.)
+            let full = taken.0 >= self.current() || taken.1 > 0;
             taken.0 -= 1;
             (full, taken.1 > 0)
         };

@@ -124,10 +124,18 @@ pub struct StageMetrics {
     pub latency: Histogram,
     /// Workers of this stage that have ended.
     pub finished_workers: AtomicUsize,
+    /// Threads started for this stage (a stage under a limit starts them as it grows).
+    pub threads: AtomicUsize,
+    /// The most items it had under way at once, deferred ones included.
+    pub peak_busy: AtomicUsize,
     /// Panics caught in this stage's workers.
     pub panics: AtomicU64,
     /// The stage's limit on items in flight, when it has one (else all its workers).
     pub limit: Option<Arc<super::limit::Limit>>,
+    /// Its workers take a permit of the limit per item once they hold it, rather than
+    /// before they wait for input: a stage whose items are deferred has fewer threads
+    /// than permits, and a thread idle in a wait must not hold one.
+    pub gate_per_item: bool,
 }
 
 impl StageMetrics {
@@ -150,8 +158,11 @@ impl StageMetrics {
             queue_len,
             latency: Histogram::new(),
             finished_workers: AtomicUsize::new(0),
+            threads: AtomicUsize::new(0),
+            peak_busy: AtomicUsize::new(0),
             panics: AtomicU64::new(0),
             limit: None,
+            gate_per_item: false,
         }
     }
 

@@ -167,6 +167,9 @@ pub struct StageSpec {
     /// How many of the workers may handle an item at once, if fewer than all: the pool
     /// then has `limit.max()` threads, and the rest wait at the gate.
     pub limit: Option<Arc<Limit>>,
+    /// Its handler defers most items ([`StageSpec::threads`]): fewer threads than its
+    /// limit, and input in batches.
+    pub deferring: bool,
 }
 
 /// The default output queue of a stage.
@@ -183,6 +186,7 @@ impl StageSpec {
             workers,
             queue: DEFAULT_QUEUE,
             limit: None,
+            deferring: false,
         }
     }
 
@@ -190,7 +194,18 @@ impl StageSpec {
     /// most `limit.current()` handle an item at any time.
     pub fn limit(mut self, limit: Arc<Limit>) -> Self {
         self.workers = NonZeroUsize::new(limit.max()).unwrap_or(NonZeroUsize::MIN);
+        self.deferring = false;
         self.limit = Some(limit);
+        self
+    }
+
+    /// Caps the stage's threads at `n` whatever its limit: for a stage whose handler hands
+    /// most items on with [`Emitter::defer`] (a request in flight needs no thread), so
+    /// that a limit of 1,024 items in flight does not mean 1,024 threads. Set it after
+    /// [`StageSpec::limit`]. Its input then comes in batches, as an unlimited stage's does.
+    pub fn threads(mut self, n: NonZeroUsize) -> Self {
+        self.workers = n.min(self.workers);
+        self.deferring = true;
         self
     }
 
@@ -234,6 +249,77 @@ pub struct Emitter<U> {
     since: Cell<Option<Instant>>,
     /// When the handler call now running began (none for a producer).
     began: Cell<Option<Instant>>,
+    /// The item now being handled, while it may still be deferred: its permit under a
+    /// limit. Taken by [`Emitter::defer`].
+    turn: RefCell<Option<Turn>>,
+}
+
+/// The item a worker is handling: when it began, and its permit under a limit.
+struct Turn {
+    began: Instant,
+    permit: Option<Permit>,
+}
+
+/// An item whose work goes on after its handler returned: a request in flight that needs
+/// no thread of the stage's while it waits. It holds the item's place under the stage's
+/// [`Limit`] and keeps the stage's output open until it has emitted (or been dropped),
+/// and it counts the item's time in the stage's metrics when it ends. Made by
+/// [`Emitter::defer`]; it may be moved to any thread.
+pub struct Deferred<U> {
+    tx: Sender<Vec<U>>,
+    gauge: Arc<AtomicUsize>,
+    metrics: Arc<StageMetrics>,
+    cancel: CancelToken,
+    turn: Option<Turn>,
+}
+
+impl<U> Deferred<U> {
+    /// Sends the item's output downstream now (one message of its own) and ends its work:
+    /// its permit is given back and its time counted.
+    ///
+    /// # Errors
+    /// Returns the item when the downstream stage has ended.
+    pub fn emit(mut self, item: U) -> Result<(), U> {
+        self.end();
+        self.gauge.fetch_add(1, Relaxed);
+        match self.tx.send(vec![item]) {
+            Ok(()) => {
+                self.metrics.emitted.fetch_add(1, Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                self.gauge.fetch_sub(1, Relaxed);
+                Err(e.into_inner().pop().expect("one item was sent"))
+            }
+        }
+    }
+
+    /// The run's cancellation token.
+    pub fn cancel_token(&self) -> &CancelToken {
+        &self.cancel
+    }
+
+    /// Gives the permit back and counts the item's time, once.
+    fn end(&mut self) {
+        let Some(turn) = self.turn.take() else {
+            return;
+        };
+        let took = turn.began.elapsed();
+        let m = &self.metrics;
+        m.busy.fetch_sub(1, Relaxed);
+        if let Some(p) = turn.permit {
+            p.done(took, m.queue_len.load(Relaxed) > 0);
+        }
+        m.busy_ns.fetch_add(took.as_nanos() as u64, Relaxed);
+        m.latency.record(took);
+        m.items.fetch_add(1, Relaxed);
+    }
+}
+
+impl<U> Drop for Deferred<U> {
+    fn drop(&mut self) {
+        self.end();
+    }
 }
 
 impl<U> Emitter<U> {
@@ -254,7 +340,23 @@ impl<U> Emitter<U> {
             pending: RefCell::new(Vec::new()),
             since: Cell::new(None),
             began: Cell::new(None),
+            turn: RefCell::new(None),
         }
+    }
+
+    /// Hands the item now being handled on to work that finishes without this thread:
+    /// the worker goes on to its next item while the returned [`Deferred`] holds this
+    /// one's place under the stage's limit, until it emits the item's output from
+    /// wherever that work ends. `None` outside a stage's handler, or if already deferred.
+    pub fn defer(&self) -> Option<Deferred<U>> {
+        let turn = self.turn.borrow_mut().take()?;
+        Some(Deferred {
+            tx: self.tx.clone(),
+            gauge: self.gauge.clone(),
+            metrics: self.metrics.clone(),
+            cancel: self.cancel.clone(),
+            turn: Some(turn),
+        })
     }
 
     /// Sends `item` downstream: gathered with the items before it, sent when the batch
@@ -648,15 +750,24 @@ impl<'p, T: Send + 'static> Flow<'p, T> {
             &spec.name,
             spec.workers.get(),
             spec.limit.clone(),
+            spec.limit.is_some() && !spec.deferring,
             extras,
             move |i, metrics: &Arc<StageMetrics>, (tx, gauge, cancel, batch)| {
                 let emitter = Emitter::new(tx, gauge, metrics.clone(), cancel, batch);
                 let mut f = make(i);
-                move |event: Event<T>| match event {
-                    Event::Item(item, began) => {
+                move |event: Event<'_, T>| match event {
+                    Event::Item(item, began, slot) => {
                         emitter.began.set(Some(began));
+                        *emitter.turn.borrow_mut() = Some(Turn {
+                            began,
+                            permit: slot.permit.take(),
+                        });
                         f(item, &emitter);
                         emitter.began.set(None);
+                        match emitter.turn.borrow_mut().take() {
+                            Some(turn) => slot.permit = turn.permit,
+                            None => slot.deferred = true,
+                        }
                         emitter.tick();
                         !emitter.is_closed()
                     }
@@ -700,43 +811,52 @@ impl<'p, T: Send + 'static> Flow<'p, T> {
         let extras: Vec<Sender<S>> = (0..workers.get()).map(|_| tx.clone()).collect();
         drop(tx);
         let each = Arc::new(each);
-        self.spawn(name, workers.get(), None, extras, move |i, _metrics, tx| {
-            let mut state = Some(init(i));
-            let each = each.clone();
-            move |event: Event<T>| match event {
-                Event::Item(item, _) => {
-                    if let Some(s) = state.as_mut() {
-                        each(s, item);
+        self.spawn(
+            name,
+            workers.get(),
+            None,
+            false,
+            extras,
+            move |i, _metrics, tx| {
+                let mut state = Some(init(i));
+                let each = each.clone();
+                move |event: Event<'_, T>| match event {
+                    Event::Item(item, _, _) => {
+                        if let Some(s) = state.as_mut() {
+                            each(s, item);
+                        }
+                        true
                     }
-                    true
-                }
-                Event::Idle => true,
-                Event::End => {
-                    if let Some(s) = state.take() {
-                        let _ = tx.send(s);
+                    Event::Idle => true,
+                    Event::End => {
+                        if let Some(s) = state.take() {
+                            let _ = tx.send(s);
+                        }
+                        false
                     }
-                    false
                 }
-            }
-        })?;
+            },
+        )?;
         Ok(Collected { rx })
     }
 
     /// Starts a pool of `workers` threads, each running the loop over this flow's input.
     /// `make_worker` builds, on the worker thread, a handler that takes each
-    /// [`Event`] and returns whether to go on; it sees [`Event::End`] once, last.
+    /// [`Event`] and returns whether to go on; it sees [`Event::End`] once, last. With
+    /// `one_per_message` its feeders send each item as a message of its own.
     fn spawn<X, M, H>(
         self,
         name: &str,
         workers: usize,
         limit: Option<Arc<Limit>>,
+        one_per_message: bool,
         extras: Vec<X>,
         make_worker: M,
     ) -> Result<&'p mut Pipeline, PipelineError>
     where
         X: Send + 'static,
         M: Fn(usize, &Arc<StageMetrics>, X) -> H + Send + Sync + 'static,
-        H: FnMut(Event<T>) -> bool,
+        H: FnMut(Event<'_, T>) -> bool,
     {
         let Flow {
             pipeline,
@@ -746,16 +866,17 @@ impl<'p, T: Send + 'static> Flow<'p, T> {
             capacity,
             detach_on_cancel,
         } = self;
-        // Under a limit each item may need a worker of its own (a request in flight). A
-        // queue shorter than a batch (`--queue 1`, to hold the upstream back) keeps its
-        // size in items.
-        let per_message = if limit.is_some() {
+        // Under a limit each item may need a worker of its own (a request in flight),
+        // unless the stage defers its items. A queue shorter than a batch (`--queue 1`,
+        // to hold the upstream back) keeps its size in items.
+        let per_message = if one_per_message {
             1
         } else {
             BATCH.min(capacity)
         };
         batch.store(per_message, Relaxed);
         let mut metrics = StageMetrics::new(name, workers, capacity * per_message, gauge);
+        metrics.gate_per_item = limit.is_some() && !one_per_message;
         metrics.limit = limit;
         let metrics = Arc::new(metrics);
         pipeline.stages.push(metrics.clone());
@@ -891,6 +1012,7 @@ struct Life {
 
 impl Life {
     fn started(&self, worker: usize) {
+        self.metrics.threads.fetch_add(1, Relaxed);
         notify(&self.observer, || EngineEvent::WorkerStarted {
             stage: self.stage.clone(),
             worker,
@@ -931,7 +1053,7 @@ fn run_worker<T, X, M, H>(
 ) -> (u64, Option<String>)
 where
     M: Fn(usize, &Arc<StageMetrics>, X) -> H,
-    H: FnMut(Event<T>) -> bool,
+    H: FnMut(Event<'_, T>) -> bool,
 {
     match catch_unwind(AssertUnwindSafe(|| make_worker(i, metrics, extra))) {
         Ok(mut handler) => {
@@ -952,13 +1074,21 @@ where
 }
 
 /// What a worker's handler is given.
-enum Event<T> {
-    /// An item, and when its handling began.
-    Item(T, Instant),
+enum Event<'s, T> {
+    /// An item, when its handling began, and its place under the stage's limit.
+    Item(T, Instant, &'s mut Slot),
     /// The input is empty for now: send what was gathered before waiting.
     Idle,
     /// The loop has ended.
     End,
+}
+
+/// An item's permit while its handler runs, and whether the handler deferred it (then the
+/// [`Deferred`] gives the permit back and counts the item, not the worker).
+#[derive(Default)]
+struct Slot {
+    permit: Option<Permit>,
+    deferred: bool,
 }
 
 /// One worker's loop: receive a batch, handle and measure each item; until the input
@@ -968,15 +1098,19 @@ fn worker_loop<T>(
     rx: &Receiver<Vec<T>>,
     metrics: &StageMetrics,
     cancel: Option<&CancelToken>,
-    handler: &mut impl FnMut(Event<T>) -> bool,
+    handler: &mut impl FnMut(Event<'_, T>) -> bool,
 ) -> (u64, Option<String>) {
     let mut items = 0;
     let mut panic = None;
     let mut draining = false;
-    let limit = metrics.limit.as_deref();
+    let limit = metrics.limit.as_ref();
     'outer: loop {
-        // Under a limit, a worker waits at the gate before it takes an item.
-        let mut permit = limit.map(Limit::acquire);
+        // Under a limit, a worker waits at the gate before it takes an item (unless the
+        // stage defers its items: then for each item it holds).
+        let mut permit = match limit {
+            Some(l) if !metrics.gate_per_item => Some(l.acquire()),
+            _ => None,
+        };
         let batch = if draining {
             match rx.try_recv() {
                 Ok(batch) => batch,
@@ -1020,23 +1154,38 @@ fn worker_loop<T>(
                 }
             }
         };
-        metrics.queue_len.fetch_sub(batch.len(), Relaxed);
+        // A stage that gates each item counts the items in its workers' hands as waiting
+        // until each begins: they are its backlog, which its limit grows on.
+        if !metrics.gate_per_item {
+            metrics.queue_len.fetch_sub(batch.len(), Relaxed);
+        }
         let mut left = batch.len();
         for item in batch {
             left -= 1;
-            let permit = permit.take().or_else(|| limit.map(Limit::acquire));
-            metrics.busy.fetch_add(1, Relaxed);
-            let started = Instant::now();
-            let result = catch_unwind(AssertUnwindSafe(|| handler(Event::Item(item, started))));
-            let took = started.elapsed();
-            metrics.busy.fetch_sub(1, Relaxed);
-            if let Some(p) = permit {
-                p.done(took, left > 0 || !rx.is_empty());
+            let mut slot = Slot {
+                permit: permit.take().or_else(|| limit.map(Limit::acquire)),
+                deferred: false,
+            };
+            if metrics.gate_per_item {
+                metrics.queue_len.fetch_sub(1, Relaxed);
             }
-            metrics.busy_ns.fetch_add(took.as_nanos() as u64, Relaxed);
-            metrics.latency.record(took);
-            metrics.items.fetch_add(1, Relaxed);
+            let busy = metrics.busy.fetch_add(1, Relaxed) + 1;
+            metrics.peak_busy.fetch_max(busy, Relaxed);
+            let started = Instant::now();
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                handler(Event::Item(item, started, &mut slot))
+            }));
             items += 1;
+            if !slot.deferred {
+                let took = started.elapsed();
+                metrics.busy.fetch_sub(1, Relaxed);
+                if let Some(p) = slot.permit {
+                    p.done(took, left > 0 || !rx.is_empty());
+                }
+                metrics.busy_ns.fetch_add(took.as_nanos() as u64, Relaxed);
+                metrics.latency.record(took);
+                metrics.items.fetch_add(1, Relaxed);
+            }
             match result {
                 Ok(true) => {}
                 // Downstream is gone: the rest of the batch has nowhere to go.

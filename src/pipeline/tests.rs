@@ -498,3 +498,62 @@ fn a_batch_never_holds_an_item_while_its_worker_waits() {
         assert_eq!(stages[1].queue_len.load(Relaxed), 0);
     });
 }
+
+/// A stage of one thread under a limit of 4 keeps 4 items in flight by deferring them:
+/// each deferred item holds its permit until it emits from another thread, so never more
+/// than 4 are out at once, every output arrives, and the stage counts every item.
+#[test]
+fn deferred_items_hold_their_permits_and_keep_the_stage_open_until_they_emit() {
+    watchdog(60, || {
+        const LIMIT: usize = 4;
+        const ITEMS: u64 = 100;
+        let (held_tx, held_rx) = crossbeam_channel::unbounded::<(u64, Deferred<u64>)>();
+        let out_now = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        // Completes the deferred items from a thread of its own, four at a time (fewer at
+        // the end): it can only ever hold four if one thread had four out at once.
+        let completer = {
+            let out_now = out_now.clone();
+            std::thread::spawn(move || {
+                let mut left = ITEMS as usize;
+                let mut held = Vec::new();
+                while left > 0 {
+                    held.push(held_rx.recv().expect("an item deferred"));
+                    if held.len() == LIMIT.min(left) {
+                        left -= held.len();
+                        for (n, later) in held.drain(..) {
+                            out_now.fetch_sub(1, Relaxed);
+                            let _ = later.emit(n * 10);
+                        }
+                    }
+                }
+            })
+        };
+        let mut p = Pipeline::new(CancelToken::new());
+        let limit = Arc::new(Limit::fixed(LIMIT));
+        let spec = StageSpec::new("send", nz(1)).limit(limit).threads(nz(1));
+        let (o, m) = (out_now.clone(), most.clone());
+        let sum = p
+            .source("n", nz(4), counting_producers(1, ITEMS))
+            .unwrap()
+            .stage(spec, move |_| {
+                let (held_tx, o, m) = (held_tx.clone(), o.clone(), m.clone());
+                move |n: u64, out: &Emitter<u64>| {
+                    let later = out.defer().expect("an item can be deferred once");
+                    assert!(out.defer().is_none());
+                    m.fetch_max(o.fetch_add(1, Relaxed) + 1, Relaxed);
+                    let _ = held_tx.send((n, later));
+                }
+            })
+            .unwrap()
+            .collect("sum", nz(1), |_| 0u64, |s: &mut u64, n| *s += n)
+            .unwrap();
+        let stages = p.metrics();
+        p.wait().unwrap();
+        completer.join().unwrap();
+        assert_eq!(sum.into_vec(), vec![(0..ITEMS).sum::<u64>() * 10]);
+        assert_eq!(most.load(Relaxed), LIMIT);
+        assert_eq!(stages[1].items.load(Relaxed), ITEMS);
+        assert_eq!(stages[1].busy.load(Relaxed), 0);
+    });
+}

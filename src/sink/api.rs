@@ -5,7 +5,7 @@ use crate::pipeline::CancelToken;
 use crate::words::io_words;
 use std::io::Read;
 use std::path::Path;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// A sink failure: setup problems are fatal to the run, upload problems to one file.
 ///
@@ -294,6 +294,12 @@ pub trait Sink: Send + Sync {
     fn throttled(&self) -> u64 {
         0
     }
+    /// Whether its uploads' [`Upload::commit_later`] waits for the store without a thread
+    /// of the caller's: a remote store, whose requests the upload stage then keeps in
+    /// flight by the hundred on a few threads.
+    fn commits_later(&self) -> bool {
+        false
+    }
     /// Requests the sink's own client retried (S3), for the summary's `retries`.
     fn client_retries(&self) -> u64 {
         0
@@ -362,7 +368,36 @@ pub trait Upload: Send {
     fn commit(&mut self) -> Result<Receipt, SinkError>;
     /// Drops the object; nothing is left behind. Safe to call more than once.
     fn abort(&mut self);
+    /// [`Upload::commit`] without holding the caller's thread while the store answers:
+    /// `answer` gets each attempt's result, from a thread of the sink's own, and says
+    /// whether to try again and after how long (`None`: done; after an error the upload
+    /// is then aborted). A sink whose [`Sink::commits_later`] is false runs it all on the
+    /// caller's thread, which is what this default does.
+    fn commit_later(mut self: Box<Self>, answer: Answer) {
+        commit_here(&mut *self, answer);
+    }
 }
+
+/// [`Upload::commit_later`] on the caller's thread: each attempt, its answer, the pause.
+pub fn commit_here<U: Upload + ?Sized>(upload: &mut U, mut answer: Answer) {
+    loop {
+        let result = upload.commit();
+        let failed = result.is_err();
+        match answer(result) {
+            Some(delay) if failed => std::thread::sleep(delay),
+            _ => {
+                if failed {
+                    upload.abort();
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Told each result of a deferred commit ([`Upload::commit_later`]); returns when to try
+/// again after an error, or `None` to stop.
+pub type Answer = Box<dyn FnMut(Result<Receipt, SinkError>) -> Option<Duration> + Send>;
 
 /// A callback that takes one line about what a sink's client did.
 pub type OnEvent = std::sync::Arc<dyn Fn(&str) + Send + Sync>;

@@ -7,7 +7,9 @@ mod cloud;
 mod dir;
 mod sim;
 
-pub use api::{ObjectMeta, Opened, Receipt, Sink, SinkError, SinkOptions, Upload, UrlStyle};
+pub use api::{
+    Answer, ObjectMeta, Opened, Receipt, Sink, SinkError, SinkOptions, Upload, UrlStyle,
+};
 #[cfg(feature = "cloud")]
 pub use cloud::{part_size, Cloud, CloudSink, CloudSpec};
 pub use dir::DirSink;

@@ -3,19 +3,22 @@
 //! Each part written is answered after `latency ± jitter` plus its transmission time on
 //! one link of `bandwidth` shared by all uploads (like a single uplink), and fails with
 //! probability `fail`. Parts of one object go out up to four at a time, as a multipart
-//! upload's do; the commit waits for them, then is a request of its own. Failures and jitter are drawn from a hash of (seed, object key, part, attempt),
+//! upload's do; the commit waits for them, then is a request of its own. Requests wait on
+//! one runtime thread of the simulator's (a timer each), so a commit in flight holds no
+//! thread of ferry's, as a real store's request does not. Failures and jitter are drawn
+//! from a hash of (seed, object key, part, attempt),
 //! so a run with the same seed and files sees the same faults whatever the thread timing.
 //! The sink checksums what it accepts, so the run can prove that what arrived is what was
 //! sent.
 
-use super::api::{ObjectMeta, Receipt, Sink, SinkError, Upload};
+use super::api::{Answer, ObjectMeta, Receipt, Sink, SinkError, Upload};
 use crate::pipeline::CancelToken;
 use std::collections::{HashMap, VecDeque};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Settings of the simulated network, parsed from `sim:key=value,…`.
@@ -194,28 +197,47 @@ impl SimSink {
 impl Inner {
     /// One request of `bytes`: transmission on the shared link, then the latency; then a
     /// draw decides whether it failed.
-    fn request(&self, bytes: u64, draw: u64, deadline: Option<Instant>) -> Result<(), SinkError> {
+    async fn request(
+        &self,
+        bytes: u64,
+        draw: u64,
+        deadline: Option<Instant>,
+    ) -> Result<(), SinkError> {
         let in_flight = self.in_flight.fetch_add(1, Relaxed) + 1;
-        let result = match self.spec.throttle {
-            // Refused after one round trip, the body unsent.
-            Some(k) if in_flight > k => self.wait(0, draw, deadline).and_then(|()| {
-                self.throttled.fetch_add(1, Relaxed);
-                Err(SinkError::Throttled)
-            }),
-            _ => self.wait(bytes, draw, deadline),
-        };
+        let over = self.spec.throttle.is_some_and(|k| in_flight > k);
+        // Refused after one round trip, the body unsent.
+        let until = self.arrival(if over { 0 } else { bytes }, draw);
+        let result = self.sleep(until, deadline).await;
         self.in_flight.fetch_sub(1, Relaxed);
         result?;
+        if over {
+            self.throttled.fetch_add(1, Relaxed);
+            return Err(SinkError::Throttled);
+        }
         if self.fails(draw) {
             return Err(SinkError::Simulated);
         }
         Ok(())
     }
 
-    /// Waits out one request of `bytes`: its transmission, then the latency.
-    fn wait(&self, bytes: u64, draw: u64, deadline: Option<Instant>) -> Result<(), SinkError> {
-        let until = self.arrival(bytes, draw);
-        self.sleep_until(until, deadline)
+    /// Sleeps until `until` on the simulator's runtime, or the deadline, or the run is
+    /// cancelled.
+    async fn sleep(&self, until: Instant, deadline: Option<Instant>) -> Result<(), SinkError> {
+        let stop_at = deadline.map_or(until, |d| d.min(until));
+        loop {
+            if self.cancel.is_cancelled() {
+                return Err(SinkError::Cancelled);
+            }
+            let left = stop_at.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            tokio::time::sleep(left.min(CANCEL_CHECK)).await;
+        }
+        match deadline {
+            Some(d) if d < until => Err(SinkError::TimedOut),
+            _ => Ok(()),
+        }
     }
 
     /// Whether the request of `draw` fails.
@@ -249,29 +271,24 @@ impl Inner {
         sent + latency
     }
 
-    /// Sleeps until `until`, or the deadline, or the run is cancelled.
+    /// [`Inner::sleep`], on the caller's thread.
     fn sleep_until(&self, until: Instant, deadline: Option<Instant>) -> Result<(), SinkError> {
-        let stop_at = deadline.map_or(until, |d| d.min(until));
-        // Slept in slices, checking the token between them: a thousand requests waiting
-        // on the token's one channel would cost each registration a scan of all the
-        // others (seen as the simulator's own CPU, not the network it simulates).
-        loop {
-            if self.cancel.is_cancelled() {
-                return Err(SinkError::Cancelled);
-            }
-            let left = stop_at.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            std::thread::sleep(left.min(CANCEL_CHECK));
-        }
-        if let Some(d) = deadline {
-            if d < until {
-                return Err(SinkError::TimedOut);
-            }
-        }
-        Ok(())
+        runtime().block_on(self.sleep(until, deadline))
     }
+}
+
+/// The simulator's runtime: one thread of timers, for the whole process (never dropped,
+/// so no request's last handle on a sink can end up dropping it from its own thread).
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("ferry-sim")
+            .enable_time()
+            .build()
+            .expect("the simulator's runtime thread starts")
+    })
 }
 
 impl Sink for SimSink {
@@ -308,6 +325,10 @@ impl Sink for SimSink {
 
     fn has(&self, _key: &Path, _len: u64) -> bool {
         false
+    }
+
+    fn commits_later(&self) -> bool {
+        true
     }
 
     fn throttled(&self) -> u64 {
@@ -382,13 +403,34 @@ struct SimUpload {
 const PARTS_PER_OBJECT: usize = 4;
 
 impl SimUpload {
-    fn request(&mut self, bytes: u64) -> Result<(), SinkError> {
+    async fn request(&mut self, bytes: u64) -> Result<(), SinkError> {
         let draw = mix(&[self.sink.spec.seed, self.key_hash, self.part, self.attempt]);
         self.attempt += 1;
-        self.sink.request(bytes, draw, self.deadline)?;
+        self.sink.request(bytes, draw, self.deadline).await?;
         self.part += 1;
         self.attempt = 0;
         Ok(())
+    }
+
+    /// Waits for the parts in flight, then sends the commit request, and records what
+    /// arrived.
+    async fn commit_async(&mut self) -> Result<Receipt, SinkError> {
+        while let Some(until) = self.outstanding.pop_front() {
+            let waited = self.sink.sleep(until, self.deadline).await;
+            self.sink.in_flight.fetch_sub(1, Relaxed);
+            waited?;
+        }
+        self.request(0).await?;
+        let crc = self.crc.clone().finalize();
+        self.sink
+            .accepted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(self.key.clone(), (crc, self.len));
+        Ok(Receipt {
+            bytes: self.len,
+            crc32: Some(crc),
+        })
     }
 }
 
@@ -404,7 +446,7 @@ impl SimUpload {
             .is_some_and(|k| sink.in_flight.load(Relaxed) >= k);
         let draw = mix(&[sink.spec.seed, self.key_hash, self.part, self.attempt]);
         if over || sink.fails(draw) {
-            return self.request(bytes);
+            return runtime().block_on(self.request(bytes));
         }
         let until = sink.arrival(bytes, draw);
         if sink.cancel.is_cancelled() || self.deadline.is_some_and(|d| d < until) {
@@ -449,23 +491,26 @@ impl Upload for SimUpload {
     }
 
     fn commit(&mut self) -> Result<Receipt, SinkError> {
-        while !self.outstanding.is_empty() {
-            self.confirm_one()?;
-        }
-        self.request(0)?;
-        let crc = self.crc.clone().finalize();
-        self.sink
-            .accepted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(self.key.clone(), (crc, self.len));
-        Ok(Receipt {
-            bytes: self.len,
-            crc32: Some(crc),
-        })
+        runtime().block_on(self.commit_async())
     }
 
     fn abort(&mut self) {}
+
+    fn commit_later(mut self: Box<Self>, mut answer: Answer) {
+        runtime().spawn(async move {
+            loop {
+                let result = self.commit_async().await;
+                let failed = result.is_err();
+                match answer(result) {
+                    // A cancelled run ends the pause early; the next attempt then fails.
+                    Some(delay) if failed => {
+                        let _ = self.sink.sleep(Instant::now() + delay, None).await;
+                    }
+                    _ => return,
+                }
+            }
+        });
+    }
 }
 
 #[cfg(test)]

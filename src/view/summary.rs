@@ -44,8 +44,12 @@ pub struct Totals {
 pub struct StageSummary {
     /// Stage name.
     pub name: String,
-    /// Worker threads.
+    /// Workers: its threads, or under a limit the mean of the items it allowed in flight.
     pub workers: usize,
+    /// Threads it started (under a limit that defers items, far fewer than in flight).
+    pub threads: usize,
+    /// The most items it had under way at once (requests in flight, for the upload).
+    pub peak_in_flight: usize,
     /// Items handled (for the producers: items produced).
     pub items: u64,
     /// Worker-seconds spent working (handling items, not counting time blocked).
@@ -82,6 +86,8 @@ impl StageSummary {
         StageSummary {
             name: m.name.clone(),
             workers: allowed.round() as usize,
+            threads: m.threads.load(Relaxed),
+            peak_in_flight: m.peak_busy.load(Relaxed),
             limit,
             items: m.items.load(Relaxed).max(m.emitted.load(Relaxed)),
             busy_s: busy,
@@ -521,6 +527,8 @@ mod tests {
         StageSummary {
             name: name.into(),
             workers,
+            threads: workers,
+            peak_in_flight: workers,
             items,
             busy_s: busy,
             blocked_s: blocked,

@@ -17,7 +17,9 @@ mod stores;
 
 pub use spec::{Cloud, CloudSpec};
 
-use super::api::{ObjectMeta, OnEvent, Opened, Receipt, Sink, SinkError, SinkOptions, Upload};
+use super::api::{
+    Answer, ObjectMeta, OnEvent, Opened, Receipt, Sink, SinkError, SinkOptions, Upload,
+};
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::path::Path as ObjPath;
@@ -244,6 +246,7 @@ impl CloudSink {
             path,
             attributes,
             buf: Vec::new(),
+            whole: None,
             multipart: None,
             bytes: 0,
             deadline: meta.deadline,
@@ -295,6 +298,16 @@ fn block<T>(
     cancellable: bool,
     fut: impl Future<Output = object_store::Result<T>>,
 ) -> Result<T, SinkError> {
+    client.within(|| handle.block_on(bounded(&client.cancel, deadline, cancellable, fut)))
+}
+
+/// `fut`, bounded by `deadline` and, when `cancellable`, ended by the run's `cancel`.
+async fn bounded<T>(
+    cancel: &crate::pipeline::CancelToken,
+    deadline: Option<Instant>,
+    cancellable: bool,
+    fut: impl Future<Output = object_store::Result<T>>,
+) -> Result<T, SinkError> {
     let bounded = async {
         match deadline {
             None => Ok(fut.await),
@@ -306,17 +319,13 @@ fn block<T>(
             }
         }
     };
-    let cancel = client.cancel.clone();
-    let result = client.within(|| {
-        handle.block_on(async {
-            if !cancellable {
-                return bounded.await;
-            }
-            or_cancel(bounded, &cancel)
-                .await
-                .unwrap_or(Err(SinkError::Cancelled))
-        })
-    })?;
+    let result = if cancellable {
+        or_cancel(bounded, cancel)
+            .await
+            .unwrap_or(Err(SinkError::Cancelled))?
+    } else {
+        bounded.await?
+    };
     result.map_err(store_error)
 }
 
@@ -477,6 +486,10 @@ impl Sink for CloudSink {
 
     fn client_retries(&self) -> u64 {
         self.events.retries.load(Relaxed)
+    }
+
+    fn commits_later(&self) -> bool {
+        true
     }
 
     fn throttled(&self) -> u64 {
@@ -647,6 +660,8 @@ struct CloudUpload {
     path: ObjPath,
     attributes: Attributes,
     buf: Vec<u8>,
+    /// The body of a single PUT, once its commit has begun: each attempt sends it whole.
+    whole: Option<PutPayload>,
     multipart: Option<Box<dyn MultipartUpload>>,
     bytes: u64,
     deadline: Option<Instant>,
@@ -744,6 +759,30 @@ impl CloudUpload {
     }
 }
 
+impl CloudUpload {
+    /// The commit of an object small enough for one PUT: the body, whole, in one request
+    /// (sent again whole on each attempt).
+    async fn put_whole(&mut self) -> Result<Receipt, SinkError> {
+        let opts = PutOptions {
+            attributes: self.attributes.clone(),
+            ..Default::default()
+        };
+        let buf = &mut self.buf;
+        let payload = self
+            .whole
+            .get_or_insert_with(|| PutPayload::from(std::mem::take(buf)))
+            .clone();
+        self.client.requests.fetch_add(1, Relaxed);
+        let put = self.store.put_opts(&self.path, payload, opts);
+        bounded(&self.client.cancel, self.deadline, true, put).await?;
+        self.done = true;
+        Ok(Receipt {
+            bytes: self.bytes,
+            crc32: None,
+        })
+    }
+}
+
 impl Upload for CloudUpload {
     fn source_crc32(&mut self, crc: u32) {
         // Only a single PUT can still take metadata; a multipart upload set it at creation.
@@ -766,17 +805,11 @@ impl Upload for CloudUpload {
 
     fn commit(&mut self) -> Result<Receipt, SinkError> {
         if self.multipart.is_none() {
-            let opts = PutOptions {
-                attributes: self.attributes.clone(),
-                ..Default::default()
-            };
-            let payload = PutPayload::from(std::mem::take(&mut self.buf));
-            run(
-                &self.handle,
-                &self.client,
-                self.deadline,
-                self.store.put_opts(&self.path, payload, opts),
-            )?;
+            let handle = self.handle.clone();
+            return self
+                .client
+                .clone()
+                .within(|| handle.block_on(self.put_whole()));
         } else {
             if !self.buf.is_empty() {
                 self.send_part()?;
@@ -793,6 +826,32 @@ impl Upload for CloudUpload {
             bytes: self.bytes,
             crc32: None,
         })
+    }
+
+    fn commit_later(mut self: Box<Self>, mut answer: Answer) {
+        if self.multipart.is_some() {
+            // Its parts wait on the caller's thread as they are written; so does the end.
+            return super::api::commit_here(&mut *self, answer);
+        }
+        let (handle, dispatch) = (self.handle.clone(), self.client.dispatch.clone());
+        let cancel = self.client.cancel.clone();
+        let attempts = async move {
+            loop {
+                let result = self.put_whole().await;
+                let failed = result.is_err();
+                match answer(result) {
+                    // A cancelled run ends the pause early; the next attempt then fails.
+                    Some(delay) if failed => {
+                        or_cancel(tokio::time::sleep(delay), &cancel).await;
+                    }
+                    // A single PUT leaves nothing behind to abort.
+                    _ => return,
+                }
+            }
+        };
+        handle.spawn(tracing::instrument::WithSubscriber::with_subscriber(
+            attempts, dispatch,
+        ));
     }
 
     fn abort(&mut self) {
