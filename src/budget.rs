@@ -93,6 +93,20 @@ pub struct Permit {
 }
 
 impl Permit {
+    /// Gives back all but `bytes` of the reservation, once what it covers has shrunk (a
+    /// segment's source bytes freed once deflated): the budget counts what is held.
+    pub fn shrink_to(&mut self, bytes: u64) {
+        if bytes >= self.bytes {
+            return;
+        }
+        let freed = Permit {
+            budget: self.budget.clone(),
+            bytes: self.bytes - bytes,
+        };
+        self.bytes = bytes;
+        drop(freed);
+    }
+
     /// A permit that reserves nothing (for tests and callers without a budget).
     pub fn none() -> Self {
         Permit {
@@ -141,6 +155,22 @@ mod tests {
         rx.recv().unwrap();
         // Bigger than the whole budget: granted when nothing else is held.
         assert!(b.acquire(100, &cancel).is_some());
+        assert_eq!(gauge.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn a_shrunk_permit_gives_back_the_rest_and_wakes_a_waiter() {
+        let gauge = Arc::new(AtomicU64::new(0));
+        let b = Budget::new(10, gauge.clone());
+        let cancel = CancelToken::new();
+        let mut a = b.acquire(8, &cancel).unwrap();
+        let (b2, c2) = (b.clone(), cancel.clone());
+        let waiter = std::thread::spawn(move || b2.acquire(7, &c2).is_some());
+        a.shrink_to(3);
+        assert!(waiter.join().unwrap());
+        // Growing is not shrinking: nothing changes.
+        a.shrink_to(5);
+        drop(a);
         assert_eq!(gauge.load(Relaxed), 0);
     }
 }

@@ -73,13 +73,25 @@ impl Compressor {
                         .map_err(|e| Verdict::failed(Stage::Compress, e)),
                 };
                 match deflated {
-                    Ok(deflate) => PackedBody::Data {
-                        deflate,
-                        crc: gzip::crc32(&data),
-                        len: data.len() as u64,
-                        last,
-                        permit,
-                    },
+                    Ok(mut deflate) => {
+                        let (crc, len) = (gzip::crc32(&data), data.len() as u64);
+                        drop(data);
+                        // The deflater's buffer is sized for the worst case; a piece that
+                        // waits for the store keeps only what it holds.
+                        if deflate.capacity() > deflate.len() + deflate.len() / 4 {
+                            deflate.shrink_to_fit();
+                        }
+                        // What stays in flight is the deflated piece, not the source.
+                        let mut permit = permit;
+                        permit.shrink_to(deflate.capacity() as u64);
+                        PackedBody::Data {
+                            deflate,
+                            crc,
+                            len,
+                            last,
+                            permit,
+                        }
+                    }
                     Err(verdict) => PackedBody::Stop { verdict, last },
                 }
             }

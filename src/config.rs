@@ -120,11 +120,47 @@ pub const MAX_WORKERS: usize = 1024;
 /// Uploads in flight into a local directory unless pinned: a disk gains nothing from more.
 pub const LOCAL_UPLOADS: NonZeroUsize = nz(2);
 
-/// The adaptive upload limit for a remote store: where it starts, and its bounds. The
-/// highest is [`MAX_WORKERS`], for the threads it needs.
+/// The adaptive upload limit for a remote store: its lowest, and where it starts when
+/// each request holds a thread. The highest is [`MAX_UPLOADS`], for the threads it needs.
 pub const REMOTE_UPLOADS: (usize, usize) = (2, 32);
-/// The highest the adaptive upload limit goes.
+
+/// Where it starts when requests hold no thread (deferred commits): as s5cmd's 256
+/// workers, a store takes this many from one client, and each step of the limit's start
+/// costs two round trips, so starting higher hides the first second's latency.
+pub const DEFERRED_UPLOADS_START: usize = 128;
+/// The highest the adaptive upload limit goes where each request holds a thread.
 pub const MAX_UPLOADS: usize = MAX_WORKERS;
+
+/// The highest it goes where a request holds no thread (a deferred commit): at 100 ms a
+/// round trip, 20,000 small files in under two seconds need more than 1,024 in flight.
+/// Each is a connection, so it is also kept to a quarter of the open files allowed.
+pub const MAX_DEFERRED_UPLOADS: usize = 4096;
+
+/// How many files the process may have open (its soft `RLIMIT_NOFILE`), once raised to
+/// the hard limit (at most 65,536): sockets of requests in flight count.
+pub fn open_files_allowed() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit write to and read from a valid rlimit we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        let want = lim.rlim_max.min(65_536);
+        if lim.rlim_cur < want {
+            let raised = libc::rlimit {
+                rlim_cur: want,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = want;
+            }
+        }
+    }
+    usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
+}
 
 /// The upload threads into a store whose commits are answered without a thread (a
 /// deferred commit holds none): enough for what still blocks (a big object's parts, a

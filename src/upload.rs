@@ -30,6 +30,12 @@ use std::time::{Duration, Instant, SystemTime};
 /// upload, would not), so hundreds in flight cost at most the budget.
 const DEFER_AT_MOST: u64 = 1 << 20;
 
+/// How many times more retries a throttled request gets than a failed one.
+const THROTTLED_PATIENCE: u32 = 4;
+
+/// The longest pause before a retry (before jitter), however many came before.
+const LONGEST_BACKOFF: Duration = Duration::from_secs(20);
+
 /// Shards of the assembly map: workers handling different files rarely share a lock.
 const MAP_SHARDS: usize = 16;
 
@@ -123,13 +129,22 @@ impl Retries {
             Some(d) => FileError::TimedOut(d.after),
             None => FileError::Sink(SinkError::TimedOut),
         };
+        // A store that asks to slow down is not failing: it gets more patience, while the
+        // upload limit comes down to what it takes.
+        let allowed = match e {
+            SinkError::Throttled => self.count.saturating_mul(THROTTLED_PATIENCE),
+            _ => self.count,
+        };
         match e {
             SinkError::TimedOut => Err(timed_out()),
-            e if e.is_transient() && *attempt < self.count && !cancelled => {
+            e if e.is_transient() && *attempt < allowed && !cancelled => {
                 *attempt += 1;
                 let n = *attempt;
                 self.metrics.retried(1);
-                let base = self.backoff.saturating_mul(1 << (n - 1).min(16));
+                let base = self
+                    .backoff
+                    .saturating_mul(1 << (n - 1).min(16))
+                    .min(LONGEST_BACKOFF);
                 // Full jitter in [base/2, base*3/2), from the file and attempt: no RNG state.
                 let salt = (file.id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ n as u64) % 1000;
                 let wait = base / 2 + base.mul_f64(salt as f64 / 1000.0);

@@ -248,7 +248,7 @@ fn upload_stage(v: &serde_json::Value) -> &serde_json::Value {
 
 #[test]
 fn into_a_throttling_store_the_limit_adapts_and_everything_arrives() {
-    // The store refuses above 6 requests in flight; ferry starts at 32 in flight, so it
+    // The store refuses above 6 requests in flight; ferry starts at 128 in flight, so it
     // is throttled at once, and must cut back and still deliver every file.
     let t = tempfile::tempdir().unwrap();
     let src = tree(t.path(), 300);

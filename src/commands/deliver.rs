@@ -13,7 +13,8 @@ use super::{execute, Command, Ended, Session, Settings};
 use crate::budget::Budget;
 use crate::compress::Compressor;
 use crate::config::{
-    Config, Tuning, DEFERRING_UPLOAD_THREADS, LOCAL_UPLOADS, MAX_UPLOADS, REMOTE_UPLOADS,
+    self, Config, Tuning, DEFERRED_UPLOADS_START, DEFERRING_UPLOAD_THREADS, LOCAL_UPLOADS,
+    MAX_DEFERRED_UPLOADS, MAX_UPLOADS, REMOTE_UPLOADS,
 };
 use crate::error::FerryError;
 use crate::history::journal::{compact, History, Journal};
@@ -244,8 +245,16 @@ fn upload_limit(t: &Tuning, sink: &Arc<dyn Sink>, dry_run: bool) -> Option<Arc<L
         None => {
             let (min, start) = REMOTE_UPLOADS;
             let sink = sink.clone();
+            let (start, max) = match sink.commits_later() {
+                true => {
+                    let max = MAX_DEFERRED_UPLOADS.min(config::open_files_allowed() / 4);
+                    (DEFERRED_UPLOADS_START.min(max), max)
+                }
+                false => (start, MAX_UPLOADS),
+            };
+            let (start, max) = (start.max(min), max.max(min));
             let congestion = Box::new(move || sink.throttled());
-            let limit = Limit::adaptive(min, start, MAX_UPLOADS, Some(congestion));
+            let limit = Limit::adaptive(min, start, max, Some(congestion));
             Some(Arc::new(limit))
         }
     }
