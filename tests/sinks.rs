@@ -265,13 +265,13 @@ fn into_a_throttling_store_the_limit_adapts_and_everything_arrives() {
     assert_eq!(limit["adaptive"], true, "{up}");
     let changes = limit["changes"].as_array().unwrap();
     assert!(!changes.is_empty(), "{up}");
-    // It was cut back from where it started.
+    // It was cut back from where it started (its peak: it never grew here) at least twice.
     let lowest = changes
         .iter()
         .map(|c| c[1].as_u64().unwrap())
         .min()
         .unwrap();
-    assert!(lowest < 32, "{up}");
+    assert!(lowest * 4 <= limit["peak"].as_u64().unwrap(), "{up}");
     // The summary says so too.
     let r = ferry()
         .arg(&src)

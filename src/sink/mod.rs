@@ -5,14 +5,16 @@ mod api;
 #[cfg(feature = "cloud")]
 mod cloud;
 mod dir;
+mod parts;
 mod sim;
 
 pub use api::{
     Answer, ObjectMeta, Opened, Receipt, Sink, SinkError, SinkOptions, Upload, UrlStyle,
 };
 #[cfg(feature = "cloud")]
-pub use cloud::{part_size, Cloud, CloudSink, CloudSpec};
+pub use cloud::{Cloud, CloudSink, CloudSpec};
 pub use dir::DirSink;
+pub use parts::part_size;
 pub use sim::{SimSink, SimSpec};
 
 use std::path::PathBuf;

@@ -12,6 +12,7 @@
 //! sent.
 
 use super::api::{Answer, ObjectMeta, Receipt, Sink, SinkError, Upload};
+use super::parts::part_size;
 use crate::pipeline::CancelToken;
 use std::collections::{HashMap, VecDeque};
 use std::io::Read;
@@ -270,11 +271,6 @@ impl Inner {
             Duration::from_nanos((self.spec.latency.as_nanos() as i64 + spread).max(0) as u64);
         sent + latency
     }
-
-    /// [`Inner::sleep`], on the caller's thread.
-    fn sleep_until(&self, until: Instant, deadline: Option<Instant>) -> Result<(), SinkError> {
-        runtime().block_on(self.sleep(until, deadline))
-    }
 }
 
 /// The simulator's runtime: one thread of timers, for the whole process (never dropped,
@@ -316,6 +312,8 @@ impl Sink for SimSink {
             key_hash: key_hash(key),
             crc: crc32fast::Hasher::new(),
             len: 0,
+            part_size: part_size(meta.source_size) as u64,
+            buffered: 0,
             part: 0,
             attempt: 0,
             deadline: meta.deadline,
@@ -388,6 +386,10 @@ struct SimUpload {
     key_hash: u64,
     crc: crc32fast::Hasher,
     len: u64,
+    /// Bytes gathered for a part, sent once they reach `part_size` (and the rest with
+    /// the commit), as the object stores' uploads do.
+    part_size: u64,
+    buffered: u64,
     /// Index of the next part; the commit is the request after the last part.
     part: u64,
     /// Attempts at the current part, so a retry gets a fresh draw.
@@ -415,10 +417,13 @@ impl SimUpload {
     /// Waits for the parts in flight, then sends the commit request, and records what
     /// arrived.
     async fn commit_async(&mut self) -> Result<Receipt, SinkError> {
-        while let Some(until) = self.outstanding.pop_front() {
-            let waited = self.sink.sleep(until, self.deadline).await;
-            self.sink.in_flight.fetch_sub(1, Relaxed);
-            waited?;
+        // The last part, or the whole body of an object that never filled one.
+        if self.buffered > 0 || self.part == 0 {
+            self.send(self.buffered).await?;
+            self.buffered = 0;
+        }
+        while !self.outstanding.is_empty() {
+            self.confirm_one().await?;
         }
         self.request(0).await?;
         let crc = self.crc.clone().finalize();
@@ -438,7 +443,7 @@ impl SimUpload {
     /// Sends a part without waiting for its answer (but for the oldest, beyond
     /// [`PARTS_PER_OBJECT`] in flight). A part the draw fails, or one over the throttle,
     /// is waited for and fails as a request of its own would.
-    fn send(&mut self, bytes: u64) -> Result<(), SinkError> {
+    async fn send(&mut self, bytes: u64) -> Result<(), SinkError> {
         let sink = self.sink.clone();
         let over = sink
             .spec
@@ -446,30 +451,30 @@ impl SimUpload {
             .is_some_and(|k| sink.in_flight.load(Relaxed) >= k);
         let draw = mix(&[sink.spec.seed, self.key_hash, self.part, self.attempt]);
         if over || sink.fails(draw) {
-            return runtime().block_on(self.request(bytes));
+            return self.request(bytes).await;
         }
         let until = sink.arrival(bytes, draw);
         if sink.cancel.is_cancelled() || self.deadline.is_some_and(|d| d < until) {
             // It cannot be answered in time: it fails now, as a request would.
             self.attempt += 1;
-            return sink.sleep_until(until, self.deadline);
+            return sink.sleep(until, self.deadline).await;
         }
         sink.in_flight.fetch_add(1, Relaxed);
         self.outstanding.push_back(until);
         self.part += 1;
         self.attempt = 0;
         while self.outstanding.len() > PARTS_PER_OBJECT {
-            self.confirm_one()?;
+            self.confirm_one().await?;
         }
         Ok(())
     }
 
     /// Waits for the oldest part in flight to be answered.
-    fn confirm_one(&mut self) -> Result<(), SinkError> {
+    async fn confirm_one(&mut self) -> Result<(), SinkError> {
         let Some(until) = self.outstanding.pop_front() else {
             return Ok(());
         };
-        let waited = self.sink.sleep_until(until, self.deadline);
+        let waited = self.sink.sleep(until, self.deadline).await;
         self.sink.in_flight.fetch_sub(1, Relaxed);
         waited
     }
@@ -484,7 +489,14 @@ impl Drop for SimUpload {
 
 impl Upload for SimUpload {
     fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
-        self.send(bytes.len() as u64)?;
+        // Gathered into parts of the size the object stores' uploads send.
+        let gathered = self.buffered + bytes.len() as u64;
+        if gathered >= self.part_size {
+            runtime().block_on(self.send(gathered))?;
+            self.buffered = 0;
+        } else {
+            self.buffered = gathered;
+        }
         self.crc.update(bytes);
         self.len += bytes.len() as u64;
         Ok(())
@@ -570,9 +582,10 @@ mod tests {
             (0..64)
                 .map(|i| {
                     let mut up = sink.begin(Path::new(&format!("k{i}")), &meta()).unwrap();
-                    let first = up.write(b"x").is_ok();
-                    // Retrying the same part draws again: 20 tries all failing is 1e-6.
-                    let eventually = first || (0..20).any(|_| up.write(b"x").is_ok());
+                    up.write(b"x").unwrap();
+                    let first = up.commit().is_ok();
+                    // Retrying the same request draws again: 20 tries all failing is 1e-6.
+                    let eventually = first || (0..20).any(|_| up.commit().is_ok());
                     (first, eventually)
                 })
                 .collect::<Vec<_>>()
@@ -588,7 +601,8 @@ mod tests {
             CancelToken::new(),
         );
         let mut up = sink.begin(Path::new("k"), &meta()).unwrap();
-        assert!(up.write(b"x").unwrap_err().is_transient());
+        up.write(b"x").unwrap();
+        assert!(up.commit().unwrap_err().is_transient());
     }
 
     #[test]
@@ -600,9 +614,11 @@ mod tests {
             ..meta()
         };
         let mut up = sink.begin(Path::new("k"), &m).unwrap();
-        assert!(matches!(up.write(b"x"), Err(SinkError::TimedOut)));
+        up.write(b"x").unwrap();
+        assert!(matches!(up.commit(), Err(SinkError::TimedOut)));
         cancel.cancel(crate::pipeline::CancelReason::Requested);
         let mut up = sink.begin(Path::new("k"), &meta()).unwrap();
-        assert!(up.write(b"x").is_err());
+        up.write(b"x").unwrap();
+        assert!(up.commit().is_err());
     }
 }

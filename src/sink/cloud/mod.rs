@@ -20,6 +20,7 @@ pub use spec::{Cloud, CloudSpec};
 use super::api::{
     Answer, ObjectMeta, OnEvent, Opened, Receipt, Sink, SinkError, SinkOptions, Upload,
 };
+use super::parts::part_size;
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::path::Path as ObjPath;
@@ -36,31 +37,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Compressed bytes gathered before a multipart part is sent.
-const PART_SIZE: usize = 8 << 20;
-/// S3's limits: parts per upload, and the smallest part but the last.
-const MAX_PARTS: u64 = 10_000;
-const MIN_PART: u64 = 5 << 20;
 /// How long an abort may take before ferry gives up on it and warns.
 const ABORT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// The part size for an object from a source of `source_size` bytes: 8 MiB, or larger
-/// (in whole MiB) when 10,000 parts of 8 MiB would not hold the gzip of the source, even
-/// incompressible, up to S3's 5 TiB object limit. `FERRY_S3_PART_SIZE` (bytes, at least
-/// 5 MiB) overrides it, for tests.
-pub fn part_size(source_size: u64) -> usize {
-    if let Some(forced) = std::env::var("FERRY_S3_PART_SIZE")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        return forced.max(MIN_PART) as usize;
-    }
-    // Deflate never grows data by more than a few bytes per 16 KiB; 1/1000 + 1 MiB covers
-    // that and the gzip framing with room to spare.
-    let bound = source_size + source_size / 1000 + (1 << 20);
-    let per_part = bound.div_ceil(MAX_PARTS).next_multiple_of(1 << 20);
-    per_part.max(PART_SIZE as u64) as usize
-}
 
 /// A sink over any object store.
 pub struct CloudSink {
@@ -884,20 +862,6 @@ impl Drop for CloudUpload {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parts_fit_any_object_up_to_5_tib_in_10000() {
-        const MIB: u64 = 1 << 20;
-        assert_eq!(part_size(0), 8 << 20);
-        assert_eq!(part_size(70 << 30), 8 << 20);
-        for size in [80u64 << 30, 1 << 40, 5 << 40] {
-            let part = part_size(size) as u64;
-            assert_eq!(part % MIB, 0);
-            let worst = size + size / 1000 + MIB;
-            assert!(worst.div_ceil(part) <= MAX_PARTS, "{size}: {part}");
-            assert!(part <= 5 << 30, "{size}: {part}");
-        }
-    }
 
     #[test]
     fn a_body_refused_as_damaged_is_sent_again_and_other_refusals_are_not() {
