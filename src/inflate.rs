@@ -16,20 +16,24 @@ pub struct Inflated {
     pub crc32: u32,
     /// Compressed bytes read (the object's size).
     pub bytes_in: u64,
+    /// Their CRC-32.
+    pub zcrc32: u32,
     /// The gzip header's MTIME (seconds), 0 when unset.
     pub header_mtime: u32,
 }
 
-/// Counts the bytes read through it.
+/// Counts and checksums the bytes read through it.
 struct Counted<R> {
     inner: R,
     n: u64,
+    crc: crc32fast::Hasher,
 }
 
 impl<R: Read> Read for Counted<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.n += n as u64;
+        self.crc.update(&buf[..n]);
         Ok(n)
     }
 }
@@ -51,6 +55,7 @@ pub fn inflate_object(
     let mut counted = Counted {
         inner: object,
         n: 0,
+        crc: crc32fast::Hasher::new(),
     };
     // The buffered decoder reads through our buffer and leaves what follows the member in
     // it, so data after the member is seen (the `read` decoder's own buffer swallowed it).
@@ -92,6 +97,7 @@ pub fn inflate_object(
         len,
         crc32: crc.finalize(),
         bytes_in: counted.n,
+        zcrc32: counted.crc.clone().finalize(),
         header_mtime,
     };
     if let Some(e) = expect {
@@ -109,6 +115,12 @@ pub fn check(entry: &Entry, got: &Inflated) -> Result<(), String> {
         return Err(format!(
             "size {} but the manifest says {}",
             got.bytes_in, entry.bytes_out
+        ));
+    }
+    if let Some(z) = entry.zcrc32.filter(|&z| z != got.zcrc32) {
+        return Err(format!(
+            "its bytes have CRC-32 {:08x}, the manifest says {z:08x}: the object was changed or damaged after it was stored",
+            got.zcrc32
         ));
     }
     if got.len != entry.size || got.crc32 != entry.crc32 {
@@ -150,6 +162,15 @@ pub fn inflate_whole(
     // Decoded first: the engine says whether the member ends exactly at the object's end
     // (anything after it is named as such), and checks the trailer against the data.
     engine.gzip(gz, out)?;
+    // Then its bytes as stored: a change that still decodes (a header rewritten) is named.
+    if let Some(z) = expect.zcrc32 {
+        let got = crc32fast::hash(gz);
+        if got != z {
+            return Err(format!(
+                "its bytes have CRC-32 {got:08x}, the manifest says {z:08x}: the object was changed or damaged after it was stored"
+            ));
+        }
+    }
     let tail = gz.len().saturating_sub(8);
     let (crc, isize) = (word(tail), word(tail + 4));
     if crc != expect.crc32 || u64::from(isize) != expect.size & 0xffff_ffff {
@@ -162,6 +183,7 @@ pub fn inflate_whole(
         len: expect.size,
         crc32: crc,
         bytes_in: gz.len() as u64,
+        zcrc32: expect.zcrc32.unwrap_or_else(|| crc32fast::hash(gz)),
         header_mtime: word(4),
     })
 }

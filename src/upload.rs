@@ -589,6 +589,7 @@ impl Tally {
                 ctime: Some(file.ctime),
                 crc32: self.crc.crc(),
                 bytes_out: written,
+                zcrc32: Some(sent_crc),
                 segments: (!gzip::PRIMES_SEGMENTS && self.pieces.0.len() > 1).then(|| {
                     let (z, len) = std::mem::take(&mut self.pieces);
                     Segments { len, z }
@@ -617,6 +618,7 @@ fn link_recorded(file: &FileCtx, target: std::ffi::OsString) -> Outcome {
             ctime: Some(file.ctime),
             crc32: crc.sum(),
             bytes_out: 0,
+            zcrc32: None,
             segments: None,
             mode: None,
             owner: Some(file.owner),

@@ -274,6 +274,47 @@ fn overload_with_capacity_one_queues_and_with_many_workers() {
     assert!(max_child_rss_kib() < 256 * 1024, "RSS grew with file count");
 }
 
+/// An object whose bytes were changed after it was stored, in a way that still decodes
+/// to the same file (its gzip header's MTIME rewritten), is found by its recorded CRC-32 of
+/// the stored bytes, by verify and by restore.
+#[test]
+fn an_object_changed_after_it_was_stored_is_found_even_when_it_still_decodes() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("s");
+    write(&src, "a.log", &text(5000, 3));
+    let out = t.path().join("out");
+    let to = format!("dir:{}", out.display());
+    ferry().arg(&src).args(["--to", &to]).assert().success();
+    let object = out.join("s/a.log.gz");
+    let mut bytes = std::fs::read(&object).unwrap();
+    bytes[4] ^= 0x01;
+    std::fs::write(&object, &bytes).unwrap();
+    assert_eq!(
+        gunzip(&object),
+        text(5000, 3),
+        "it still decodes to the file"
+    );
+    assert_cmd::Command::cargo_bin("ferry")
+        .unwrap()
+        .args(["verify", "--to", &to])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "changed or damaged after it was stored",
+        ));
+    let dest = t.path().join("back");
+    assert_cmd::Command::cargo_bin("ferry")
+        .unwrap()
+        .args(["restore", "--from", &to])
+        .arg(&dest)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "changed or damaged after it was stored",
+        ));
+    assert!(!dest.join("s/a.log").exists());
+}
+
 #[test]
 fn verify_checks_every_object_against_the_manifest() {
     let t = tempfile::tempdir().unwrap();

@@ -587,6 +587,7 @@ mod tests {
             ctime: None,
             crc32: 0,
             bytes_out: 20,
+            zcrc32: None,
             segments: None,
             mode: None,
             owner: None,

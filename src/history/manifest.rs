@@ -114,6 +114,11 @@ pub struct Entry {
     pub crc32: u32,
     /// Size of the delivered object.
     pub bytes_out: u64,
+    /// CRC-32 of the object as stored (the gzip bytes, as sent and as the sink's receipt
+    /// confirmed), so a read-back tells a damaged object from a damaged source. Absent in
+    /// entries of older versions, and for links and directories; older versions ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zcrc32: Option<u32>,
     /// The segment index of an object whose segments are independent (libdeflate) and
     /// more than one: what lets `ferry restore` inflate them on all cores. Absent
     /// otherwise, and in entries written before it existed.
@@ -161,6 +166,7 @@ impl Entry {
             ctime: Some((meta.ctime(), meta.ctime_nsec() as u32)),
             crc32: 0,
             bytes_out: 0,
+            zcrc32: None,
             segments: None,
             mode: Some(meta.mode() & 0o7777),
             owner: Some((meta.uid(), meta.gid())),
@@ -526,6 +532,7 @@ mod tests {
             ctime: None,
             crc32: 9,
             bytes_out: 11,
+            zcrc32: Some(0x1234_5678),
             mode: Some(0o640),
             owner: Some((1000, 100)),
             link: None,
@@ -576,6 +583,7 @@ mod tests {
         let old = Entry {
             mode: None,
             owner: None,
+            zcrc32: None,
             ..entry(Path::new("a/b"), 3)
         };
         assert_eq!(back, vec![old]);

@@ -909,6 +909,7 @@ fn entry_of(w: Wanted, got: &Inflated) -> Entry {
         ctime: None,
         crc32: got.crc32,
         bytes_out: got.bytes_in,
+        zcrc32: Some(got.zcrc32),
         segments: None,
         mode: None,
         owner: None,
