@@ -212,9 +212,9 @@ pub struct RunArgs {
     )]
     pub load_workers: NonZeroUsize,
 
-    /// Upload requests in flight, pinned. Unset, ferry decides: 2 into a local directory;
-    /// for an object store or sim:, a limit that adapts to what the store takes (32 at
-    /// first, up to 1024).
+    /// Upload requests in flight, pinned (at most 1024). Unset, ferry decides: 2 into a
+    /// local directory; for an object store or sim:, a limit that adapts to what the store
+    /// takes (128 at first, up to 4096; small objects' requests wait on 16 threads).
     #[arg(
         long,
         env = "FERRY_UPLOAD_WORKERS",
