@@ -15,6 +15,7 @@
 //! the run's record at the root; the next run removes a leftover only when the record's
 //! owner is dead and the name still holds that very inode.
 
+use std::collections::VecDeque;
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -47,6 +48,68 @@ pub enum BeneathError {
         #[source]
         source: io::Error,
     },
+}
+
+/// Why [`KeptDirs::temp`] made no file: the directory could not be reached (or made)
+/// beneath the root, or the file could not be created in it.
+#[derive(Debug)]
+pub enum KeptError {
+    /// Resolving (or making) the directory failed.
+    Dir(BeneathError),
+    /// Creating the file in it failed.
+    File(io::Error),
+}
+
+/// How many directory handles a [`KeptDirs`] keeps.
+const DIRS_KEPT: usize = 8;
+
+/// The handles of the last few directories files were made in, newest first: files come
+/// a directory at a time (walk order, key order), so each saves resolving its directory
+/// beneath the root again, two of a small file's dozen system calls. Shared by the `dir:`
+/// sink and restore's DEST.
+///
+/// A kept directory removed since (a nameless file in it is refused with EPERM, a named
+/// one with ENOENT) is resolved again, beneath the root, which also refuses a link put in
+/// its place. One *moved* elsewhere still receives files through its handle: moving it
+/// took write access to both places, and the same window exists for each single file.
+#[derive(Default)]
+pub struct KeptDirs {
+    dirs: Mutex<VecDeque<(PathBuf, Arc<Dir>)>>,
+}
+
+impl KeptDirs {
+    /// A new nameless file with permission bits `mode` in the directory `rel` below
+    /// `root` (made as [`Root::dir`] makes it, with `create`), through a kept handle when
+    /// there is one.
+    ///
+    /// # Errors
+    /// [`KeptError`]: which of the two steps failed, and why.
+    pub fn temp(
+        &self,
+        root: &Root,
+        rel: &Path,
+        create: Option<u32>,
+        mode: u32,
+    ) -> Result<Temp, KeptError> {
+        let lock = || self.dirs.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = lock()
+            .iter()
+            .find(|(p, _)| p == rel)
+            .map(|(_, d)| d.clone());
+        if let Some(dir) = kept {
+            match dir.temp(mode) {
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EPERM)) => {}
+                other => return other.map_err(KeptError::File),
+            }
+        }
+        let dir = Arc::new(root.dir(rel, create).map_err(KeptError::Dir)?);
+        let temp = dir.temp(mode).map_err(KeptError::File)?;
+        let mut dirs = lock();
+        dirs.retain(|(p, _)| p != rel);
+        dirs.push_front((rel.to_path_buf(), dir));
+        dirs.truncate(DIRS_KEPT);
+        Ok(temp)
+    }
 }
 
 /// Tri-state for a kernel feature found out on first use.

@@ -510,13 +510,11 @@ impl Uploader {
     ) {
         open.upload.source_crc32(open.tally.crc.crc());
         let (file, retries, log) = (file.clone(), self.retries.clone(), self.log.clone());
-        let mut pending = Some((open.tally, later));
-        // Given back with the answer that ends the commit, when the closure is dropped.
-        let _budget = budget;
+        // The budget of the object's bytes goes with the answer that ends the commit.
+        let mut pending = Some((open.tally, later, budget));
         let mut attempt = 0;
         let answer: Answer = Box::new(move |result| {
-            let _held = &_budget;
-            let (tally, later) = pending.take()?;
+            let (tally, later, budget) = pending.take()?;
             /// What an answer leads to: another attempt after a pause, or the outcome.
             enum Next {
                 Again(Duration, Tally),
@@ -537,7 +535,7 @@ impl Uploader {
             });
             match next {
                 Next::Again(wait, tally) => {
-                    pending = Some((tally, later));
+                    pending = Some((tally, later, budget));
                     Some(wait)
                 }
                 Next::Done(outcome) => {

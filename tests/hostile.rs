@@ -133,12 +133,7 @@ fn look_alike_temp_names_in_the_sink_survive_later_runs() {
     ] {
         assert!(out.join(kept).exists(), "{kept} was deleted");
     }
-    assert_cmd::Command::cargo_bin("ferry")
-        .unwrap()
-        .args(["verify", "--progress", "never", "--to"])
-        .arg(format!("dir:{}", out.display()))
-        .assert()
-        .success();
+    verify_dir(&out).assert().success();
 }
 
 /// Issue 21 point 2, in DEST: a file the user already had, named like a restore temp,
@@ -285,11 +280,7 @@ fn ferry_cmd() -> std::process::Command {
 }
 
 fn verify_out(out: &Path) -> std::process::Output {
-    ferry_cmd()
-        .args(["verify", "--progress", "never", "--to"])
-        .arg(format!("dir:{}", out.display()))
-        .output()
-        .unwrap()
+    verify_dir(out).output().unwrap()
 }
 
 /// Issue 21 point 4: a history that lies about sizes fails the file by name, writes no

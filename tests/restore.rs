@@ -673,10 +673,7 @@ fn symbolic_links_come_back_as_text() {
         .assert()
         .success()
         .stderr(predicate::str::contains("6 skipped"));
-    assert_cmd::Command::cargo_bin("ferry")
-        .unwrap()
-        .args(["verify", "--progress", "never", "--to"])
-        .arg(format!("dir:{}", out.display()))
+    verify_dir(&out)
         .assert()
         .success()
         .stderr(predicate::str::contains(
@@ -774,10 +771,7 @@ fn directories_come_back_with_modes_and_mtimes_empty_ones_too() {
         b"in a read-only directory\n"
     );
     // Verify has no object to read for a directory.
-    assert_cmd::Command::cargo_bin("ferry")
-        .unwrap()
-        .args(["verify", "--progress", "never", "--to"])
-        .arg(format!("dir:{}", out.display()))
+    verify_dir(&out)
         .assert()
         .success()
         .stderr(predicate::str::contains("verified 2 objects: 2 ok"));

@@ -304,16 +304,21 @@ impl<U> Deferred<U> {
         let Some(turn) = self.turn.take() else {
             return;
         };
-        let took = turn.began.elapsed();
-        let m = &self.metrics;
-        m.busy.fetch_sub(1, Relaxed);
-        if let Some(p) = turn.permit {
-            p.done(took, m.queue_len.load(Relaxed) > 0);
-        }
-        m.busy_ns.fetch_add(took.as_nanos() as u64, Relaxed);
-        m.latency.record(took);
-        m.items.fetch_add(1, Relaxed);
+        let backlog = self.metrics.queue_len.load(Relaxed) > 0;
+        item_ended(&self.metrics, turn.began.elapsed(), turn.permit, backlog);
     }
+}
+
+/// Counts an item that took `took` as ended, and gives its permit back (`backlog`: items
+/// were waiting), whether its worker ended it or a [`Deferred`] did.
+fn item_ended(m: &StageMetrics, took: Duration, permit: Option<Permit>, backlog: bool) {
+    m.busy.fetch_sub(1, Relaxed);
+    if let Some(p) = permit {
+        p.done(took, backlog);
+    }
+    m.busy_ns.fetch_add(took.as_nanos() as u64, Relaxed);
+    m.latency.record(took);
+    m.items.fetch_add(1, Relaxed);
 }
 
 impl<U> Drop for Deferred<U> {
@@ -1177,14 +1182,8 @@ fn worker_loop<T>(
             }));
             items += 1;
             if !slot.deferred {
-                let took = started.elapsed();
-                metrics.busy.fetch_sub(1, Relaxed);
-                if let Some(p) = slot.permit {
-                    p.done(took, left > 0 || !rx.is_empty());
-                }
-                metrics.busy_ns.fetch_add(took.as_nanos() as u64, Relaxed);
-                metrics.latency.record(took);
-                metrics.items.fetch_add(1, Relaxed);
+                let backlog = left > 0 || !rx.is_empty();
+                item_ended(metrics, started.elapsed(), slot.permit, backlog);
             }
             match result {
                 Ok(true) => {}

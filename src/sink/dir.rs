@@ -1,18 +1,12 @@
 //! `dir:PATH` — objects as files in a local directory, made visible atomically.
 
 use super::api::{ObjectMeta, Opened, Receipt, Sink, SinkError, SinkOptions, Upload};
-use crate::beneath::{BeneathError, Dir, Root, Temp};
+use crate::beneath::{BeneathError, KeptDirs, KeptError, Root, Temp};
 use crate::words::io_words;
-use std::collections::VecDeque;
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-
-/// Directories whose handles are kept for the files that follow: files come in walk
-/// order, a directory's together, so a few save resolving the same directory for each.
-const DIRS_KEPT: usize = 8;
 
 /// A local directory sink: each object is written as a nameless file in its final
 /// directory and linked into place whole, so a reader never sees half an object, and
@@ -23,8 +17,8 @@ pub struct DirSink {
     /// The root held open; `None` for a read-only sink (nothing is written).
     handle: Option<Root>,
     opts: SinkOptions,
-    /// The directories written into last, held open, newest first.
-    dirs: Mutex<VecDeque<(PathBuf, Arc<Dir>)>>,
+    /// The directories written into last, held open.
+    dirs: KeptDirs,
 }
 
 impl DirSink {
@@ -46,13 +40,13 @@ impl DirSink {
                     root: root.to_path_buf(),
                     handle: None,
                     opts,
-                    dirs: Mutex::default(),
+                    dirs: KeptDirs::default(),
                 }),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DirSink {
                     root: root.to_path_buf(),
                     handle: None,
                     opts,
-                    dirs: Mutex::default(),
+                    dirs: KeptDirs::default(),
                 }),
                 Err(e) => Err(setup(io_words(&e))),
             };
@@ -63,7 +57,7 @@ impl DirSink {
             root: root.to_path_buf(),
             handle: Some(handle),
             opts,
-            dirs: Mutex::default(),
+            dirs: KeptDirs::default(),
         })
     }
 }
@@ -74,32 +68,6 @@ fn beneath_error(e: BeneathError) -> SinkError {
             SinkError::io(format!("cannot create {}", path.display()), source)
         }
         other => SinkError::io("", std::io::Error::other(other.to_string())),
-    }
-}
-
-impl DirSink {
-    /// The directory `parent` under the root, held open: a kept handle unless `fresh`,
-    /// else resolved beneath the root (made with `mode` where missing) and kept. Says
-    /// whether the handle was a kept one.
-    fn dir(
-        &self,
-        root: &Root,
-        parent: &Path,
-        mode: u32,
-        fresh: bool,
-    ) -> Result<(Arc<Dir>, bool), SinkError> {
-        let lock = || self.dirs.lock().unwrap_or_else(|e| e.into_inner());
-        if !fresh {
-            if let Some((_, d)) = lock().iter().find(|(p, _)| p == parent) {
-                return Ok((d.clone(), true));
-            }
-        }
-        let dir = Arc::new(root.dir(parent, Some(mode)).map_err(beneath_error)?);
-        let mut dirs = lock();
-        dirs.retain(|(p, _)| p != parent);
-        dirs.push_front((parent.to_path_buf(), dir.clone()));
-        dirs.truncate(DIRS_KEPT);
-        Ok((dir, false))
     }
 }
 
@@ -118,17 +86,13 @@ impl Sink for DirSink {
             .to_owned();
         let parent = key.parent().unwrap_or(Path::new(""));
         let dir_mode = meta.dir_mode.unwrap_or(0o777);
-        let (dir, kept) = self.dir(handle, parent, dir_mode, false)?;
-        let temp = match dir.temp(meta.mode.unwrap_or(0o666)) {
-            // A directory removed since its handle was kept (a nameless file in it is
-            // refused with EPERM, a named one with ENOENT): resolve (and make) it again.
-            Err(e) if kept && matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EPERM)) => {
-                let (dir, _) = self.dir(handle, parent, dir_mode, true)?;
-                dir.temp(meta.mode.unwrap_or(0o666))
-            }
-            other => other,
-        }
-        .map_err(|e| SinkError::io("cannot create output", e))?;
+        let temp = self
+            .dirs
+            .temp(handle, parent, Some(dir_mode), meta.mode.unwrap_or(0o666))
+            .map_err(|e| match e {
+                KeptError::Dir(e) => beneath_error(e),
+                KeptError::File(e) => SinkError::io("cannot create output", e),
+            })?;
         Ok(Box::new(DirUpload {
             temp: Some(temp),
             written: 0,

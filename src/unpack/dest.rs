@@ -3,16 +3,9 @@
 //! written nameless and linked into place whole, so a directory swapped for a link
 //! mid-run fails one file and never leads a write outside.
 
-use crate::beneath::{Dir, Root, Temp};
-use std::collections::VecDeque;
+use crate::beneath::{Dir, KeptDirs, KeptError, Root, Temp};
 use std::fs;
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, Mutex};
-
-/// Directories whose handles are kept for the files that follow (restore goes in key
-/// order, so a directory's files come together): each saves resolving the directory
-/// beneath DEST again, two of a small file's dozen system calls.
-const DIRS_KEPT: usize = 8;
 
 /// The destination directory, held open.
 pub struct Dest {
@@ -22,8 +15,8 @@ pub struct Dest {
     /// Whether the root held nothing when the run began: then no target is looked up
     /// before it is restored (the no-replace link still refuses to clobber).
     empty: bool,
-    /// The last [`DIRS_KEPT`] directories files were made in, most recent first.
-    kept: Mutex<VecDeque<(PathBuf, Arc<Dir>)>>,
+    /// The directories files were made in last, held open.
+    kept: KeptDirs,
 }
 
 /// What is at a restore target now.
@@ -54,7 +47,7 @@ impl Dest {
             root: root.to_path_buf(),
             handle: Some(handle),
             empty,
-            kept: Mutex::default(),
+            kept: KeptDirs::default(),
         })
     }
 
@@ -64,7 +57,7 @@ impl Dest {
             root: root.to_path_buf(),
             handle: None,
             empty: false,
-            kept: Mutex::default(),
+            kept: KeptDirs::default(),
         }
     }
 
@@ -118,37 +111,23 @@ impl Dest {
         handle.dir(rel, Some(0o777)).map_err(|e| e.to_string())
     }
 
-    /// A new, nameless file in the directory of `target`, made as needed.
+    /// A new, nameless file in the directory of `target`, made as needed; the directory's
+    /// handle is kept for the files after it ([`KeptDirs`]).
     ///
     /// # Errors
     /// Naming the directory and why, or the OS's words.
-    ///
-    /// The directory's handle is kept for the files after it. One removed since (a
-    /// nameless file in it is refused with EPERM, a named one with ENOENT) is resolved
-    /// again, beneath DEST, which also refuses a link put in its place. One *moved*
-    /// elsewhere in the meantime still receives the files through its handle: moving it
-    /// took write access to both places, and the same window exists for each file.
     pub fn temp_for(&self, target: &Path) -> Result<Temp, String> {
+        let Some(handle) = &self.handle else {
+            return Err("a dry run writes nothing".into());
+        };
         let parent = target.parent().unwrap_or(&self.root);
-        let words = |e: std::io::Error| crate::words::io_words(&e);
-        let lock = || self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        let kept = lock()
-            .iter()
-            .find(|(p, _)| p == parent)
-            .map(|(_, d)| d.clone());
-        if let Some(dir) = kept {
-            match dir.temp(0o666) {
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EPERM)) => {}
-                other => return other.map_err(words),
-            }
-        }
-        let dir = Arc::new(self.dir_at(parent)?);
-        let temp = dir.temp(0o666).map_err(words)?;
-        let mut kept = lock();
-        kept.retain(|(p, _)| p != parent);
-        kept.push_front((parent.to_path_buf(), dir));
-        kept.truncate(DIRS_KEPT);
-        Ok(temp)
+        let rel = parent.strip_prefix(&self.root).unwrap_or(Path::new(""));
+        self.kept
+            .temp(handle, rel, Some(0o777), 0o666)
+            .map_err(|e| match e {
+                KeptError::Dir(e) => e.to_string(),
+                KeptError::File(e) => crate::words::io_words(&e),
+            })
     }
 
     /// What is at `target` now (not following a link).

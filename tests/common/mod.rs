@@ -156,6 +156,15 @@ pub fn noise(n: usize) -> Vec<u8> {
         .collect()
 }
 
+/// `ferry verify` of the `dir:` sink `out`, without progress lines.
+pub fn verify_dir(out: &Path) -> assert_cmd::Command {
+    let mut c = assert_cmd::Command::cargo_bin("ferry").unwrap();
+    c.args(["verify", "--progress", "never", "--to"])
+        .arg(format!("dir:{}", out.display()))
+        .timeout(Duration::from_secs(120));
+    c
+}
+
 /// Runs `ferry SRC --report - --to OUT`, expects success, and returns the checked report.
 pub fn deliver(src: &Path, out: &Path) -> serde_json::Value {
     let r = ferry()
