@@ -24,7 +24,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Why a directory under the root could not be reached.
 #[derive(Debug, thiserror::Error)]
@@ -158,9 +158,96 @@ pub struct Root(Arc<Shared>);
 pub struct Dir {
     /// Shared with the temps made in it: no `dup` per file.
     fd: Arc<OwnedFd>,
+    /// What files are born with here, learned on first asking: shared with its temps.
+    births: Arc<OnceLock<Option<Births>>>,
     root: Root,
     /// The directory as a path, for messages only.
     path: PathBuf,
+}
+
+/// What of a new file's owner and permission bits a directory decides, learned once per
+/// handle (one `fstat` and one `fgetxattr`), so a restore need not set them again.
+#[derive(Clone, Copy, Debug)]
+struct Births {
+    /// The directory's group.
+    gid: u32,
+    /// Whether it is setgid, so its files take its group.
+    setgid: bool,
+    /// Whether it has a default ACL, which decides new files' bits instead of the umask.
+    default_acl: bool,
+}
+
+/// What a new file is born with, where that is certain: a restore then skips the
+/// `fchown` or `fchmod` that would only repeat it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Born {
+    /// Its owner (uid, gid).
+    pub owner: Option<(u32, u32)>,
+    /// Its permission bits (never setuid, setgid or sticky).
+    pub mode: Option<u32>,
+}
+
+/// The process's umask, read once from `/proc/self/status` (reading it with `umask(2)`
+/// would change it for a moment under other threads); `None` where it cannot be read.
+fn umask() -> Option<u32> {
+    static UMASK: OnceLock<Option<u32>> = OnceLock::new();
+    *UMASK.get_or_init(|| {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+        u32::from_str_radix(line.trim(), 8).ok()
+    })
+}
+
+impl Births {
+    /// What `dir` gives its new files; `None` if it cannot be asked.
+    fn of(dir: &OwnedFd) -> Option<Births> {
+        // SAFETY: stat is plain data, filled in by the call.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a descriptor we hold; `st` is writable.
+        if unsafe { libc::fstat(dir.as_raw_fd(), &mut st) } != 0 {
+            return None;
+        }
+        // SAFETY: a NUL-terminated name; a null buffer of size 0 only asks the size.
+        let r = unsafe {
+            libc::fgetxattr(
+                dir.as_raw_fd(),
+                c"system.posix_acl_default".as_ptr(),
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        let default_acl = match r {
+            n if n >= 0 => true,
+            _ => !matches!(
+                io::Error::last_os_error().raw_os_error(),
+                Some(libc::ENODATA | libc::EOPNOTSUPP)
+            ),
+        };
+        Some(Births {
+            gid: st.st_gid,
+            setgid: st.st_mode & libc::S_ISGID != 0,
+            default_acl,
+        })
+    }
+
+    /// What a file made here by this process with `mode` asked is born with.
+    fn born(self, mode: u32) -> Born {
+        // ferry never changes its ids, so they are asked once.
+        static IDS: OnceLock<(u32, u32)> = OnceLock::new();
+        // SAFETY: geteuid and getegid have no preconditions and cannot fail.
+        let (uid, gid) = *IDS.get_or_init(|| unsafe { (libc::geteuid(), libc::getegid()) });
+        // The group is the process's, or the directory's when it is setgid (or the file
+        // system is mounted `grpid`): certain when the two agree, or when it is setgid.
+        let owner = match self.gid == gid || self.setgid {
+            true => Some((uid, self.gid)),
+            false => None,
+        };
+        let mode = match self.default_acl {
+            true => None,
+            false => umask().map(|u| mode & 0o777 & !u),
+        };
+        Born { owner, mode }
+    }
 }
 
 impl Root {
@@ -257,6 +344,7 @@ impl Root {
     fn wrap(&self, fd: OwnedFd, path: PathBuf) -> Dir {
         Dir {
             fd: Arc::new(fd),
+            births: Arc::default(),
             root: self.clone(),
             path,
         }
@@ -698,6 +786,8 @@ impl Dir {
                     return Ok(Temp {
                         file: File::from(fd),
                         dir: self.fd.clone(),
+                        births: self.births.clone(),
+                        mode,
                         root: self.root.clone(),
                         path: self.path.clone(),
                         named: None,
@@ -713,6 +803,8 @@ impl Dir {
         let file = File::from(open_at(&self.fd, &c, flags, mode)?);
         let temp = Temp {
             dir: self.fd.clone(),
+            births: self.births.clone(),
+            mode,
             root: self.root.clone(),
             path: self.path.clone(),
             named: Some(c),
@@ -751,6 +843,10 @@ pub struct Temp {
     /// The file, open for writing.
     pub file: File,
     dir: Arc<OwnedFd>,
+    /// Its directory's [`Births`].
+    births: Arc<OnceLock<Option<Births>>>,
+    /// The permission bits it was made with, before the umask.
+    mode: u32,
     root: Root,
     path: PathBuf,
     /// The temp name, when the file system could not make a nameless file.
@@ -760,6 +856,14 @@ pub struct Temp {
 }
 
 impl Temp {
+    /// What the file was born with, where certain: its directory is asked once per handle.
+    pub fn born(&self) -> Born {
+        match self.births.get_or_init(|| Births::of(&self.dir)) {
+            Some(births) => births.born(self.mode),
+            None => Born::default(),
+        }
+    }
+
     /// Gives the file its final `name` in its directory. Without `replace`, a name that is
     /// taken fails with [`io::ErrorKind::AlreadyExists`] and nothing changes; with it, the
     /// old file is replaced atomically (a reader sees the old or the new, never neither).
@@ -789,6 +893,7 @@ impl Temp {
                 // The name is taken: link under a recorded temp name, then rename over it.
                 let dir = Dir {
                     fd: self.dir.clone(),
+                    births: self.births.clone(),
                     root: self.root.clone(),
                     path: self.path.clone(),
                 };

@@ -594,6 +594,51 @@ fn modes_and_owners_come_back_as_tar_gives_them() {
     same_tree(&src, &older.join("src"));
 }
 
+/// A restore sets a file's bits and owner only where they are not already what the file
+/// was born with, and that must never leave one wrong: under the user's umask 077 every
+/// file still comes back with its recorded bits, and into a setgid DEST of another group a
+/// file still comes back with its recorded group, not the directory's.
+#[test]
+#[cfg_attr(not(ferry_test_root), ignore = "needs root (owners)")]
+fn recorded_bits_and_owners_win_over_the_umask_and_a_setgid_dest() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    for (i, (name, mode)) in [("plain", 0o644), ("tool", 0o755), ("private", 0o600)]
+        .iter()
+        .enumerate()
+    {
+        write(&src, &format!("d/{name}"), &text(1_000 + i, i as u64));
+        let p = src.join("d").join(name);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).unwrap();
+    }
+    let out = t.path().join("out");
+    deliver_to(&src, &out, &[]);
+    let want = stats(&src);
+
+    // The user's shell has `umask 077`.
+    let back = t.path().join("back");
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"umask 077 && exec "$0" restore --from "dir:$1" "$2" --progress never"#)
+        .arg(assert_cmd::cargo::cargo_bin("ferry"))
+        .arg(&out)
+        .arg(&back)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(stats(&back.join("src")), want, "under umask 077");
+
+    // DEST is setgid, of group 5678: new files would take that group.
+    let shared = t.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::os::unix::fs::chown(&shared, None, Some(5678)).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o2775)).unwrap();
+    restore(&out, &shared).assert().success();
+    let got = stats(&shared.join("src"));
+    assert_eq!(got, want, "into a setgid DEST");
+}
+
 /// Symbolic links are recorded as text (no object), not followed, and come back as they
 /// were: to a file, to a directory, absolute, climbing out of the tree, and dangling, with
 /// their own mtime, the same as tar gives; a rerun skips them, verify passes them.

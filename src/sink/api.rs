@@ -338,6 +338,10 @@ pub struct Opened {
     /// stored every object with `gzip`): a client that honours the header decodes one layer and gets
     /// the source's bytes under a `.gz` key, so `ferry verify` points these out.
     pub encoded: bool,
+    /// Whether the body is a regular file on this machine, which Linux reads short only at
+    /// its end: a read that returns less than asked has found the end, and a small
+    /// object is read whole in one call rather than two.
+    pub short_read_is_end: bool,
 }
 
 impl Opened {
@@ -346,6 +350,15 @@ impl Opened {
         Opened {
             body: Box::new(body),
             encoded: false,
+            short_read_is_end: false,
+        }
+    }
+
+    /// A regular file on this machine, as an object (see [`Opened::short_read_is_end`]).
+    pub fn local_file(file: std::fs::File) -> Self {
+        Opened {
+            short_read_is_end: true,
+            ..Opened::plain(file)
         }
     }
 }

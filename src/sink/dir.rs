@@ -19,6 +19,10 @@ pub struct DirSink {
     opts: SinkOptions,
     /// The directories written into last, held open.
     dirs: KeptDirs,
+    /// The root held open for reading objects back, opened on first read (`None` inside
+    /// when it cannot be, and objects are then opened by their whole path): each object
+    /// is opened relative to it, without walking the root's own path every time.
+    reads: std::sync::OnceLock<Option<File>>,
 }
 
 impl DirSink {
@@ -41,12 +45,14 @@ impl DirSink {
                     handle: None,
                     opts,
                     dirs: KeptDirs::default(),
+                    reads: Default::default(),
                 }),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DirSink {
                     root: root.to_path_buf(),
                     handle: None,
                     opts,
                     dirs: KeptDirs::default(),
+                    reads: Default::default(),
                 }),
                 Err(e) => Err(setup(io_words(&e))),
             };
@@ -58,8 +64,31 @@ impl DirSink {
             handle: Some(handle),
             opts,
             dirs: KeptDirs::default(),
+            reads: Default::default(),
         })
     }
+}
+
+/// Opens `key` (relative) for reading in the directory `dir` holds open, as
+/// `File::open(root.join(key))` would: `openat(2)`, without walking the root's path.
+fn open_below(dir: &File, key: &Path) -> std::io::Result<File> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::ffi::OsStrExt;
+    let name = std::ffi::CString::new(key.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: a NUL-terminated name relative to a directory we hold open.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor nothing else owns.
+    Ok(unsafe { File::from_raw_fd(fd) })
 }
 
 fn beneath_error(e: BeneathError) -> SinkError {
@@ -177,10 +206,14 @@ impl Sink for DirSink {
     }
 
     fn open_object(&self, key: &Path) -> Result<Opened, SinkError> {
-        match File::open(self.root.join(key)) {
-            Ok(f) => Ok(Opened::plain(f)),
-            Err(e) => Err(SinkError::io("", e)),
-        }
+        let root = self.reads.get_or_init(|| File::open(&self.root).ok());
+        let opened = match root {
+            Some(dir) if key.is_relative() => open_below(dir, key),
+            _ => File::open(self.root.join(key)),
+        };
+        opened
+            .map(Opened::local_file)
+            .map_err(|e| SinkError::io("", e))
     }
 }
 

@@ -111,19 +111,20 @@ impl Dest {
         handle.dir(rel, Some(0o777)).map_err(|e| e.to_string())
     }
 
-    /// A new, nameless file in the directory of `target`, made as needed; the directory's
-    /// handle is kept for the files after it ([`KeptDirs`]).
+    /// A new, nameless file with permission bits `mode` (less the umask) in the directory
+    /// of `target`, made as needed; the directory's handle is kept for the files after it
+    /// ([`KeptDirs`]).
     ///
     /// # Errors
     /// Naming the directory and why, or the OS's words.
-    pub fn temp_for(&self, target: &Path) -> Result<Temp, String> {
+    pub fn temp_for(&self, target: &Path, mode: u32) -> Result<Temp, String> {
         let Some(handle) = &self.handle else {
             return Err("a dry run writes nothing".into());
         };
         let parent = target.parent().unwrap_or(&self.root);
         let rel = parent.strip_prefix(&self.root).unwrap_or(Path::new(""));
         self.kept
-            .temp(handle, rel, Some(0o777), 0o666)
+            .temp(handle, rel, Some(0o777), mode)
             .map_err(|e| match e {
                 KeptError::Dir(e) => e.to_string(),
                 KeptError::File(e) => crate::words::io_words(&e),

@@ -317,13 +317,18 @@ impl Restorer {
             let size = w.entry.as_ref().map_or(0, |e| e.size);
             return skip(Skip::DryRun { size });
         }
-        let temp = match self.dest.temp_for(&target) {
+        // Born with its recorded bits where the umask allows, so no fchmod repeats them.
+        let mode = match w.entry.as_ref().map(|e| self.owner_and_mode(e).1) {
+            Some(Some(m)) => m & 0o777,
+            _ => 0o666,
+        };
+        let temp = match self.dest.temp_for(&target, mode) {
             Ok(t) => t,
             Err(why) => return done(failed(&target, Stage::Write, why)),
         };
         let object_key = crate::task::object_key(&w.key);
-        let object = match self.sink.open_object(&object_key) {
-            Ok(o) => o.body,
+        let (object, short_read_is_end) = match self.sink.open_object(&object_key) {
+            Ok(o) => (o.body, o.short_read_is_end),
             Err(crate::sink::SinkError::Cancelled) => {
                 return done(Outcome {
                     path: target,
@@ -376,7 +381,13 @@ impl Restorer {
                 None
             }
             None => match w.entry {
-                Some(e) if is_small(&e) => done(self.whole(e, target, temp, object, small, out)),
+                Some(e) if is_small(&e) => {
+                    let object = Whole {
+                        body: object,
+                        short_read_is_end,
+                    };
+                    done(self.whole(e, target, temp, object, small, out))
+                }
                 entry => {
                     let w = Wanted { key: w.key, entry };
                     done(self.stream(w, target, temp, object, out.cancel_token()))
@@ -392,7 +403,7 @@ impl Restorer {
         e: Entry,
         target: PathBuf,
         mut temp: Temp,
-        mut object: Box<dyn Read + Send>,
+        object: Whole,
         small: &mut Small,
         out: &Emitter<Work>,
     ) -> Outcome {
@@ -402,28 +413,10 @@ impl Restorer {
                 result: Err(Verdict::Cancelled),
             };
         };
-        // Exactly the recorded size: no fstat or seek per file, as read_to_end would make.
-        small.gz.clear();
-        small.gz.resize(e.bytes_out as usize, 0);
-        let mut probe = [0u8; 1];
-        let got = object
-            .read_exact(&mut small.gz)
-            .map_err(|err| {
-                format!(
-                    "size differs from the manifest's {} bytes: {err}",
-                    e.bytes_out
-                )
-            })
-            // Read on to the end, local or not: bytes after the recorded size (a member
-            // appended, garbage) make the object something other than what was delivered.
-            .and_then(|_| match object.read(&mut probe) {
-                Ok(0) => Ok(()),
-                Ok(_) => Err(format!(
-                    "size is more than the manifest's {} bytes: data after the gzip member",
-                    e.bytes_out
-                )),
-                Err(err) => Err(format!("cannot read: {err}")),
-            })
+        // Exactly the recorded size, and the end found: no fstat or seek per file, as
+        // read_to_end would make. Bytes after the recorded size (a member appended,
+        // garbage) make the object something other than what was delivered.
+        let got = read_exactly(object, e.bytes_out, &mut small.gz)
             .and_then(|_| inflate::inflate_whole(&e, &small.gz, &mut small.out, &mut small.engine))
             .and_then(|got| {
                 temp.file
@@ -534,7 +527,7 @@ impl Restorer {
     fn finish(&self, target: &Path, temp: &Temp, mtime: (i64, u32), entry: Entry) -> Outcome {
         let name = target.file_name().unwrap_or_default();
         let done = self
-            .give_back(&temp.file, &entry)
+            .give_back(temp, &entry)
             .and_then(|_| temp.file.set_modified(system_time(mtime)))
             .and_then(|_| temp.publish(name, self.force));
         match done {
@@ -867,17 +860,25 @@ impl Restorer {
         }
     }
 
-    /// Sets what the entry recorded of the file's owner and mode on `file` (before it has
+    /// Sets what the entry recorded of the file's owner and mode on `temp` (before it has
     /// a name, so it never shows with other bits): the owner first, as a change of owner
-    /// clears setuid and setgid; setuid and setgid only as root, as tar does.
-    fn give_back(&self, file: &std::fs::File, entry: &Entry) -> std::io::Result<()> {
+    /// clears setuid and setgid; setuid and setgid only as root, as tar does. What the
+    /// file was certainly born with is not set again ([`Temp::born`]).
+    fn give_back(&self, temp: &Temp, entry: &Entry) -> std::io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         let (owner, mode) = self.owner_and_mode(entry);
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::fchown(file, Some(uid), Some(gid))?;
+        if owner.is_none() && mode.is_none() {
+            return Ok(());
         }
-        if let Some(mode) = mode {
-            file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        let born = temp.born();
+        if let Some((uid, gid)) = owner.filter(|&o| born.owner != Some(o)) {
+            std::os::unix::fs::fchown(&temp.file, Some(uid), Some(gid))?;
+        }
+        // Born bits never include setuid, setgid or sticky, so those are always set here,
+        // after the owner.
+        if let Some(mode) = mode.filter(|&m| born.mode != Some(m)) {
+            temp.file
+                .set_permissions(std::fs::Permissions::from_mode(mode))?;
         }
         Ok(())
     }
@@ -918,6 +919,51 @@ fn entry_of(w: Wanted, got: &Inflated) -> Entry {
     })
 }
 
+/// A small object to read whole.
+struct Whole {
+    body: Box<dyn Read + Send>,
+    /// See [`crate::sink::Opened::short_read_is_end`].
+    short_read_is_end: bool,
+}
+
+/// Reads `object` into `buf`, which must then hold exactly `len` bytes with the object's
+/// end found after them; a local file's short read is its end, so that takes one read.
+///
+/// # Errors
+/// Saying how the object's size differs from `len`, or why it could not be read.
+fn read_exactly(mut object: Whole, len: u64, buf: &mut Vec<u8>) -> Result<(), String> {
+    let len = len as usize;
+    buf.clear();
+    buf.resize(len + 1, 0);
+    let mut filled = 0;
+    while filled <= len {
+        let asked = buf.len() - filled;
+        match object.body.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                filled += n;
+                if object.short_read_is_end && n < asked {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("cannot read: {e}")),
+        }
+    }
+    match filled.cmp(&len) {
+        std::cmp::Ordering::Less => Err(format!(
+            "size differs from the manifest's {len} bytes: the object ends after {filled}"
+        )),
+        std::cmp::Ordering::Greater => Err(format!(
+            "size is more than the manifest's {len} bytes: data after the gzip member"
+        )),
+        std::cmp::Ordering::Equal => {
+            buf.truncate(len);
+            Ok(())
+        }
+    }
+}
+
 /// A reader that stops with an error once the run is cancelled.
 struct Cancellable<'a, R> {
     inner: R,
@@ -930,5 +976,53 @@ impl<R: Read> Read for Cancellable<'_, R> {
             return Err(std::io::Error::other("cancelled"));
         }
         self.inner.read(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stream that gives at most 3 bytes a read, as a network body may.
+    struct Dribble(std::io::Cursor<Vec<u8>>);
+
+    impl Read for Dribble {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(3);
+            self.0.read(&mut buf[..n])
+        }
+    }
+
+    fn whole(bytes: &[u8], local: bool) -> Whole {
+        let body: Box<dyn Read + Send> = match local {
+            true => {
+                let mut f = tempfile::tempfile().unwrap();
+                std::io::Write::write_all(&mut f, bytes).unwrap();
+                std::io::Seek::rewind(&mut f).unwrap();
+                Box::new(f)
+            }
+            false => Box::new(Dribble(std::io::Cursor::new(bytes.to_vec()))),
+        };
+        Whole {
+            body,
+            short_read_is_end: local,
+        }
+    }
+
+    /// Exactly the recorded size is read whole, and a shorter or longer object is named,
+    /// whether its reads come short only at the end (a local file) or at any time.
+    #[test]
+    fn a_small_object_is_read_exactly_or_its_size_named() {
+        let mut buf = Vec::new();
+        for local in [true, false] {
+            read_exactly(whole(b"0123456789", local), 10, &mut buf).unwrap();
+            assert_eq!(buf, b"0123456789");
+            let e = read_exactly(whole(b"0123456789", local), 9, &mut buf).unwrap_err();
+            assert!(e.contains("data after the gzip member"), "{e}");
+            let e = read_exactly(whole(b"0123456789", local), 12, &mut buf).unwrap_err();
+            assert!(e.contains("ends after 10"), "{e}");
+            read_exactly(whole(b"", local), 0, &mut buf).unwrap();
+            assert!(buf.is_empty());
+        }
     }
 }

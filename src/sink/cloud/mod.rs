@@ -493,6 +493,7 @@ impl Sink for CloudSink {
             .within(|| self.runtime.block_on(self.store.get(&path)))
         {
             Ok(r) => Ok(Opened {
+                short_read_is_end: false,
                 encoded: r
                     .attributes
                     .get(&Attribute::ContentEncoding)
