@@ -234,7 +234,8 @@ pub struct RunArgs {
     pub segment_size: u64,
 
     /// Most bytes in flight between reading and delivery
-    /// [default: the larger of 16MiB and 4 × jobs × segment size].
+    /// [default: the larger of 16MiB and 4 × jobs × segment size; at least 64MiB into a
+    /// remote store, where a round trip's worth of files is in flight].
     #[arg(long, env = "FERRY_MEMORY", value_name = "SIZE", value_parser = size)]
     pub memory: Option<u64>,
 

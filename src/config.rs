@@ -173,10 +173,17 @@ pub const DEFERRING_UPLOAD_THREADS: NonZeroUsize = nz(16);
 pub const MAX_QUEUE: usize = 1 << 20;
 
 /// The default memory budget: enough segments in flight to keep every compress worker
-/// busy (4 per worker), and at least 16 MiB. More only raises peak RSS, not speed.
+/// busy (4 per worker), and at least 16 MiB. Into a local directory more only raises peak
+/// RSS, not speed.
 pub fn default_memory(jobs: NonZeroUsize, segment_size: u64) -> u64 {
     (4 * jobs.get() as u64 * segment_size).max(16 << 20)
 }
+
+/// The least default memory budget into a remote store (`sim:`, S3, GCS, Azure): what is
+/// in flight there is the link's rate times its round trip, and 16 MiB held only about
+/// 2,400 small files, fewer than 100 ms at 20,000 files/s needs. 64 MiB let 20,000 small
+/// files to `sim:` at a 100 ms round trip go in 1.58–1.64 s, against 1.71–1.90 s.
+pub const REMOTE_MEMORY: u64 = 64 << 20;
 
 /// Available cores, at least 1.
 pub fn cores() -> NonZeroUsize {
@@ -406,7 +413,9 @@ impl ConfigBuilder {
         if t.queue.get() > MAX_QUEUE {
             return usage(format!("--queue {}: at most {MAX_QUEUE}", t.queue));
         }
+        let remote = !matches!(c.delivery.sink, SinkSpec::Dir(_));
         t.memory = match self.memory {
+            None if remote => default_memory(t.jobs, t.segment_size).max(REMOTE_MEMORY),
             None => default_memory(t.jobs, t.segment_size),
             Some(m) if m < t.segment_size => {
                 return usage(format!(
@@ -450,6 +459,17 @@ mod tests {
         let c = builder().jobs(nz(8)).segment_size(4 << 20).build().unwrap();
         assert_eq!(c.tuning().memory, 128 << 20);
         let c = builder().memory(1 << 20).build().unwrap();
+        assert_eq!(c.tuning().memory, 1 << 20);
+        // Into a remote store, at least what a round trip's worth of small files needs.
+        let sim = || {
+            let spec = SinkSpec::parse("sim:latency=50ms").unwrap();
+            Config::builder(vec!["x".into()], spec)
+        };
+        let c = sim().build().unwrap();
+        assert_eq!(c.tuning().memory, REMOTE_MEMORY);
+        let c = sim().jobs(nz(32)).build().unwrap();
+        assert_eq!(c.tuning().memory, 128 << 20);
+        let c = sim().memory(1 << 20).build().unwrap();
         assert_eq!(c.tuning().memory, 1 << 20);
     }
 

@@ -10,7 +10,9 @@
 //! 50 ms): items handled per second, and whether it was *pressed* (items waiting in its
 //! queue while every permit was taken). Only a pressed stage grows its limit, since more
 //! in flight cannot help a stage that waits for input:
-//! - it starts by stepping ×4 each window while that raises the rate by 15 % or more;
+//! - it starts by stepping ×4 each window while that raises the rate by 15 % or more,
+//!   its windows then one mean latency long (at least 50 ms), as TCP's slow start steps
+//!   each round trip: at a 100 ms round trip the limit reaches thousands 0.2 s sooner;
 //! - once a step stops paying, it keeps the better of the last two limits and then
 //!   probes 25 % higher every 4 windows, keeping a probe only if the rate rises 10 %;
 //! - when the work signals congestion (the store throttled: 503 SlowDown, 429, a
@@ -301,7 +303,12 @@ impl Limit {
         c.window.busy_ns += took.as_nanos() as u64;
         let elapsed = now.duration_since(c.window.started);
         let mean = Duration::from_nanos(c.window.busy_ns / c.window.done);
-        if elapsed < MIN_WINDOW.max(mean * WINDOW_LATENCIES) {
+        // While starting, a window is one latency: what a step brings shows within it.
+        let latencies = match c.phase {
+            Phase::Start { .. } => 1,
+            Phase::Steady { .. } => WINDOW_LATENCIES,
+        };
+        if elapsed < MIN_WINDOW.max(mean * latencies) {
             return;
         }
         let congestion = self.signalled.load(Relaxed) + self.congestion.as_ref().map_or(0, |f| f());
