@@ -252,6 +252,22 @@ pub struct RunArgs {
     #[arg(short = 'n', long)]
     pub dry_run: bool,
 
+    /// Store files as a web server or CDN sends them, not as an archive: each under its
+    /// own name with the type of its extension; those of --web-ext gzipped with
+    /// `Content-Encoding: gzip` (into dir:, `x.html` unchanged with `x.html.gz` beside
+    /// it, as nginx gzip_static serves), the rest unchanged.
+    #[arg(long)]
+    pub web: bool,
+
+    /// With --web: the extensions whose files are gzipped (comma-separated, no dots).
+    #[arg(long, value_name = "EXTS", requires = "web", value_delimiter = ',',
+          default_value = crate::form::WEB_EXTS)]
+    pub web_ext: Vec<String>,
+
+    /// `Cache-Control` for every object, where the store keeps headers (not dir:).
+    #[arg(long, value_name = "VALUE")]
+    pub cache_control: Option<String>,
+
     /// Object store settings.
     #[command(flatten)]
     pub store: StoreArgs,
@@ -663,6 +679,15 @@ impl RunArgs {
             .retry_backoff(self.retry_backoff)
             .journal_every(self.journal_every)
             .dry_run(self.dry_run)
+            .web(self.web.then(|| {
+                crate::form::Web {
+                    exts: (self.web_ext.iter())
+                        .map(|e| e.trim().trim_start_matches('.').to_ascii_lowercase())
+                        .filter(|e| !e.is_empty())
+                        .collect(),
+                }
+            }))
+            .cache_control(self.cache_control)
             .listing(self.show.listing());
         if let Some(j) = self.jobs {
             b = b.jobs(j);

@@ -60,6 +60,20 @@ impl Compressor {
                 last: true,
             },
             SegmentBody::Link(target) => PackedBody::Link(target),
+            // A web file that goes unchanged (`--web`, not a `--web-ext`): its bytes pass
+            // as they are, with their CRC.
+            SegmentBody::Data {
+                data, last, permit, ..
+            } if !s.file.form.gzipped() && !out.is_cancelled() => {
+                let (crc, len) = (gzip::crc32(&data), data.len() as u64);
+                PackedBody::Data {
+                    deflate: data,
+                    crc,
+                    len,
+                    last,
+                    permit,
+                }
+            }
             SegmentBody::Data {
                 data,
                 dict,

@@ -80,6 +80,10 @@ pub struct Delivery {
     /// `--dry-run`: decide and list what would be sent or skipped; read no file contents
     /// and write nothing to the sink.
     pub dry_run: bool,
+    /// `--web`: store files as a web server sends them (see [`crate::form::Form`]).
+    pub web: Option<crate::form::Web>,
+    /// `--cache-control`: each object's `Cache-Control`, where the sink keeps headers.
+    pub cache_control: Option<String>,
 }
 
 /// What to show while running.
@@ -242,6 +246,8 @@ impl Config {
                     task_timeout: None,
                     journal_every: nz(crate::history::journal::FLUSH_RECORDS),
                     dry_run: false,
+                    web: None,
+                    cache_control: None,
                 },
                 output: Output {
                     progress: ProgressMode::Never,
@@ -315,6 +321,8 @@ impl ConfigBuilder {
         delivery.retry_backoff: Duration, "First retry delay.";
         delivery.journal_every: NonZeroUsize, "Deliveries per journal segment, at most.";
         delivery.dry_run: bool, "Only list what would be sent or skipped.";
+        delivery.web: Option<crate::form::Web>, "Store files as a web server sends them.";
+        delivery.cache_control: Option<String>, "Each object's `Cache-Control`.";
         output.progress: ProgressMode, "When to draw progress bars.";
         output.log_level: Level, "How much to log.";
         output.listing: Listing, "Where a dry run lists its files.";

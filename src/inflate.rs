@@ -106,7 +106,65 @@ pub fn inflate_object(
     Ok(got)
 }
 
-/// Whether `got` is what `entry` recorded.
+/// Copies a web object stored unchanged (`--web`, [`crate::form::Form::Plain`]) to `out`,
+/// checked as [`check`] checks a decoded one: its size and CRC-32 are the file's.
+///
+/// # Errors
+/// What is wrong, in words, or why it could not be read or written.
+pub fn copy_plain(
+    entry: &Entry,
+    mut object: impl Read,
+    out: &mut impl Write,
+    progress: &dyn Fn(u64),
+) -> Result<Inflated, String> {
+    let mut buf = vec![0u8; 256 << 10];
+    let (mut crc, mut n) = (crc32fast::Hasher::new(), 0u64);
+    loop {
+        let got = match object.read(&mut buf) {
+            Ok(0) => break,
+            Ok(got) => got,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("cannot read: {e}")),
+        };
+        crc.update(&buf[..got]);
+        n += got as u64;
+        if n > entry.size {
+            return Err(format!(
+                "more than the manifest's {} bytes: replaced or appended to",
+                entry.size
+            ));
+        }
+        out.write_all(&buf[..got])
+            .map_err(|e| format!("write: {}", crate::words::io_words(&e)))?;
+        progress(got as u64);
+    }
+    let got = plain_read(n, crc.finalize());
+    check(entry, &got).map(|()| got)
+}
+
+/// What a plain object of `n` bytes with CRC-32 `crc` was read as: its own bytes.
+fn plain_read(n: u64, crc: u32) -> Inflated {
+    Inflated {
+        len: n,
+        crc32: crc,
+        bytes_in: n,
+        zcrc32: crc,
+        header_mtime: 0,
+    }
+}
+
+/// Checks a whole plain object held in memory (`--web`, stored unchanged) against
+/// `entry`, as [`copy_plain`] does while copying.
+///
+/// # Errors
+/// What differs, in words.
+pub fn check_plain(entry: &Entry, bytes: &[u8]) -> Result<Inflated, String> {
+    let got = plain_read(bytes.len() as u64, crc32fast::hash(bytes));
+    check(entry, &got).map(|()| got)
+}
+
+/// Checks what an object decoded to against its manifest entry: its size as stored, its
+/// bytes' CRC-32 where recorded, and what they decoded to.
 ///
 /// # Errors
 /// What differs, in words.

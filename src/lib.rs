@@ -52,6 +52,7 @@ pub mod compress;
 pub mod config;
 pub mod counters;
 pub mod error;
+pub mod form;
 pub mod globs;
 pub mod gzip;
 pub mod history;

@@ -8,7 +8,7 @@ use crate::gzip::{DICT_SIZE, PRIMES_SEGMENTS};
 use crate::history::manifest::Index;
 use crate::pipeline::Emitter;
 use crate::sink::Sink;
-use crate::task::{object_key, Deadline, FileCtx, FileTask, Segment, SegmentBody, Skip, Verdict};
+use crate::task::{Deadline, FileCtx, FileTask, Form, Segment, SegmentBody, Skip, Verdict, Web};
 use std::cell::Cell;
 use std::fs::File;
 use std::io::Read;
@@ -50,6 +50,8 @@ pub struct Loader {
     pub log: crate::view::Log,
     /// `--dry-run`: decide from one stat what would happen, and open nothing.
     pub dry_run: bool,
+    /// `--web`: files stored as a web server sends them, not as an archive.
+    pub web: Option<Web>,
 }
 
 impl Loader {
@@ -141,6 +143,7 @@ impl Loader {
         let ctime = (meta.ctime(), meta.ctime_nsec() as u32);
         let modes = (meta.mode() & 0o7777, dir_modes(&task.path, &task.key));
         let owner = (meta.uid(), meta.gid());
+        let form = self.form_of(&task.key);
         let ctx = FileCtx::opened(
             task,
             size,
@@ -150,6 +153,7 @@ impl Loader {
             owner,
             deadline,
             Some(transfer),
+            form,
         );
         sent.file.set(Some(ctx.clone()));
         self.read_segments(ctx, file, out, sent);
@@ -186,7 +190,17 @@ impl Loader {
         }
         let owner = (meta.uid(), meta.gid());
         let modes = (meta.mode() & 0o7777, 0o777);
-        let ctx = FileCtx::opened(task, size, mtime, ctime, modes, owner, None, None);
+        let ctx = FileCtx::opened(
+            task,
+            size,
+            mtime,
+            ctime,
+            modes,
+            owner,
+            None,
+            None,
+            Form::Archive,
+        );
         let _ = out.emit(Segment {
             file: ctx,
             index: 0,
@@ -211,9 +225,15 @@ impl Loader {
         }
     }
 
+    /// How the file at `key` is stored in this run.
+    fn form_of(&self, key: &Path) -> Form {
+        self.web.as_ref().map_or(Form::Archive, |w| w.form_of(key))
+    }
+
     /// Whether `task` was delivered before and has not changed since: same size and
-    /// mtime (from `meta`, or else one `stat` of the path), and its object still at the
-    /// sink (seen in the sink's listing, or else one request asks).
+    /// mtime (from `meta`, or else one `stat` of the path), stored in the form this run
+    /// would store it in, and its object still at the sink (seen in the sink's listing,
+    /// or else one request asks).
     fn unchanged(&self, task: &FileTask, meta: Option<&std::fs::Metadata>) -> bool {
         if self.force {
             return false;
@@ -240,8 +260,14 @@ impl Loader {
             }
         };
         let mtime = (meta.mtime(), meta.mtime_nsec() as u32);
+        let form = self.form_of(&task.key);
+        let local = self.sink.local_root().is_some();
         e.same_as(meta.len(), mtime, (meta.ctime(), meta.ctime_nsec() as u32))
-            && (e.listed || self.sink.has(&object_key(&task.key), e.bytes_out))
+            && e.form() == form
+            && (e.listed()
+                || self
+                    .sink
+                    .has(&form.object_key(&task.key, local), e.bytes_out))
     }
 
     fn read_segments(

@@ -8,7 +8,7 @@
 use crate::budget::Permit;
 use crate::error::{FileError, Stage};
 use crate::history::manifest::Entry;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -104,12 +104,7 @@ pub struct FileTask {
     pub verdict: Option<Verdict>,
 }
 
-/// The name of the delivered object: the key plus `.gz`.
-pub fn object_key(key: &Path) -> PathBuf {
-    let mut k = key.as_os_str().to_owned();
-    k.push(".gz");
-    PathBuf::from(k)
-}
+pub use crate::form::{object_key, Form, Web};
 
 /// A file's `--task-timeout`: when it runs out, and how long it was.
 #[derive(Debug, Clone, Copy)]
@@ -147,6 +142,8 @@ pub struct FileCtx {
     pub deadline: Option<Deadline>,
     /// Its place in the progress view while any piece of it is under way.
     pub transfer: Option<crate::counters::Transfer>,
+    /// How it is stored: the archive's `KEY.gz`, or with `--web` as a server sends it.
+    pub form: Form,
 }
 
 impl FileCtx {
@@ -166,11 +163,12 @@ impl FileCtx {
             (0, 0),
             deadline,
             None,
+            Form::Archive,
         )
     }
 
     /// A context for `task`, opened with `size`, `mtime`, `ctime`, `modes` and `owner`,
-    /// followed in the progress view by `transfer`.
+    /// followed in the progress view by `transfer`, stored in `form`.
     #[allow(clippy::too_many_arguments)]
     pub fn opened(
         task: FileTask,
@@ -181,6 +179,7 @@ impl FileCtx {
         owner: (u32, u32),
         deadline: Option<Deadline>,
         transfer: Option<crate::counters::Transfer>,
+        form: Form,
     ) -> Arc<Self> {
         Arc::new(FileCtx {
             id: task.id,
@@ -193,6 +192,7 @@ impl FileCtx {
             owner,
             deadline,
             transfer,
+            form,
         })
     }
 
@@ -203,9 +203,9 @@ impl FileCtx {
             .map(|d| FileError::TimedOut(d.after))
     }
 
-    /// The name of the delivered object: the key plus `.gz`.
-    pub fn object_key(&self) -> PathBuf {
-        object_key(&self.key)
+    /// The name of its object, at a local sink or not (see [`Form::object_key`]).
+    pub fn object_key(&self, local: bool) -> PathBuf {
+        self.form.object_key(&self.key, local)
     }
 
     /// Test builds only: panics in `stage` when the file is named
@@ -293,7 +293,8 @@ impl Packed {
 pub enum PackedBody {
     /// A deflate piece.
     Data {
-        /// Raw deflate bytes (sync-flushed, or final for the last piece).
+        /// Raw deflate bytes (sync-flushed, or final for the last piece); for a web file
+        /// that goes unchanged, its own bytes.
         deflate: Vec<u8>,
         /// CRC-32 of the uncompressed segment.
         crc: u32,

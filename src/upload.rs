@@ -16,8 +16,8 @@ use crate::error::{FileError, Stage};
 use crate::gzip::{self, CrcCombiner};
 use crate::history::manifest::{Entry, Segments};
 use crate::pipeline::{Deferred, Emitter};
-use crate::sink::{Answer, ObjectMeta, Receipt, Sink, SinkError, Upload};
-use crate::task::{FileCtx, Outcome, Packed, PackedBody, Verdict};
+use crate::sink::{Answer, ObjectMeta, Receipt, Sink, SinkError, Upload, WebMeta};
+use crate::task::{FileCtx, Form, Outcome, Packed, PackedBody, Verdict};
 use crate::view::Log;
 use crate::words::human_bytes;
 use std::collections::{BTreeMap, HashMap};
@@ -180,6 +180,11 @@ pub struct Uploader {
     retries: Retries,
     /// Multi-piece files in progress, by file id, in [`MAP_SHARDS`] shards.
     assemblies: Vec<Mutex<HashMap<u64, Arc<Mutex<Assembly>>>>>,
+    /// `--cache-control`, set on each object where the sink keeps headers.
+    cache_control: Option<String>,
+    /// Whether the sink is a local directory (where a web file's gzip bytes go under
+    /// `KEY.gz`, beside the file).
+    local: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -199,6 +204,8 @@ impl Uploader {
     ) -> Self {
         Uploader {
             later: sink.commits_later(),
+            local: sink.local_root().is_some(),
+            cache_control: None,
             sink,
             level,
             retries: Retries {
@@ -210,6 +217,12 @@ impl Uploader {
             log,
             assemblies: (0..MAP_SHARDS).map(|_| Mutex::default()).collect(),
         }
+    }
+
+    /// With `Cache-Control: value` on every object (`--cache-control`).
+    pub fn cache_control(mut self, value: Option<String>) -> Self {
+        self.cache_control = value;
+        self
     }
 
     /// Whether it defers commits (the sink's answer comes without a thread): its stage
@@ -418,7 +431,8 @@ impl Uploader {
         }
         tally.pieces.0.push(deflate.len() as u64);
         // Small files: header, deflate and trailer in one write.
-        let trailer = last.then(|| gzip::trailer(tally.crc.crc(), tally.crc.len()));
+        let trailer =
+            (last && file.form.gzipped()).then(|| gzip::trailer(tally.crc.crc(), tally.crc.len()));
         let bytes: &[u8] = if buf.is_empty() && trailer.is_none() {
             &deflate
         } else {
@@ -467,16 +481,28 @@ impl Uploader {
             mode: Some(file.modes.0 & 0o666 | 0o600),
             dir_mode: Some(file.modes.1 | 0o700),
             source_mode: Some(file.modes.0),
+            web: match file.form {
+                Form::Archive => None,
+                form => Some(WebMeta {
+                    content_type: crate::form::content_type_of(&file.key),
+                    gzip: form == Form::Gzip,
+                }),
+            },
+            cache_control: self.cache_control.clone(),
         };
-        let key = file.object_key();
+        let key = file.object_key(self.local);
         let upload = self.retry(file, out, || self.sink.begin(&key, &meta))?;
         let name = file.path.file_name().unwrap_or_default();
         let mtime = u32::try_from(file.mtime.0.max(0)).unwrap_or(0);
-        let header = gzip::header(
-            std::os::unix::ffi::OsStrExt::as_bytes(name),
-            mtime,
-            self.level,
-        );
+        // A web file that goes unchanged has no gzip framing.
+        let header = match file.form.gzipped() {
+            true => gzip::header(
+                std::os::unix::ffi::OsStrExt::as_bytes(name),
+                mtime,
+                self.level,
+            ),
+            false => Vec::new(),
+        };
         let open = Open {
             upload,
             tally: Tally {
@@ -588,14 +614,18 @@ impl Tally {
                 crc32: self.crc.crc(),
                 bytes_out: written,
                 zcrc32: Some(sent_crc),
-                segments: (!gzip::PRIMES_SEGMENTS && self.pieces.0.len() > 1).then(|| {
-                    let (z, len) = std::mem::take(&mut self.pieces);
-                    Segments { len, z }
-                }),
+                segments: (!gzip::PRIMES_SEGMENTS
+                    && file.form.gzipped()
+                    && self.pieces.0.len() > 1)
+                    .then(|| {
+                        let (z, len) = std::mem::take(&mut self.pieces);
+                        Segments { len, z }
+                    }),
                 mode: Some(file.modes.0),
                 owner: Some(file.owner),
                 link: None,
                 dir: false,
+                form: (file.form != Form::Archive).then_some(file.form),
             }),
         }
     }
@@ -622,6 +652,7 @@ fn link_recorded(file: &FileCtx, target: std::ffi::OsString) -> Outcome {
             owner: Some(file.owner),
             link: Some(std::path::Path::new(&target).into()),
             dir: false,
+            form: None,
         }),
     }
 }

@@ -1142,6 +1142,119 @@ fn every_client_downloads_the_gzip_bytes_and_old_headers_are_pointed_out() {
     }
 }
 
+/// `curl --compressed` (as a browser asks) of `key`, signed: (body, response headers).
+#[cfg(ferry_test_boto3)]
+fn curl_compressed(s3: &S3, key: &str) -> (Vec<u8>, String) {
+    let headers = tempfile::NamedTempFile::new().unwrap();
+    let curl = Command::new("curl")
+        .args(["-sS", "--fail-with-body", "--compressed"])
+        .args(["--aws-sigv4", "aws:amz:us-east-1:s3"])
+        .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
+        .arg("--dump-header")
+        .arg(headers.path())
+        .arg("--user")
+        .arg(format!("{ACCESS_KEY}:{SECRET_KEY}"))
+        .arg(format!("{}/{}/{key}", s3.endpoint, s3.bucket))
+        .output()
+        .unwrap();
+    assert!(
+        curl.status.success(),
+        "{}",
+        String::from_utf8_lossy(&curl.stderr)
+    );
+    let head = std::fs::read_to_string(headers.path()).unwrap();
+    (curl.stdout, head.to_ascii_lowercase())
+}
+
+/// `--web` into a store: each file under its own name with the type of its extension.
+/// Text goes gzipped with `Content-Encoding: gzip`, so `curl --compressed` (a browser) gets
+/// the source's bytes and boto3 the gzip bytes; a PNG goes unchanged, with no encoding;
+/// `--cache-control` reaches every object. Verify and restore take both forms, and a
+/// rerun skips everything.
+#[test]
+#[cfg_attr(not(ferry_test_boto3), ignore = "needs boto3 (PyPI) and curl")]
+fn web_mode_serves_text_gzipped_and_the_rest_unchanged() {
+    #[cfg(ferry_test_boto3)]
+    {
+        let s3 = s3();
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("site");
+        write(&src, "index.html", &text(30_000, 5));
+        write(&src, "img/logo.png", &noise(4_000));
+        let prefix = unique("web");
+        let deliver = |extra: &[&str]| {
+            let r = s3
+                .ferry()
+                .arg(&src)
+                .arg("--to")
+                .arg(s3.url(&prefix))
+                .args(["--web", "--cache-control", "public, max-age=60"])
+                .args(extra)
+                .args(["--report", "-"])
+                .assert()
+                .success();
+            report(&r.get_output().stdout)
+        };
+        assert_eq!(deliver(&[])["totals"]["succeeded"], 2);
+        let html = format!("{prefix}/site/index.html");
+        let png = format!("{prefix}/site/img/logo.png");
+        assert_eq!(
+            s3.keys(&prefix)
+                .into_iter()
+                .filter(|k| !k.contains(".ferry-"))
+                .count(),
+            2,
+            "no .gz keys"
+        );
+        let (encoding, kind, _) = s3.head(&html);
+        assert_eq!((encoding.as_str(), kind.as_str()), ("gzip", "text/html"));
+        let (encoding, kind, _) = s3.head(&png);
+        assert_eq!((encoding.as_str(), kind.as_str()), ("", "image/png"));
+
+        let (body, headers) = curl_compressed(&s3, &html);
+        assert_eq!(body, text(30_000, 5), "curl --compressed gets the page");
+        assert!(headers.contains("content-type: text/html"), "{headers}");
+        assert!(
+            headers.contains("cache-control: public, max-age=60"),
+            "{headers}"
+        );
+        let raw = boto3(
+            &s3,
+            &format!(
+                "sys.stdout.buffer.write(s3.get_object(Bucket=bucket, Key={html:?})['Body'].read())"
+            ),
+        );
+        let gz = t.path().join("index.html.gz");
+        std::fs::write(&gz, &raw).unwrap();
+        assert_eq!(gunzip(&gz), text(30_000, 5), "boto3 gets the gzip bytes");
+        let (body, headers) = curl_compressed(&s3, &png);
+        assert_eq!(body, noise(4_000), "the PNG as it was");
+        assert!(!headers.contains("content-encoding"), "{headers}");
+
+        s3.subcommand("verify")
+            .args(["--to", &s3.url(&prefix)])
+            .assert()
+            .success()
+            .stderr(predicate::str::contains("2 ok, 0 bad"))
+            .stderr(predicate::str::contains("Content-Encoding").not());
+        let back = t.path().join("back");
+        s3.subcommand("restore")
+            .args(["--from", &s3.url(&prefix)])
+            .arg(&back)
+            .assert()
+            .success();
+        assert_eq!(
+            std::fs::read(back.join("site/index.html")).unwrap(),
+            text(30_000, 5)
+        );
+        assert_eq!(
+            std::fs::read(back.join("site/img/logo.png")).unwrap(),
+            noise(4_000)
+        );
+        assert_eq!(deliver(&[])["totals"]["skipped"], 2);
+    }
+}
+
 /// A TCP proxy to `upstream` that damages the body of the first PUT of a `.gz` object it
 /// relays (one byte flipped), as a bad NIC or middlebox would, and relays everything else
 /// untouched.

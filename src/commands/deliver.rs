@@ -141,16 +141,20 @@ impl Command for Deliver<'_> {
             task_timeout: config.delivery().task_timeout,
             log: s.log.clone(),
             dry_run: config.delivery().dry_run,
+            web: config.delivery().web.clone(),
         });
         let d = config.delivery();
-        let uploader = Arc::new(Uploader::new(
-            opened.sink.clone(),
-            t.level,
-            d.retries,
-            d.retry_backoff,
-            s.metrics.clone(),
-            s.log.clone(),
-        ));
+        let uploader = Arc::new(
+            Uploader::new(
+                opened.sink.clone(),
+                t.level,
+                d.retries,
+                d.retry_backoff,
+                s.metrics.clone(),
+                s.log.clone(),
+            )
+            .cache_control(d.cache_control.clone()),
+        );
         let limit = upload_limit(t, &opened.sink, config.delivery().dry_run);
         build(p, producers, t, ledger, loader, (uploader, limit))
     }

@@ -17,7 +17,7 @@ use crate::pipeline::{
 };
 use crate::shard::Shard;
 use crate::sink::{self, Sink, SinkOptions, SinkSpec};
-use crate::task::{object_key, Outcome, Verdict};
+use crate::task::{Outcome, Verdict};
 use std::io::Read;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
@@ -109,8 +109,9 @@ impl Command for Verify {
         .stage(StageSpec::new("check", self.workers), move |_| {
             let (sink, m, encoded) = (sink.clone(), m.clone(), encoded.clone());
             let listing = listing.clone();
+            let local = sink.local_root().is_some();
             move |e: Entry, out: &Emitter<Outcome>| {
-                let key = object_key(&PathBuf::from(&e.key));
+                let key = e.object_key(local);
                 let result = match out.is_cancelled() {
                     // Not checked: counted as cancelled.
                     true => Err(Verdict::Cancelled),
@@ -138,7 +139,9 @@ impl Command for Verify {
                             .open_object(&key)
                             .map_err(|err| err.to_string())
                             .and_then(|object| {
-                                if object.encoded {
+                                // A web object's encoding is meant; an archive's is the
+                                // old header.
+                                if object.encoded && e.form.is_none() {
                                     encoded.fetch_add(1, Relaxed);
                                 }
                                 check_object(&e, object.body)
@@ -340,7 +343,12 @@ pub struct VerifyReport {
 /// # Errors
 /// What is wrong, in words.
 pub fn check_object(entry: &Entry, object: impl Read) -> Result<(), String> {
-    inflate_object(Some(entry), object, &mut std::io::sink(), &|_| {}).map(|_| ())
+    match entry.form.unwrap_or_default().gzipped() {
+        true => inflate_object(Some(entry), object, &mut std::io::sink(), &|_| {}).map(|_| ()),
+        false => {
+            crate::inflate::copy_plain(entry, object, &mut std::io::sink(), &|_| {}).map(|_| ())
+        }
+    }
 }
 
 /// Every object at a sink and its size, from one streamed listing, by key hash: what

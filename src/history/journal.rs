@@ -18,7 +18,6 @@ use crate::shard::Shard;
 use crate::sink::{ObjectMeta, Sink, SinkError};
 use crate::view::Log;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -139,11 +138,8 @@ impl History {
         })?;
         index.seal();
         if !index.is_empty() {
-            sink.list_objects(&mut |key, size| {
-                if let Some(k) = key.to_str().and_then(|k| k.strip_suffix(".gz")) {
-                    index.mark_listed(Path::new(k), size);
-                }
-            })?;
+            let local = sink.local_root().is_some();
+            sink.list_objects(&mut |key, size| index.mark_listed(key, size, local))?;
         }
         Ok(History {
             index,
@@ -575,7 +571,7 @@ mod tests {
     use super::*;
     use crate::history::manifest::{header, write_entry};
     use crate::sink::{DirSink, SinkOptions};
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
     use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
     fn entry(key: &str, size: u64) -> Entry {
@@ -593,6 +589,7 @@ mod tests {
             owner: None,
             link: None,
             dir: false,
+            form: None,
         }
     }
 

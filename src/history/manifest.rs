@@ -12,6 +12,7 @@
 //! In memory a rerun keeps only an [`Index`]: a 128-bit hash of each key with what the
 //! skip check compares, 48 bytes a file.
 
+use crate::form::Form;
 use crate::shard::Shard;
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
@@ -142,9 +143,22 @@ pub struct Entry {
     /// an empty one is made). No object. Older versions fail it as a missing object.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dir: bool,
+    /// How the object is stored, with `--web`: gzip bytes under the plain key (`gzip`),
+    /// or the file unchanged (`plain`). Absent: the archive's `KEY.gz`. Older versions do
+    /// not know it and look for `KEY.gz`: a web object in a store is named missing (into
+    /// `dir:`, a gzipped one is there, and checks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub form: Option<Form>,
 }
 
 impl Entry {
+    /// The key of its object, at a local sink or not (see [`Form::object_key`]).
+    pub fn object_key(&self, local: bool) -> PathBuf {
+        self.form
+            .unwrap_or_default()
+            .object_key(&PathBuf::from(&self.key), local)
+    }
+
     /// Whether this entry is a symbolic link, with no object.
     pub fn is_link(&self) -> bool {
         self.link.is_some()
@@ -172,6 +186,7 @@ impl Entry {
             owner: Some((meta.uid(), meta.gid())),
             link: None,
             dir: true,
+            form: None,
         }
     }
 }
@@ -408,9 +423,10 @@ pub struct Delivered {
     pub mtime_s: i64,
     /// Source mtime, nanoseconds.
     pub mtime_ns: u32,
-    /// Whether a listing of the sink showed the object at `bytes_out` (for sinks that
-    /// list, so the skip check needs no request per file).
-    pub listed: bool,
+    /// Whether a listing of the sink showed the object at `bytes_out` (bit 0: for sinks
+    /// that list, so the skip check needs no request per file), and the object's
+    /// [`Form`] (bits 1–2): one byte, so an index entry stays 48 bytes.
+    state: u8,
     /// A 24-bit tag of the source's ctime when delivered (0: not recorded); in what was
     /// padding, so an index entry stays 48 bytes.
     pub ctime_tag: [u8; 3],
@@ -425,6 +441,16 @@ pub fn ctime_tag((s, ns): (i64, u32)) -> [u8; 3] {
 }
 
 impl Delivered {
+    /// Whether a listing of the sink showed the object at its recorded size.
+    pub fn listed(&self) -> bool {
+        self.state & 1 != 0
+    }
+
+    /// How the object was stored.
+    pub fn form(&self) -> Form {
+        Form::from_bits(self.state >> 1)
+    }
+
     /// Whether a source with status-change time `ctime` is the one delivered, as far as
     /// its ctime tells (an entry without one says nothing against it).
     pub fn same_ctime(&self, ctime: (i64, u32)) -> bool {
@@ -465,7 +491,7 @@ impl Index {
             bytes_out: e.bytes_out,
             mtime_s: e.mtime_s,
             mtime_ns: e.mtime_ns,
-            listed: false,
+            state: e.form.unwrap_or_default().bits() << 1,
             ctime_tag: e.ctime.map_or([0; 3], ctime_tag),
         };
         self.entries
@@ -498,12 +524,22 @@ impl Index {
             .map(|i| &self.entries[i].1)
     }
 
-    /// Marks `key` as seen in a listing of the sink with `size` bytes.
-    pub fn mark_listed(&mut self, key: &Path, size: u64) {
-        let h = split(key_hash(key));
-        if let Ok(i) = self.entries.binary_search_by_key(&h, |(k, _)| *k) {
-            let d = &mut self.entries[i].1;
-            d.listed = d.bytes_out == size;
+    /// Marks what a listing of the sink showed: the object `object` of `size` bytes, at
+    /// a local sink or not. It is the object of the entry whose key and form name it
+    /// (`KEY.gz` of an archive entry, `KEY` of a web one), at its recorded size.
+    pub fn mark_listed(&mut self, object: &Path, size: u64, local: bool) {
+        let stripped = object
+            .to_str()
+            .and_then(|k| k.strip_suffix(".gz"))
+            .map(Path::new);
+        for key in [Some(object), stripped].into_iter().flatten() {
+            let h = split(key_hash(key));
+            if let Ok(i) = self.entries.binary_search_by_key(&h, |(k, _)| *k) {
+                let d = &mut self.entries[i].1;
+                if d.form().object_key(key, local) == object && d.bytes_out == size {
+                    d.state |= 1;
+                }
+            }
         }
     }
 
@@ -537,6 +573,7 @@ mod tests {
             owner: Some((1000, 100)),
             link: None,
             dir: false,
+            form: None,
         }
     }
 
@@ -599,8 +636,8 @@ mod tests {
         assert_eq!(ix.len(), 2);
         assert_eq!(ix.get(Path::new("a")).unwrap().size, 3);
         assert!(ix.get(Path::new("c")).is_none());
-        ix.mark_listed(Path::new("b"), 11);
-        assert!(ix.get(Path::new("b")).unwrap().listed);
+        ix.mark_listed(Path::new("b.gz"), 11, false);
+        assert!(ix.get(Path::new("b")).unwrap().listed());
         assert_eq!(std::mem::size_of::<([u64; 2], Delivered)>(), 48);
     }
 

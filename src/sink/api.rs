@@ -179,6 +179,21 @@ pub struct ObjectMeta {
     /// The source's own permission bits (`07777`), stored as object metadata
     /// (`ferry-source-mode`, octal) where the sink keeps metadata.
     pub source_mode: Option<u32>,
+    /// With `--web`: how the object is served. `None`: an archive object
+    /// (`application/gzip`, no Content-Encoding).
+    pub web: Option<WebMeta>,
+    /// `--cache-control`: the object's `Cache-Control`, where the sink keeps headers.
+    pub cache_control: Option<String>,
+}
+
+/// How a web object (`--web`) is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebMeta {
+    /// Its `Content-Type`, guessed from the source's extension.
+    pub content_type: String,
+    /// Whether its bytes are gzip, served with `Content-Encoding: gzip` (a local
+    /// directory also gets the file itself beside `KEY.gz`); else the file unchanged.
+    pub gzip: bool,
 }
 
 /// What the sink says it received for one committed object.

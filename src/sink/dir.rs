@@ -122,12 +122,42 @@ impl Sink for DirSink {
                 KeptError::Dir(e) => beneath_error(e),
                 KeptError::File(e) => SinkError::io("cannot create output", e),
             })?;
+        // A web file's gzip bytes (`KEY.gz`) get the file itself beside them, decoded as
+        // they are written: the layout nginx `gzip_static` and Caddy serve.
+        let plain = match meta.web.as_ref().is_some_and(|w| w.gzip) {
+            false => None,
+            true => {
+                let bytes = name.as_encoded_bytes();
+                let stem = bytes
+                    .strip_suffix(b".gz")
+                    .ok_or(SinkError::Misuse("a web object's key must end in .gz here"))?;
+                // SAFETY: `stem` is `name` (an OsStr) cut before an ASCII suffix.
+                let stem = unsafe { std::ffi::OsStr::from_encoded_bytes_unchecked(stem) };
+                let copy = self
+                    .dirs
+                    .temp(handle, parent, Some(dir_mode), meta.mode.unwrap_or(0o666))
+                    .map_err(|e| match e {
+                        KeptError::Dir(e) => beneath_error(e),
+                        KeptError::File(e) => SinkError::io("cannot create output", e),
+                    })?;
+                let writer = copy
+                    .file
+                    .try_clone()
+                    .map_err(|e| SinkError::io("cannot create output", e))?;
+                Some(Plain {
+                    decoder: flate2::write::GzDecoder::new(writer),
+                    temp: copy,
+                    name: stem.to_owned(),
+                })
+            }
+        };
         Ok(Box::new(DirUpload {
             temp: Some(temp),
             written: 0,
             name,
             mtime: meta.mtime,
             fsync: self.opts.fsync,
+            plain,
         }))
     }
 
@@ -228,6 +258,16 @@ struct DirUpload {
     /// Stamped on the output, as gzip does.
     mtime: Option<std::time::SystemTime>,
     fsync: bool,
+    /// A web file's own bytes, decoded from the gzip bytes as they come, to publish
+    /// beside them.
+    plain: Option<Plain>,
+}
+
+/// The file itself beside a web file's `KEY.gz`, being decoded into a nameless file.
+struct Plain {
+    decoder: flate2::write::GzDecoder<File>,
+    temp: Temp,
+    name: std::ffi::OsString,
 }
 
 impl Upload for DirUpload {
@@ -239,6 +279,12 @@ impl Upload for DirUpload {
         temp.file
             .write_all(bytes)
             .map_err(|e| SinkError::io("write failed", e))?;
+        if let Some(plain) = &mut self.plain {
+            plain
+                .decoder
+                .write_all(bytes)
+                .map_err(|e| SinkError::io("write failed (the file beside it)", e))?;
+        }
         self.written += bytes.len() as u64;
         Ok(())
     }
@@ -247,7 +293,20 @@ impl Upload for DirUpload {
         let Some(temp) = self.temp.take() else {
             return Err(SinkError::Misuse("committed twice"));
         };
+        let plain = self.plain.take();
         let finish = || -> std::io::Result<()> {
+            // The file beside a web file's gzip bytes first: its trailer checked, so
+            // `KEY.gz` never stands without a whole `KEY`.
+            if let Some(mut plain) = plain {
+                plain.decoder.try_finish()?;
+                if let Some(t) = self.mtime {
+                    plain.temp.file.set_modified(t)?;
+                }
+                if self.fsync {
+                    plain.temp.file.sync_all()?;
+                }
+                plain.temp.publish(&plain.name, true)?;
+            }
             if let Some(t) = self.mtime {
                 temp.file.set_modified(t)?;
             }
@@ -272,6 +331,7 @@ impl Upload for DirUpload {
     fn abort(&mut self) {
         // A nameless file vanishes when closed (a named fallback is removed by its drop).
         self.temp.take();
+        self.plain.take();
     }
 }
 

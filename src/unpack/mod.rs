@@ -326,7 +326,10 @@ impl Restorer {
             Ok(t) => t,
             Err(why) => return done(failed(&target, Stage::Write, why)),
         };
-        let object_key = crate::task::object_key(&w.key);
+        let object_key = match &w.entry {
+            Some(e) => e.object_key(self.sink.local_root().is_some()),
+            None => crate::task::object_key(&w.key),
+        };
         let (object, short_read_is_end) = match self.sink.open_object(&object_key) {
             Ok(o) => (o.body, o.short_read_is_end),
             Err(crate::sink::SinkError::Cancelled) => {
@@ -416,11 +419,20 @@ impl Restorer {
         // Exactly the recorded size, and the end found: no fstat or seek per file, as
         // read_to_end would make. Bytes after the recorded size (a member appended,
         // garbage) make the object something other than what was delivered.
+        let plain = !e.form.unwrap_or_default().gzipped();
         let got = read_exactly(object, e.bytes_out, &mut small.gz)
-            .and_then(|_| inflate::inflate_whole(&e, &small.gz, &mut small.out, &mut small.engine))
+            .and_then(|_| match plain {
+                // A web file stored unchanged: its bytes are the file's.
+                true => inflate::check_plain(&e, &small.gz),
+                false => inflate::inflate_whole(&e, &small.gz, &mut small.out, &mut small.engine),
+            })
             .and_then(|got| {
+                let bytes = match plain {
+                    true => &small.gz,
+                    false => &small.out,
+                };
                 temp.file
-                    .write_all(&small.out)
+                    .write_all(bytes)
                     .map_err(|e| format!("write: {}", crate::words::io_words(&e)))
                     .map(|_| got)
             });
@@ -453,9 +465,13 @@ impl Restorer {
             inner: object,
             cancel,
         };
-        let got = inflate_object(w.entry.as_ref(), &mut cancelled, &mut writer, &|n| {
-            metrics.restored(n);
-        })
+        let progress = |n| metrics.restored(n);
+        let got = match w.entry.as_ref() {
+            Some(e) if !e.form.unwrap_or_default().gzipped() => {
+                inflate::copy_plain(e, &mut cancelled, &mut writer, &progress)
+            }
+            entry => inflate_object(entry, &mut cancelled, &mut writer, &progress),
+        }
         .and_then(|got| {
             writer
                 .flush()
@@ -916,6 +932,7 @@ fn entry_of(w: Wanted, got: &Inflated) -> Entry {
         owner: None,
         link: None,
         dir: false,
+        form: None,
     })
 }
 

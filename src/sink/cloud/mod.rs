@@ -336,10 +336,19 @@ impl Sink for CloudSink {
 
     fn begin(&self, key: &Path, meta: &ObjectMeta) -> Result<Box<dyn Upload>, SinkError> {
         let mut attributes = Attributes::new();
-        attributes.insert(
-            Attribute::ContentType,
-            AttributeValue::from("application/gzip"),
-        );
+        // An archive object is a .gz file, with no Content-Encoding (a client that honours
+        // one would decode it); a web object has its own type, and gzip bytes say so.
+        let content_type = match &meta.web {
+            None => "application/gzip".to_string(),
+            Some(web) => web.content_type.clone(),
+        };
+        attributes.insert(Attribute::ContentType, AttributeValue::from(content_type));
+        if meta.web.as_ref().is_some_and(|w| w.gzip) {
+            attributes.insert(Attribute::ContentEncoding, AttributeValue::from("gzip"));
+        }
+        if let Some(cc) = &meta.cache_control {
+            attributes.insert(Attribute::CacheControl, AttributeValue::from(cc.clone()));
+        }
         attributes.insert(
             Attribute::Metadata(self.spec.cloud.meta_name("ferry-source-size")),
             AttributeValue::from(meta.source_size.to_string()),
