@@ -99,6 +99,9 @@ impl Loader {
             return stop(task, Verdict::Cancelled);
         }
         let failed = |e: std::io::Error| Verdict::failed(Stage::Load, e);
+        if self.beside_its_own(&task) {
+            return stop(task, Verdict::Skipped(Skip::WebCopy));
+        }
         // A rerun: one stat tells an unchanged file, without opening it.
         if self.unchanged(&task, None) {
             return stop(task, Verdict::Skipped(Skip::Unchanged));
@@ -223,6 +226,26 @@ impl Loader {
             Ok(_) => Verdict::Skipped(Skip::Special("not a regular file")),
             Err(e) => Verdict::failed(Stage::Load, e),
         }
+    }
+
+    /// Whether `task` is `X.gz` beside a file `X` that `--web` gzips into `dir:`, where
+    /// `X.gz` is what ferry writes for `X` (one stat, only for such names).
+    fn beside_its_own(&self, task: &FileTask) -> bool {
+        let Some(web) = &self.web else { return false };
+        if self.sink.local_root().is_none() {
+            return false;
+        }
+        let stem = |p: &Path| {
+            p.as_os_str()
+                .as_encoded_bytes()
+                .strip_suffix(b".gz")
+                // SAFETY: an OsStr cut before an ASCII suffix.
+                .map(|b| PathBuf::from(unsafe { std::ffi::OsStr::from_encoded_bytes_unchecked(b) }))
+        };
+        let (Some(key), Some(path)) = (stem(&task.key), stem(&task.path)) else {
+            return false;
+        };
+        web.form_of(&key) == Form::Gzip && path.is_file()
     }
 
     /// How the file at `key` is stored in this run.

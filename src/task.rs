@@ -40,12 +40,18 @@ pub enum Skip {
     },
     /// `--dry-run`: this symbolic link would be recorded (or made again).
     DryRunLink,
+    /// `--web` into `dir:`: `X.gz` beside a file `X` that ferry gzips, and whose `X.gz`
+    /// it writes itself: taking this one too would put two files in one place.
+    WebCopy,
 }
 
 impl std::fmt::Display for Skip {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Skip::Special(kind) => f.write_str(kind),
+            Skip::WebCopy => f.write_str(
+                "a .gz beside a file that --web gzips into dir:, which writes that .gz itself",
+            ),
             Skip::SymlinkNotFollowed => f.write_str("symbolic link (not followed)"),
             Skip::Loop { ancestor } => write!(
                 f,
