@@ -214,6 +214,86 @@ fn azure_blob_storage_round_trips_through_azurite() {
         text(30_000, 1)
     );
 
+    // --web: a page under its own name, gzipped with Content-Encoding: gzip, which the
+    // SDK's defaults decode, so it hands back the page; a PNG unchanged; Cache-Control.
+    let site = dir.path().join("site");
+    write(&site, "index.html", &text(10_000, 9));
+    write(&site, "logo.png", &noise(3_000));
+    ferry_azure(azurite.port)
+        .arg(&site)
+        .args([
+            "--to",
+            "az://ferry-test/web",
+            "--web",
+            "--cache-control",
+            "max-age=60",
+        ])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("2 succeeded"));
+    let web = dir.path().join("web");
+    azure_sdk(
+        azurite.port,
+        &format!(
+            "import os, json\n\
+             cc = c.get_container_client('ferry-test')\n\
+             os.makedirs({web:?}, exist_ok=True)\n\
+             meta = {{}}\n\
+             for n in ['web/site/index.html', 'web/site/logo.png']:\n\
+             \x20   b = cc.get_blob_client(n).get_blob_properties()\n\
+             \x20   s = b.content_settings\n\
+             \x20   meta[n] = dict(encoding=s.content_encoding, type=s.content_type, cache=s.cache_control)\n\
+             \x20   open(os.path.join({web:?}, os.path.basename(n)), 'wb').write(cc.download_blob(n).readall())\n\
+             json.dump(meta, open(os.path.join({web:?}, 'meta.json'), 'w'))\n",
+            web = web.display().to_string()
+        ),
+    );
+    assert_eq!(
+        std::fs::read(web.join("index.html")).unwrap(),
+        text(10_000, 9)
+    );
+    assert_eq!(std::fs::read(web.join("logo.png")).unwrap(), noise(3_000));
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(web.join("meta.json")).unwrap()).unwrap();
+    let page = &meta["web/site/index.html"];
+    assert_eq!(
+        (&page["encoding"], &page["type"]),
+        (&"gzip".into(), &"text/html".into())
+    );
+    assert_eq!(page["cache"], "max-age=60");
+    assert_eq!(
+        meta["web/site/logo.png"]["encoding"],
+        serde_json::Value::Null
+    );
+    assert_eq!(meta["web/site/logo.png"]["type"], "image/png");
+    let back = dir.path().join("web-back");
+    let mut restore = assert_cmd::Command::cargo_bin("ferry").unwrap();
+    restore
+        .env("AZURE_STORAGE_USE_EMULATOR", "true")
+        .env(
+            "AZURITE_BLOB_STORAGE_URL",
+            format!("http://127.0.0.1:{}", azurite.port),
+        )
+        .args([
+            "restore",
+            "--progress",
+            "never",
+            "--from",
+            "az://ferry-test/web",
+        ])
+        .arg(&back)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("2 succeeded"));
+    assert_eq!(
+        std::fs::read(back.join("site/index.html")).unwrap(),
+        text(10_000, 9)
+    );
+    assert_eq!(
+        std::fs::read(back.join("site/logo.png")).unwrap(),
+        noise(3_000)
+    );
+
     ferry_azure(azurite.port)
         .arg(&src)
         .args(["--to", "az://no-such-container/x"])
