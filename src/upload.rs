@@ -626,6 +626,7 @@ impl Tally {
                 link: None,
                 dir: false,
                 form: (file.form != Form::Archive).then_some(file.form),
+                etag: receipt.etag,
             }),
         }
     }
@@ -653,6 +654,7 @@ fn link_recorded(file: &FileCtx, target: std::ffi::OsString) -> Outcome {
             link: Some(std::path::Path::new(&target).into()),
             dir: false,
             form: None,
+            etag: None,
         }),
     }
 }

@@ -187,6 +187,20 @@ fn azure_blob_storage_round_trips_through_azurite() {
         .assert()
         .success()
         .stderr(predicate::str::contains("verified 3 objects: 3 ok"));
+    // --quick: from one listing, each object also against the ETag Azure gave when it
+    // stored it.
+    let mut quick = assert_cmd::Command::cargo_bin("ferry").unwrap();
+    quick
+        .env("AZURE_STORAGE_USE_EMULATOR", "true")
+        .env(
+            "AZURITE_BLOB_STORAGE_URL",
+            format!("http://127.0.0.1:{}", azurite.port),
+        )
+        .args(["verify", "--quick", "--progress", "never"])
+        .args(["--to", "az://ferry-test/run"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("3 against the ETag"));
 
     // And back: ferry restore reads the same objects and writes the tree again.
     let back = dir.path().join("back");

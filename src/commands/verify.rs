@@ -39,6 +39,8 @@ pub struct Verify {
     pub settings: Settings,
     /// Objects checked so far that the store serves with a `Content-Encoding`.
     encoded: Arc<AtomicU64>,
+    /// `--quick`: objects whose listed ETag was compared with the recorded one.
+    etags: Arc<AtomicU64>,
 }
 
 impl Verify {
@@ -51,6 +53,7 @@ impl Verify {
             workers: crate::config::cores().max(NonZeroUsize::new(4).unwrap_or(NonZeroUsize::MIN)),
             settings: Settings::default(),
             encoded: Arc::default(),
+            etags: Arc::default(),
         }
     }
 }
@@ -101,6 +104,7 @@ impl Command for Verify {
             false => None,
         };
         let quick = self.quick;
+        let etags = self.etags.clone();
         Ok(p.source(
             "manifest",
             NonZeroUsize::new(64).unwrap_or(NonZeroUsize::MIN),
@@ -108,6 +112,7 @@ impl Command for Verify {
         )?
         .stage(StageSpec::new("check", self.workers), move |_| {
             let (sink, m, encoded) = (sink.clone(), m.clone(), encoded.clone());
+            let etags = etags.clone();
             let listing = listing.clone();
             let local = sink.local_root().is_some();
             move |e: Entry, out: &Emitter<Outcome>| {
@@ -119,16 +124,28 @@ impl Command for Verify {
                     false if e.is_link() => Ok(e),
                     false if quick => {
                         let found = match &listing {
-                            Some(l) => Ok(l.size(&key)),
+                            Some(l) => Ok(l.get(&key)),
                             // One request for this object (a HEAD, a stat).
-                            None => sink.object_size(&key).map_err(|err| err.to_string()),
+                            None => sink
+                                .object_size(&key)
+                                .map(|n| n.map(|n| (n, None)))
+                                .map_err(|err| err.to_string()),
                         };
+                        let recorded = e.etag.as_deref().map(etag_hash);
                         match found {
-                            Ok(Some(n)) if n == e.bytes_out => Ok(e),
-                            Ok(Some(n)) => Err(format!(
+                            Ok(Some((n, _))) if n != e.bytes_out => Err(format!(
                                 "{n} bytes stored, {} recorded: truncated or replaced",
                                 e.bytes_out
                             )),
+                            Ok(Some((_, Some(now)))) if recorded.is_some_and(|r| r != now) => {
+                                Err("its ETag is not the one the store gave when it was stored: replaced since".to_string())
+                            }
+                            Ok(Some((_, now))) => {
+                                if now.is_some() && recorded.is_some() {
+                                    etags.fetch_add(1, Relaxed);
+                                }
+                                Ok(e)
+                            }
                             Ok(None) => Err("missing".to_string()),
                             Err(why) => Err(why),
                         }
@@ -201,6 +218,7 @@ impl Command for Verify {
             cancelled: ended.cancelled,
             mismatches,
             encoded: self.encoded.load(Relaxed),
+            etags: self.etags.load(Relaxed),
             links: s.metrics.links.load(Relaxed),
         })
     }
@@ -256,8 +274,12 @@ impl Finished for VerifyReport {
         }
         if self.quick {
             line.push_str(&format!(
-                "ferry: quick: checked that each object is there at its recorded size{}; \
+                "ferry: quick: checked that each object is there at its recorded size{}{}; \
                  not read, so damage that keeps the size is not found (run without --quick to decode every object)\n",
+                match self.etags {
+                    0 => String::new(),
+                    n => format!(", and {n} against the ETag the store gave when it stored them"),
+                },
                 match self.requests {
                     Some(n) => format!(" ({n} requests to the store)"),
                     None => String::new(),
@@ -331,6 +353,9 @@ pub struct VerifyReport {
     /// Objects checked that the store serves with a `Content-Encoding` (as earlier builds
     /// of ferry stored them), which clients that honour it decode once on download.
     pub encoded: u64,
+    /// `--quick`: objects also checked against the ETag the store gave when it stored
+    /// them (where it gives one, and its listing shows it).
+    pub etags: u64,
     /// Entries checked that are symbolic links: their text is in the history, and there
     /// is no object to read.
     pub links: u64,
@@ -352,29 +377,37 @@ pub fn check_object(entry: &Entry, object: impl Read) -> Result<(), String> {
 }
 
 /// Every object at a sink and its size, from one streamed listing, by key hash: what
-/// `--quick` checks the history against (24 bytes an object, no key text).
-struct Listing(Vec<([u64; 2], u64)>);
+/// `--quick` checks the history against (32 bytes an object: its key's hash, its size and
+/// its ETag's hash, no text).
+struct Listing(Vec<([u64; 2], u64, Option<u64>)>);
+
+/// A 64-bit hash of an ETag (quotes removed), as a listing keeps it.
+fn etag_hash(tag: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(crate::sink::bare_etag(tag).as_bytes())
+}
 
 impl Listing {
     /// The sink's listing, or `None` when it does not list cheaply.
     fn of(sink: &dyn Sink) -> Result<Option<Listing>, FerryError> {
         let mut objects = Vec::new();
         let listed = sink
-            .list_objects(&mut |key, size| objects.push((split(key_hash(key)), size)))
+            .list_objects_tagged(&mut |key, size, etag| {
+                objects.push((split(key_hash(key)), size, etag.map(etag_hash)))
+            })
             .map_err(FerryError::from)?;
         if !listed {
             return Ok(None);
         }
-        objects.sort_unstable_by_key(|(h, _)| *h);
+        objects.sort_unstable_by_key(|(h, _, _)| *h);
         Ok(Some(Listing(objects)))
     }
 
-    /// The size of the object `key`, if the listing has it.
-    fn size(&self, key: &Path) -> Option<u64> {
+    /// The size of the object `key` and its ETag's hash, if the listing has it.
+    fn get(&self, key: &Path) -> Option<(u64, Option<u64>)> {
         let h = split(key_hash(key));
         self.0
-            .binary_search_by_key(&h, |(k, _)| *k)
+            .binary_search_by_key(&h, |(k, _, _)| *k)
             .ok()
-            .map(|i| self.0[i].1)
+            .map(|i| (self.0[i].1, self.0[i].2))
     }
 }

@@ -590,6 +590,7 @@ mod tests {
             link: None,
             dir: false,
             form: None,
+            etag: None,
         }
     }
 

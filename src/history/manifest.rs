@@ -149,6 +149,11 @@ pub struct Entry {
     /// `dir:`, a gzipped one is there, and checks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub form: Option<Form>,
+    /// The ETag the store answered when the object was stored (quotes removed), where
+    /// it answers one: `verify --quick` compares it with the listing's, so an object
+    /// replaced since is found without reading it. Older versions ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
 }
 
 impl Entry {
@@ -187,6 +192,7 @@ impl Entry {
             link: None,
             dir: true,
             form: None,
+            etag: None,
         }
     }
 }
@@ -574,6 +580,7 @@ mod tests {
             link: None,
             dir: false,
             form: None,
+            etag: None,
         }
     }
 

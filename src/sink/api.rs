@@ -197,12 +197,21 @@ pub struct WebMeta {
 }
 
 /// What the sink says it received for one committed object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
     /// Bytes stored (or, for `sim:`, accepted).
     pub bytes: u64,
     /// CRC-32 of the bytes as the sink received them, when it computes one.
     pub crc32: Option<u32>,
+    /// The ETag the store answered the write with, quotes removed (an object store's
+    /// own tag of the object as stored: S3's MD5 of a single PUT's body), which its
+    /// listings give again, so `verify --quick` tells a replaced object without reading it.
+    pub etag: Option<String>,
+}
+
+/// An ETag as compared: without the quotes some stores and some listings put around it.
+pub fn bare_etag(tag: &str) -> &str {
+    tag.trim().trim_matches('"')
 }
 
 /// A destination for objects.
@@ -299,6 +308,18 @@ pub trait Sink: Send + Sync {
     fn list_objects(&self, visit: &mut dyn FnMut(&Path, u64)) -> Result<bool, SinkError> {
         let _ = visit;
         Ok(false)
+    }
+    /// As [`Sink::list_objects`], with each object's ETag where the listing gives one
+    /// (object stores): what `verify --quick` compares with the ETag recorded when the
+    /// object was stored.
+    ///
+    /// # Errors
+    /// A [`SinkError`] if the listing fails.
+    fn list_objects_tagged(
+        &self,
+        visit: &mut dyn FnMut(&Path, u64, Option<&str>),
+    ) -> Result<bool, SinkError> {
+        self.list_objects(&mut |key, size| visit(key, size, None))
     }
     /// Requests sent to a remote store so far, for `-vv` (`None` when not remote).
     fn requests(&self) -> Option<u64> {

@@ -325,6 +325,7 @@ impl Upload for DirUpload {
         Ok(Receipt {
             bytes: self.written,
             crc32: None,
+            etag: None,
         })
     }
 

@@ -9,7 +9,8 @@ mod parts;
 mod sim;
 
 pub use api::{
-    Answer, ObjectMeta, Opened, Receipt, Sink, SinkError, SinkOptions, Upload, UrlStyle, WebMeta,
+    bare_etag, Answer, ObjectMeta, Opened, Receipt, Sink, SinkError, SinkOptions, Upload, UrlStyle,
+    WebMeta,
 };
 #[cfg(feature = "cloud")]
 pub use cloud::{Cloud, CloudSink, CloudSpec};

@@ -435,6 +435,7 @@ impl SimUpload {
         Ok(Receipt {
             bytes: self.len,
             crc32: Some(crc),
+            etag: None,
         })
     }
 }
@@ -566,7 +567,8 @@ mod tests {
             r,
             Receipt {
                 bytes: 11,
-                crc32: Some(crc32fast::hash(b"hello world"))
+                crc32: Some(crc32fast::hash(b"hello world")),
+                etag: None,
             }
         );
         assert_eq!(sink.accepted(Path::new("k")), Some((r.crc32.unwrap(), 11)));

@@ -933,6 +933,7 @@ fn entry_of(w: Wanted, got: &Inflated) -> Entry {
         link: None,
         dir: false,
         form: None,
+        etag: None,
     })
 }
 

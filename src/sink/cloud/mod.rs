@@ -18,7 +18,7 @@ mod stores;
 pub use spec::{Cloud, CloudSpec};
 
 use super::api::{
-    Answer, ObjectMeta, OnEvent, Opened, Receipt, Sink, SinkError, SinkOptions, Upload,
+    bare_etag, Answer, ObjectMeta, OnEvent, Opened, Receipt, Sink, SinkError, SinkOptions, Upload,
 };
 use super::parts::part_size;
 use bytes::Bytes;
@@ -442,6 +442,13 @@ impl Sink for CloudSink {
     }
 
     fn list_objects(&self, visit: &mut dyn FnMut(&Path, u64)) -> Result<bool, SinkError> {
+        self.list_objects_tagged(&mut |key, size, _| visit(key, size))
+    }
+
+    fn list_objects_tagged(
+        &self,
+        visit: &mut dyn FnMut(&Path, u64, Option<&str>),
+    ) -> Result<bool, SinkError> {
         let dir = ObjPath::from(self.spec.prefix.as_str());
         let handle = self.runtime.handle();
         let mut stream = self.store.list(Some(&dir));
@@ -462,7 +469,11 @@ impl Sink for CloudSink {
                     .and_then(|k| k.strip_prefix('/'))
                     .unwrap_or(full),
             };
-            visit(Path::new(key), meta.size);
+            visit(
+                Path::new(key),
+                meta.size,
+                meta.e_tag.as_deref().map(bare_etag),
+            );
         }
         Ok(true)
     }
@@ -762,11 +773,12 @@ impl CloudUpload {
             .clone();
         self.client.requests.fetch_add(1, Relaxed);
         let put = self.store.put_opts(&self.path, payload, opts);
-        bounded(&self.client.cancel, self.deadline, true, put).await?;
+        let done = bounded(&self.client.cancel, self.deadline, true, put).await?;
         self.done = true;
         Ok(Receipt {
             bytes: self.bytes,
             crc32: None,
+            etag: done.e_tag.map(|t| bare_etag(&t).to_string()),
         })
     }
 }
@@ -806,13 +818,20 @@ impl Upload for CloudUpload {
                 self.confirm_one()?;
             }
             if let Some(mp) = self.multipart.as_mut() {
-                run(&self.handle, &self.client, self.deadline, mp.complete())?;
+                let done = run(&self.handle, &self.client, self.deadline, mp.complete())?;
+                self.done = true;
+                return Ok(Receipt {
+                    bytes: self.bytes,
+                    crc32: None,
+                    etag: done.e_tag.map(|t| bare_etag(&t).to_string()),
+                });
             }
         }
         self.done = true;
         Ok(Receipt {
             bytes: self.bytes,
             crc32: None,
+            etag: None,
         })
     }
 
