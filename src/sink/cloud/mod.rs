@@ -682,6 +682,11 @@ const PARTS_PER_OBJECT: usize = 4;
 /// object over 80 GiB) are held beyond the memory budget, so this bounds the extra.
 pub const PARTS_IN_FLIGHT: usize = 8;
 
+/// Whether an ETag is an MD5 in hex (GCS's for an object stored in one PUT).
+fn md5_shaped(tag: &str) -> bool {
+    tag.len() == 32 && tag.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 impl CloudUpload {
     /// Waits for the oldest part in flight to be confirmed.
     fn confirm_one(&mut self) -> Result<(), SinkError> {
@@ -772,8 +777,29 @@ impl CloudUpload {
             .get_or_insert_with(|| PutPayload::from(std::mem::take(buf)))
             .clone();
         self.client.requests.fetch_add(1, Relaxed);
+        // GCS checks no checksum of a single PUT that object_store can send; its ETag is
+        // the MD5 of what it stored, so what arrived is checked against what was sent.
+        let md5 = (self.cloud == Cloud::Gcs).then(|| {
+            use md5::Digest;
+            let mut h = md5::Md5::new();
+            for chunk in payload.iter() {
+                h.update(chunk);
+            }
+            format!("{:x}", h.finalize())
+        });
         let put = self.store.put_opts(&self.path, payload, opts);
         let done = bounded(&self.client.cancel, self.deadline, true, put).await?;
+        if let (Some(sent), Some(tag)) = (&md5, done.e_tag.as_deref().map(bare_etag)) {
+            if md5_shaped(tag) && !tag.eq_ignore_ascii_case(sent) {
+                return Err(SinkError::Damaged(object_store::Error::Generic {
+                    store: "GCS",
+                    source: format!(
+                        "the stored object's MD5 (its ETag) is {tag}, what was sent has {sent}"
+                    )
+                    .into(),
+                }));
+            }
+        }
         self.done = true;
         Ok(Receipt {
             bytes: self.bytes,
