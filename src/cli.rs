@@ -461,6 +461,12 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub quick: bool,
 
+    /// Store again, without the header, each archive object that earlier builds stored
+    /// with `Content-Encoding: gzip` and that checks out: its own bytes, read back from
+    /// the store (no source needed), with `Content-Type: application/gzip` alone.
+    #[arg(long, conflicts_with = "quick")]
+    pub fix_headers: bool,
+
     /// How it shows itself, reports (`listed`, `checked`, `ok`, `mismatches`) and gives up.
     #[command(flatten)]
     pub show: ShowArgs,
@@ -475,6 +481,7 @@ impl VerifyArgs {
         let mut v = crate::commands::verify::Verify::new(self.store.apply(self.to, None)?);
         v.shard = self.shard;
         v.quick = self.quick;
+        v.fix_headers = self.fix_headers;
         if let Some(j) = self.jobs {
             v.workers = j;
         }

@@ -1128,6 +1128,28 @@ fn every_client_downloads_the_gzip_bytes_and_old_headers_are_pointed_out() {
             ));
         let v: serde_json::Value = serde_json::from_slice(&v.get_output().stdout).unwrap();
         assert_eq!(v["encoded"], 1);
+        // --fix-headers stores it again, its own bytes, without the header.
+        s3.subcommand("verify")
+            .args(["--to", &s3.url(&prefix), "--fix-headers"])
+            .assert()
+            .success()
+            .stderr(predicate::str::contains(
+                "1 of them were stored again without it (--fix-headers)",
+            ));
+        assert_eq!(s3.head(&key).0, "", "no Content-Encoding now");
+        assert_eq!(s3.head(&key).1, "application/gzip");
+        let again = boto3(
+            &s3,
+            &format!(
+                "sys.stdout.buffer.write(s3.get_object(Bucket=bucket, Key={key:?})['Body'].read())"
+            ),
+        );
+        assert_eq!(again, via_boto3, "the same bytes");
+        s3.subcommand("verify")
+            .args(["--to", &s3.url(&prefix)])
+            .assert()
+            .success()
+            .stderr(predicate::str::contains("Content-Encoding").not());
         let back = t.path().join("back");
         s3.subcommand("restore")
             .args(["--from", &s3.url(&prefix)])

@@ -35,12 +35,17 @@ pub struct Verify {
     pub workers: NonZeroUsize,
     /// `--quick`: check presence and size from a listing, read nothing.
     pub quick: bool,
+    /// `--fix-headers`: store again, without `Content-Encoding`, each archive object
+    /// that carries it and checks out.
+    pub fix_headers: bool,
     /// How it shows itself and when it gives up.
     pub settings: Settings,
     /// Objects checked so far that the store serves with a `Content-Encoding`.
     encoded: Arc<AtomicU64>,
     /// `--quick`: objects whose listed ETag was compared with the recorded one.
     etags: Arc<AtomicU64>,
+    /// `--fix-headers`: objects stored again without `Content-Encoding`.
+    fixed: Arc<AtomicU64>,
 }
 
 impl Verify {
@@ -50,10 +55,12 @@ impl Verify {
             sink,
             shard: None,
             quick: false,
+            fix_headers: false,
             workers: crate::config::cores().max(NonZeroUsize::new(4).unwrap_or(NonZeroUsize::MIN)),
             settings: Settings::default(),
             encoded: Arc::default(),
             etags: Arc::default(),
+            fixed: Arc::default(),
         }
     }
 }
@@ -81,7 +88,8 @@ impl Command for Verify {
 
     fn open(&self, s: &Session) -> Result<Arc<dyn Sink>, FerryError> {
         let options = SinkOptions {
-            read_only: true,
+            // --fix-headers writes objects again (never the history).
+            read_only: !self.fix_headers,
             cancel: s.cancel.clone(),
             ..SinkOptions::default()
         };
@@ -105,6 +113,7 @@ impl Command for Verify {
         };
         let quick = self.quick;
         let etags = self.etags.clone();
+        let (fix, fixed) = (self.fix_headers, self.fixed.clone());
         Ok(p.source(
             "manifest",
             NonZeroUsize::new(64).unwrap_or(NonZeroUsize::MIN),
@@ -113,6 +122,7 @@ impl Command for Verify {
         .stage(StageSpec::new("check", self.workers), move |_| {
             let (sink, m, encoded) = (sink.clone(), m.clone(), encoded.clone());
             let etags = etags.clone();
+            let fixed = fixed.clone();
             let listing = listing.clone();
             let local = sink.local_root().is_some();
             move |e: Entry, out: &Emitter<Outcome>| {
@@ -152,16 +162,27 @@ impl Command for Verify {
                         .map_err(|problem| Verdict::failed(Stage::Check, FileError::Check(problem)))
                     }
                     false => {
+                        // A web object's encoding is meant; an archive's is the old header.
+                        let mut old_header = false;
                         let checked = sink
                             .open_object(&key)
                             .map_err(|err| err.to_string())
                             .and_then(|object| {
-                                // A web object's encoding is meant; an archive's is the
-                                // old header.
-                                if object.encoded && e.form.is_none() {
+                                old_header = object.encoded && e.form.is_none();
+                                if old_header {
                                     encoded.fetch_add(1, Relaxed);
                                 }
                                 check_object(&e, object.body)
+                            })
+                            .and_then(|()| match fix && old_header {
+                                true => store_again(sink.as_ref(), &key, &e)
+                                    .map(|()| {
+                                        fixed.fetch_add(1, Relaxed);
+                                    })
+                                    .map_err(|why| {
+                                        format!("checks out, but could not be stored again without the header: {why}")
+                                    }),
+                                false => Ok(()),
                             });
                         m.restored(e.bytes_out);
                         checked.map(|()| e).map_err(|problem| {
@@ -219,6 +240,7 @@ impl Command for Verify {
             mismatches,
             encoded: self.encoded.load(Relaxed),
             etags: self.etags.load(Relaxed),
+            fixed: self.fixed.load(Relaxed),
             links: s.metrics.links.load(Relaxed),
         })
     }
@@ -291,8 +313,12 @@ impl Finished for VerifyReport {
                 "ferry: {} of them carry the header 'Content-Encoding: gzip' (earlier builds of ferry set it): \
                  clients that honour it (browsers, curl --compressed, the Azure SDK, GCS's transcoding) \
                  decode one layer and get the source's bytes under a .gz key; ferry itself reads them as they are. \
-                 Deliver again with --force to store them without it\n",
-                self.encoded
+                 {}\n",
+                self.encoded,
+                match self.fixed {
+                    0 => "Run verify --fix-headers (or deliver again with --force) to store them without it".to_string(),
+                    n => format!("{n} of them were stored again without it (--fix-headers)"),
+                }
             ));
         }
         line
@@ -356,9 +382,70 @@ pub struct VerifyReport {
     /// `--quick`: objects also checked against the ETag the store gave when it stored
     /// them (where it gives one, and its listing shows it).
     pub etags: u64,
+    /// `--fix-headers`: objects of `encoded` stored again without the header.
+    pub fixed: u64,
     /// Entries checked that are symbolic links: their text is in the history, and there
     /// is no object to read.
     pub links: u64,
+}
+
+/// Stores the archive object `key` again with the headers ferry gives one now (the
+/// gzip type, no Content-Encoding): its own bytes, read back from the store and written
+/// as a new object over it (a store replaces an object whole) as they are checked against
+/// `e`; it is committed only when the bytes written are the ones that checked out.
+///
+/// # Errors
+/// Why it could not be read, checked or written; the object is then as it was.
+fn store_again(sink: &dyn Sink, key: &Path, e: &Entry) -> Result<(), String> {
+    /// Hands on what is read through it, and keeps the first write error.
+    struct Tee<'a> {
+        from: Box<dyn Read + Send>,
+        to: &'a mut dyn crate::sink::Upload,
+        failed: Option<String>,
+    }
+    impl Read for Tee<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.from.read(buf)?;
+            if self.failed.is_none() {
+                if let Err(err) = self.to.write(&buf[..n]) {
+                    self.failed = Some(err.to_string());
+                }
+            }
+            Ok(n)
+        }
+    }
+    let meta = crate::sink::ObjectMeta {
+        mtime: Some(
+            std::time::UNIX_EPOCH + std::time::Duration::new(e.mtime_s.max(0) as u64, e.mtime_ns),
+        ),
+        source_size: e.size,
+        source_mode: e.mode,
+        ..Default::default()
+    };
+    let from = sink.open_object(key).map_err(|err| err.to_string())?.body;
+    let mut up = sink.begin(key, &meta).map_err(|err| err.to_string())?;
+    up.source_crc32(e.crc32);
+    let mut tee = Tee {
+        from,
+        to: &mut *up,
+        failed: None,
+    };
+    let checked = check_object(e, &mut tee);
+    let failed = tee.failed.take();
+    match checked.and_then(|()| failed.map_or(Ok(()), Err)) {
+        Ok(()) => match up.commit() {
+            Ok(r) if r.bytes == e.bytes_out => Ok(()),
+            Ok(r) => Err(format!(
+                "the store took {} bytes, not {}",
+                r.bytes, e.bytes_out
+            )),
+            Err(err) => Err(err.to_string()),
+        },
+        Err(why) => {
+            up.abort();
+            Err(why)
+        }
+    }
 }
 
 /// Checks one object, read as a stream, against its manifest entry: one gzip member that
