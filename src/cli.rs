@@ -268,6 +268,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "VALUE")]
     pub cache_control: Option<String>,
 
+    /// Most bytes a second sent to the sink, by all upload workers together (e.g.
+    /// `20MiB/s`), so a run beside production leaves the link to others.
+    #[arg(long, env = "FERRY_BWLIMIT", value_name = "RATE", value_parser = rate)]
+    pub bwlimit: Option<u64>,
+
     /// Object store settings.
     #[command(flatten)]
     pub store: StoreArgs,
@@ -695,6 +700,7 @@ impl RunArgs {
                 }
             }))
             .cache_control(self.cache_control)
+            .bwlimit(self.bwlimit)
             .listing(self.show.listing());
         if let Some(j) = self.jobs {
             b = b.jobs(j);
@@ -819,6 +825,11 @@ fn size(s: &str) -> Result<u64, String> {
         Ok(n) => Ok(n),
         Err(e) => Err(format!("{e} (try 1MiB, 64KiB, 512K)")),
     }
+}
+
+/// A rate such as `20MiB/s` (the `/s` optional), more than 0.
+fn rate(s: &str) -> Result<u64, String> {
+    size(s.strip_suffix("/s").unwrap_or(s)).map_err(|e| e.replace("1MiB", "20MiB/s"))
 }
 
 /// A duration such as `90s`, `5m` or `1h`, more than 0.

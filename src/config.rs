@@ -84,6 +84,8 @@ pub struct Delivery {
     pub web: Option<crate::form::Web>,
     /// `--cache-control`: each object's `Cache-Control`, where the sink keeps headers.
     pub cache_control: Option<String>,
+    /// `--bwlimit`: most bytes a second sent to the sink, by all upload workers together.
+    pub bwlimit: Option<u64>,
 }
 
 /// What to show while running.
@@ -248,6 +250,7 @@ impl Config {
                     dry_run: false,
                     web: None,
                     cache_control: None,
+                    bwlimit: None,
                 },
                 output: Output {
                     progress: ProgressMode::Never,
@@ -323,6 +326,7 @@ impl ConfigBuilder {
         delivery.dry_run: bool, "Only list what would be sent or skipped.";
         delivery.web: Option<crate::form::Web>, "Store files as a web server sends them.";
         delivery.cache_control: Option<String>, "Each object's `Cache-Control`.";
+        delivery.bwlimit: Option<u64>, "Most bytes a second sent to the sink.";
         output.progress: ProgressMode, "When to draw progress bars.";
         output.log_level: Level, "How much to log.";
         output.listing: Listing, "Where a dry run lists its files.";
@@ -420,6 +424,11 @@ impl ConfigBuilder {
         }
         if t.queue.get() > MAX_QUEUE {
             return usage(format!("--queue {}: at most {MAX_QUEUE}", t.queue));
+        }
+        if let Some(rate) = c.delivery.bwlimit {
+            if let Err(why) = crate::bwlimit::BwLimit::new(rate) {
+                return usage(format!("--bwlimit {rate}: {why}"));
+            }
         }
         let remote = !matches!(c.delivery.sink, SinkSpec::Dir(_));
         t.memory = match self.memory {

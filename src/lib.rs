@@ -46,6 +46,7 @@
 
 pub mod beneath;
 pub mod budget;
+pub mod bwlimit;
 pub mod cli;
 pub mod commands;
 pub mod compress;

@@ -182,6 +182,8 @@ pub struct Uploader {
     assemblies: Vec<Mutex<HashMap<u64, Arc<Mutex<Assembly>>>>>,
     /// `--cache-control`, set on each object where the sink keeps headers.
     cache_control: Option<String>,
+    /// `--bwlimit`: the cap every write draws from.
+    bwlimit: Option<Arc<crate::bwlimit::BwLimit>>,
     /// Whether the sink is a local directory (where a web file's gzip bytes go under
     /// `KEY.gz`, beside the file).
     local: bool,
@@ -206,6 +208,7 @@ impl Uploader {
             later: sink.commits_later(),
             local: sink.local_root().is_some(),
             cache_control: None,
+            bwlimit: None,
             sink,
             level,
             retries: Retries {
@@ -222,6 +225,12 @@ impl Uploader {
     /// With `Cache-Control: value` on every object (`--cache-control`).
     pub fn cache_control(mut self, value: Option<String>) -> Self {
         self.cache_control = value;
+        self
+    }
+
+    /// Sending no more than `cap` allows (`--bwlimit`), across all its workers.
+    pub fn bwlimit(mut self, cap: Option<Arc<crate::bwlimit::BwLimit>>) -> Self {
+        self.bwlimit = cap;
         self
     }
 
@@ -440,6 +449,12 @@ impl Uploader {
             buf.extend_from_slice(trailer.as_ref().map_or(&[][..], |t| &t[..]));
             &buf
         };
+        if let Some(cap) = &self.bwlimit {
+            if !cap.take(bytes.len(), out.cancel_token()) {
+                open.upload.abort();
+                return (State::Done, Some(undelivered(file, Verdict::Cancelled)));
+            }
+        }
         if let Err(e) = self.retry(file, out, || open.upload.write(bytes)) {
             open.upload.abort();
             return (State::Done, Some(failed(file, e)));

@@ -338,3 +338,45 @@ fn a_thousand_requests_in_flight_on_a_few_threads() {
     let threads = up["threads"].as_u64().unwrap();
     assert!(threads <= 64, "{threads} threads: {up}");
 }
+
+/// `--bwlimit` caps what all upload workers send together: 6 MiB of incompressible data
+/// at 4 MiB/s take at least the time the cap allows (beyond one burst); a cap of 0 is a
+/// usage error. (Its accuracy, ±5 %, is measured by a script, not here.)
+#[test]
+fn bwlimit_caps_what_the_upload_workers_send_together() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("in");
+    for i in 0..6 {
+        let mut bytes = noise(1 << 20);
+        bytes[0] = i as u8;
+        write(&src, &format!("f{i}.bin"), &bytes);
+    }
+    let r = ferry()
+        .arg(&src)
+        .args([
+            "--to",
+            "sim:",
+            "--bwlimit",
+            "4MiB/s",
+            "--upload-workers",
+            "8",
+        ])
+        .args(["--report", "-"])
+        .assert()
+        .success();
+    let rep = report(&r.get_output().stdout);
+    let sent = rep["totals"]["bytes_out"].as_f64().unwrap();
+    let took = rep["duration_s"].as_f64().unwrap();
+    let least =
+        (sent - f64::from(256u32 << 10).max(0.4 * f64::from(1u32 << 20))) / f64::from(4u32 << 20);
+    assert!(
+        took >= least,
+        "{sent} bytes in {took} s: faster than 4 MiB/s allows ({least} s)"
+    );
+    ferry()
+        .arg(&src)
+        .args(["--to", "sim:", "--bwlimit", "0"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--bwlimit"));
+}

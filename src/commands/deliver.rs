@@ -11,6 +11,7 @@
 
 use super::{execute, Command, Ended, Session, Settings};
 use crate::budget::Budget;
+use crate::bwlimit::BwLimit;
 use crate::compress::Compressor;
 use crate::config::{
     self, Config, Tuning, DEFERRED_UPLOADS_START, DEFERRING_UPLOAD_THREADS, LOCAL_UPLOADS,
@@ -153,7 +154,12 @@ impl Command for Deliver<'_> {
                 s.metrics.clone(),
                 s.log.clone(),
             )
-            .cache_control(d.cache_control.clone()),
+            .cache_control(d.cache_control.clone())
+            .bwlimit(
+                d.bwlimit
+                    .and_then(|rate| BwLimit::new(rate).ok())
+                    .map(Arc::new),
+            ),
         );
         let limit = upload_limit(t, &opened.sink, config.delivery().dry_run);
         build(p, producers, t, ledger, loader, (uploader, limit))
