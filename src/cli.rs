@@ -150,6 +150,11 @@ pub struct ShowArgs {
     /// Stop the whole command after this long (e.g. `90s`, `5m`); the rest is cancelled.
     #[arg(long, env = "FERRY_TIMEOUT", value_name = "DURATION", value_parser = duration)]
     pub timeout: Option<Duration>,
+
+    /// Serve the run's metrics for Prometheus at ADDR (e.g. `127.0.0.1:9898`, path
+    /// `/metrics`) while it runs: files and bytes by outcome, retries, each stage's work.
+    #[arg(long, env = "FERRY_METRICS_ADDR", value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl ShowArgs {
@@ -162,6 +167,7 @@ impl ShowArgs {
             },
             level: self.verbosity.level(),
             timeout: self.timeout,
+            metrics_addr: self.metrics_addr,
         }
     }
 
@@ -701,6 +707,7 @@ impl RunArgs {
             }))
             .cache_control(self.cache_control)
             .bwlimit(self.bwlimit)
+            .metrics_addr(self.show.metrics_addr)
             .listing(self.show.listing());
         if let Some(j) = self.jobs {
             b = b.jobs(j);

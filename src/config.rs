@@ -99,6 +99,8 @@ pub struct Output {
     pub listing: Listing,
     /// Whether the progress view uses colour.
     pub color: crate::view::ColorMode,
+    /// `--metrics-addr`: where the run's metrics are served for Prometheus.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Where a dry run lists its files: stdout, unless the JSON report goes there.
@@ -257,6 +259,7 @@ impl Config {
                     log_level: Level::Warn,
                     listing: Listing::Stdout,
                     color: crate::view::ColorMode::Auto,
+                    metrics_addr: None,
                 },
             },
             memory: None,
@@ -331,6 +334,7 @@ impl ConfigBuilder {
         output.log_level: Level, "How much to log.";
         output.listing: Listing, "Where a dry run lists its files.";
         output.color: crate::view::ColorMode, "Whether the progress view uses colour.";
+        output.metrics_addr: Option<std::net::SocketAddr>, "Serve the metrics for Prometheus here.";
     }
 
     /// Also reads paths from this file (`-` for stdin).

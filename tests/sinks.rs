@@ -380,3 +380,59 @@ fn bwlimit_caps_what_the_upload_workers_send_together() {
         .code(2)
         .stderr(predicate::str::contains("--bwlimit"));
 }
+
+/// `--metrics-addr` serves the run's metrics for Prometheus while it runs: scraped with a
+/// plain HTTP GET once the first file is done, it shows that file succeeded and every
+/// stage; a port in use is a setup error before anything is read.
+#[test]
+fn metrics_are_served_for_prometheus_while_the_run_goes_on() {
+    use std::io::{Read, Write};
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("in");
+    for i in 0..40 {
+        write(&src, &format!("f{i}.log"), &text(2_000, i));
+    }
+    let mut run = Running::spawn([
+        src.to_str().unwrap(),
+        "--to",
+        "sim:latency=100ms",
+        "--upload-workers",
+        "1",
+        "-v",
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ]);
+    let line = run.wait_until("the metrics address", |l| l.contains("[metrics] serving"));
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.strip_suffix("/metrics"))
+        .unwrap()
+        .to_string();
+    run.wait_for("[done]");
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    write!(c, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut body = String::new();
+    c.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(body.contains("text/plain; version=0.0.4"), "{body}");
+    let succeeded: u64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("ferry_files_total{outcome=\"succeeded\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{body}"));
+    assert!((1..40).contains(&succeeded), "{body}");
+    for stage in ["walk", "load", "compress", "upload", "record"] {
+        let want = format!("ferry_stage_utilisation_ratio{{stage=\"{stage}\"}}");
+        assert!(body.contains(&want), "{want}: {body}");
+    }
+    // The same address while it is taken: a setup error, nothing read.
+    ferry()
+        .arg(&src)
+        .args(["--to", "sim:", "--metrics-addr", &addr])
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("--metrics-addr"));
+    let (status, _, _) = run.finish();
+    assert!(status.success());
+}

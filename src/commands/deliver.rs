@@ -88,6 +88,7 @@ impl Command for Deliver<'_> {
             },
             level: out.log_level,
             timeout: self.0.delivery().timeout,
+            metrics_addr: out.metrics_addr,
         }
     }
 

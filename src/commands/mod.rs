@@ -37,6 +37,8 @@ pub struct Settings {
     pub level: Level,
     /// `--timeout`: stop the whole command after this long.
     pub timeout: Option<Duration>,
+    /// `--metrics-addr`: serve the run's metrics for Prometheus here while it runs.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for Settings {
@@ -49,6 +51,7 @@ impl Default for Settings {
             },
             level: Level::Warn,
             timeout: None,
+            metrics_addr: None,
         }
     }
 }
@@ -144,6 +147,16 @@ pub fn execute<C: Command>(cmd: &C, cancel: CancelToken) -> Result<C::Done, Ferr
     let started = Instant::now();
     let settings = cmd.settings();
     let _deadline = start_deadline(&cancel, settings.timeout)?;
+    // Bound before anything starts: a port in use is a setup error, not a failure mid-run.
+    let metrics_listener = match settings.metrics_addr {
+        None => None,
+        Some(addr) => Some(crate::view::exporter::bind(addr).map_err(|e| {
+            FerryError::setup(format!(
+                "--metrics-addr {addr}: {}",
+                crate::words::io_words(&e)
+            ))
+        })?),
+    };
     let (log, lines) = Log::pending(settings.level);
     let session = Session {
         cancel: cancel.clone(),
@@ -164,6 +177,22 @@ pub fn execute<C: Command>(cmd: &C, cancel: CancelToken) -> Result<C::Done, Ferr
     }
     let built = cmd.build(&mut opened, &mut engine, &session);
     let stages = engine.metrics();
+    let _exporter = match metrics_listener {
+        None => None,
+        Some(listener) => {
+            let ex = crate::view::exporter::Exporter::start(
+                listener,
+                stages.clone(),
+                session.metrics.clone(),
+            )
+            .map_err(|e| FerryError::setup(format!("--metrics-addr: {e}")))?;
+            let at = ex.addr();
+            session
+                .log
+                .info(|| format!("[metrics] serving http://{at}/metrics"));
+            Some(ex)
+        }
+    };
     let reporter = Reporter::start(
         lines,
         settings.level,

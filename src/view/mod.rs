@@ -2,6 +2,7 @@
 //! JSON report. Workers never print: they send events to one reporter thread, which owns
 //! the terminal, so log lines never tear the bars and a slow terminal never blocks work.
 
+pub mod exporter;
 pub mod lines;
 mod log;
 mod progress;
