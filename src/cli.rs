@@ -279,6 +279,17 @@ pub struct RunArgs {
     #[arg(long, env = "FERRY_BWLIMIT", value_name = "RATE", value_parser = rate)]
     pub bwlimit: Option<u64>,
 
+    /// Mirror removals: after the run, remove the objects that earlier runs delivered
+    /// under these INPUTs whose sources are gone (only keys in ferry's own history, never
+    /// another object; a file left out by a filter is not gone).
+    #[arg(long)]
+    pub delete: bool,
+
+    /// With --delete: refuse, before anything is sent, a run that would remove more than
+    /// N objects (a guard against an unmounted source directory).
+    #[arg(long, value_name = "N", requires = "delete")]
+    pub max_delete: Option<u64>,
+
     /// Object store settings.
     #[command(flatten)]
     pub store: StoreArgs,
@@ -707,6 +718,8 @@ impl RunArgs {
             }))
             .cache_control(self.cache_control)
             .bwlimit(self.bwlimit)
+            .delete(self.delete)
+            .max_delete(self.max_delete)
             .metrics_addr(self.show.metrics_addr)
             .listing(self.show.listing());
         if let Some(j) = self.jobs {

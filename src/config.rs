@@ -86,6 +86,11 @@ pub struct Delivery {
     pub cache_control: Option<String>,
     /// `--bwlimit`: most bytes a second sent to the sink, by all upload workers together.
     pub bwlimit: Option<u64>,
+    /// `--delete`: remove the objects of earlier deliveries under these inputs whose
+    /// sources are gone.
+    pub delete: bool,
+    /// `--max-delete`: refuse a run that would remove more objects than this.
+    pub max_delete: Option<u64>,
 }
 
 /// What to show while running.
@@ -253,6 +258,8 @@ impl Config {
                     web: None,
                     cache_control: None,
                     bwlimit: None,
+                    delete: false,
+                    max_delete: None,
                 },
                 output: Output {
                     progress: ProgressMode::Never,
@@ -330,6 +337,8 @@ impl ConfigBuilder {
         delivery.web: Option<crate::form::Web>, "Store files as a web server sends them.";
         delivery.cache_control: Option<String>, "Each object's `Cache-Control`.";
         delivery.bwlimit: Option<u64>, "Most bytes a second sent to the sink.";
+        delivery.delete: bool, "Remove objects whose sources are gone.";
+        delivery.max_delete: Option<u64>, "Refuse a run that would remove more objects.";
         output.progress: ProgressMode, "When to draw progress bars.";
         output.log_level: Level, "How much to log.";
         output.listing: Listing, "Where a dry run lists its files.";

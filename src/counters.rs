@@ -44,6 +44,9 @@ pub struct Counters {
     /// Directories recorded (mode, owner, times), or, restoring, made and set; apart
     /// from the files.
     pub dirs: AtomicU64,
+    /// `--delete`: objects removed (or, in a dry run, that would be) because their
+    /// sources are gone; apart from the files discovered.
+    pub deleted: AtomicU64,
     /// Files skipped (special files, symlinks not followed, unchanged since last run).
     pub skipped: AtomicU64,
     /// Files that failed.

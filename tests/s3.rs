@@ -1393,3 +1393,27 @@ fn a_quick_verify_lists_instead_of_reading() {
         assert!(problem.contains("ETag"), "{err}");
     }
 }
+
+/// `--delete` into a store: the object of a file removed at the source goes (a HEAD
+/// first: only one still at its recorded size), the others stay.
+#[test]
+fn delete_removes_the_objects_of_files_gone_at_the_source() {
+    let s3 = s3();
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("m");
+    write(&src, "a.log", &text(5_000, 1));
+    write(&src, "b.log", &text(6_000, 2));
+    let prefix = unique("delete");
+    assert_eq!(s3.deliver(&src, &prefix)["totals"]["succeeded"], 2);
+    std::fs::remove_file(src.join("a.log")).unwrap();
+    let r = s3
+        .ferry()
+        .arg(&src)
+        .args(["--to", &s3.url(&prefix), "--delete", "--report", "-"])
+        .assert()
+        .success();
+    assert_eq!(report(&r.get_output().stdout)["totals"]["deleted"], 1);
+    let keys = s3.keys(&prefix);
+    assert!(!keys.iter().any(|k| k.ends_with("m/a.log.gz")), "{keys:?}");
+    assert!(keys.iter().any(|k| k.ends_with("m/b.log.gz")), "{keys:?}");
+}

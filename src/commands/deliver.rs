@@ -18,7 +18,7 @@ use crate::config::{
     MAX_DEFERRED_UPLOADS, MAX_UPLOADS, REMOTE_UPLOADS,
 };
 use crate::error::FerryError;
-use crate::history::journal::{compact, History, Journal};
+use crate::history::journal::{compact_without, History, Journal};
 use crate::history::lease::Lease;
 use crate::history::manifest::{Entry, Index};
 use crate::history::plans::{gone, read_list, PlanHeader};
@@ -32,7 +32,9 @@ use crate::task::{FileTask, Outcome, Packed, Segment};
 use crate::upload::Uploader;
 use crate::view::{Look, Summary};
 use crate::walk::{Keyed, Sources, Walker};
+use std::collections::HashSet;
 use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Runs ferry: every file under the configured inputs is loaded, gzip-compressed and
@@ -72,6 +74,9 @@ pub struct Opened {
     shard_run: Option<(Shard, ShardRun)>,
     /// The directories the walk went through, recorded once the run is over.
     dirs: Arc<std::sync::Mutex<Vec<Entry>>>,
+    /// `--delete`: the history's entries under the inputs whose sources were gone when
+    /// the run began, to remove once it has ended whole.
+    doomed: Vec<Entry>,
 }
 
 impl Command for Deliver<'_> {
@@ -304,6 +309,18 @@ fn prepare(config: &Config, s: &Session) -> Result<Opened, FerryError> {
         sources.keyed = Some(planned_list(sink.as_ref(), id, config, &mut sources)?);
     }
     let history = read_history(sink.as_ref(), config)?;
+    // --delete: decided before anything is sent, so --max-delete refuses a run whole.
+    let doomed = match delivery.delete && !history.index.is_empty() {
+        true => doomed(sink.as_ref(), config, &sources)?,
+        false => Vec::new(),
+    };
+    if let Some(max) = delivery.max_delete.filter(|&m| doomed.len() as u64 > m) {
+        return Err(FerryError::setup(format!(
+            "--delete would remove {} objects whose sources are gone, more than --max-delete {max}: \
+             nothing was sent or removed (is the source directory mounted?)",
+            doomed.len()
+        )));
+    }
     let journal = Journal::start(
         sink.clone(),
         config.inputs().shard,
@@ -325,7 +342,43 @@ fn prepare(config: &Config, s: &Session) -> Result<Opened, FerryError> {
         journal,
         shard_run,
         dirs: Arc::default(),
+        doomed,
     })
+}
+
+/// `--delete`: the current entries of this run's history that lie under one of its input
+/// roots and whose source is gone (nothing at its path, not even a link). A file that a
+/// filter leaves out this run is still there, so it stays; keys from `--files-from` alone
+/// are under no root, and stay.
+fn doomed(sink: &dyn Sink, config: &Config, sources: &Sources) -> Result<Vec<Entry>, FerryError> {
+    use std::os::unix::ffi::OsStrExt;
+    let roots: Vec<_> = sources.roots.iter().map(|(r, _)| r).collect();
+    let source_of = |key: &Path| -> Option<PathBuf> {
+        let mut parts = key.components();
+        let first = parts.next()?.as_os_str();
+        let root = roots
+            .iter()
+            .find(|r| r.name.as_bytes() == first.as_bytes())?;
+        let rest = parts.as_path();
+        match (root.is_dir, rest.as_os_str().is_empty()) {
+            (true, _) => Some(root.path.join(rest)),
+            (false, true) => Some(root.path.clone()),
+            (false, false) => None,
+        }
+    };
+    let mut doomed = Vec::new();
+    let scope = crate::history::journal::Scope::One(config.inputs().shard);
+    crate::history::journal::for_each_current(sink, scope, |e| {
+        let key = PathBuf::from(&e.key);
+        let gone = source_of(&key).is_some_and(|p| {
+            std::fs::symlink_metadata(&p)
+                .is_err_and(|err| err.kind() == std::io::ErrorKind::NotFound)
+        });
+        if gone {
+            doomed.push(e);
+        }
+    })?;
+    Ok(doomed)
 }
 
 /// The list of plan `id` this run takes, bounded by its INPUTs: they are not walked, and
@@ -391,6 +444,7 @@ fn fold(opened: Opened, config: &Config, s: &Session, whole: bool) -> Vec<String
         index,
         lease,
         dirs,
+        doomed,
         ..
     } = opened;
     // The directories walked (mode, owner, times), after the files, as their entries;
@@ -421,6 +475,20 @@ fn fold(opened: Opened, config: &Config, s: &Session, whole: bool) -> Vec<String
     }
     drop(index);
     if config.delivery().dry_run {
+        // Listed where the dry run lists its files, as they are.
+        for e in &doomed {
+            use std::io::Write;
+            let line = format!(
+                "would delete: {} ({}; its source is gone)",
+                PathBuf::from(&e.key).display(),
+                crate::words::human_bytes(e.bytes_out)
+            );
+            let _ = match config.output().listing {
+                crate::config::Listing::Stdout => writeln!(std::io::stdout().lock(), "{line}"),
+                crate::config::Listing::Stderr => writeln!(std::io::stderr().lock(), "{line}"),
+            };
+        }
+        (s.metrics.deleted).fetch_add(doomed.len() as u64, std::sync::atomic::Ordering::Relaxed);
         return warnings;
     }
     if !lease.as_ref().is_some_and(Lease::held) {
@@ -429,12 +497,64 @@ fn fold(opened: Opened, config: &Config, s: &Session, whole: bool) -> Vec<String
         );
         return warnings;
     }
-    if let Err(e) = compact(sink.as_ref(), config.inputs().shard, &s.log) {
+    // --delete, once the run ended whole: each object still the one recorded is removed,
+    // and its entry leaves the history with the compaction.
+    let gone = match whole {
+        true => remove(sink.as_ref(), &doomed, s, &mut warnings),
+        false => {
+            if !doomed.is_empty() {
+                warnings.push(format!(
+                    "--delete removed nothing: the run did not end whole ({} objects' sources are gone)",
+                    doomed.len()
+                ));
+            }
+            HashSet::new()
+        }
+    };
+    if let Err(e) = compact_without(sink.as_ref(), config.inputs().shard, &s.log, &gone) {
         warnings.push(format!(
             "could not fold the journal into the manifest ({e}); the next run reads both"
         ));
     }
     warnings
+}
+
+/// Removes the objects of `doomed` (and, for a web file into `dir:`, the file beside its
+/// `.gz`) that are still what the history recorded; returns the keys whose entries no
+/// longer stand. One that is something else now is left, with a warning.
+fn remove(
+    sink: &dyn Sink,
+    doomed: &[Entry],
+    s: &Session,
+    warnings: &mut Vec<String>,
+) -> HashSet<PathBuf> {
+    let local = sink.local_root().is_some();
+    let mut gone = HashSet::new();
+    for e in doomed {
+        let key = PathBuf::from(&e.key);
+        let mut objects = Vec::new();
+        if !e.is_link() && !e.is_dir() {
+            objects.push((e.object_key(local), e.bytes_out));
+            if local && e.form == Some(crate::form::Form::Gzip) {
+                objects.push((key.clone(), e.size));
+            }
+        }
+        let mut ok = true;
+        for (object, size) in objects {
+            match sink.delete_object(&object, size) {
+                Ok(_) => s.log.info(|| format!("[deleted] {}", object.display())),
+                Err(err) => {
+                    ok = false;
+                    warnings.push(format!("--delete: {}: {err}", object.display()));
+                }
+            }
+        }
+        if ok {
+            (s.metrics.deleted).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            gone.insert(key);
+        }
+    }
+    gone
 }
 
 /// List K of plan `id` at the sink, as the producers read it.

@@ -18,6 +18,8 @@ use crate::shard::Shard;
 use crate::sink::{ObjectMeta, Sink, SinkError};
 use crate::view::Log;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -336,8 +338,23 @@ fn current(sink: &dyn Sink, names: &[String]) -> Result<(Vec<bool>, Fingerprint)
 /// # Errors
 /// [`HistoryError`]; the segments then stay, and the next reader merges them.
 pub fn compact(sink: &dyn Sink, shard: Option<Shard>, log: &Log) -> Result<u64, HistoryError> {
+    compact_without(sink, shard, log, &HashSet::new())
+}
+
+/// [`compact`], leaving out the current entries of the keys in `gone`, which no longer
+/// stand (`--delete`: their objects were removed); with any, it rewrites the manifest
+/// even when there is no journal to fold in.
+///
+/// # Errors
+/// As [`compact`].
+pub fn compact_without(
+    sink: &dyn Sink,
+    shard: Option<Shard>,
+    log: &Log,
+    gone: &HashSet<PathBuf>,
+) -> Result<u64, HistoryError> {
     let (names, _) = sources(sink, shard)?;
-    if names.len() == 1 {
+    if names.len() == 1 && gone.is_empty() {
         return Ok(0);
     }
     let name = manifest_name(shard);
@@ -348,14 +365,15 @@ pub fn compact(sink: &dyn Sink, shard: Option<Shard>, log: &Log) -> Result<u64, 
         )
     });
     let (keep, _) = current(sink, &names)?;
-    let count = keep.iter().filter(|&&k| k).count() as u64;
+    // A hint in the header: the keys gone are among the current ones.
+    let count = (keep.iter().filter(|&&k| k).count() as u64).saturating_sub(gone.len() as u64);
     let meta = ObjectMeta::default();
     let mut upload = sink.begin_meta(&name, &meta)?;
     let mut buf = crate::history::manifest::header(count);
     let mut failed: Option<SinkError> = None;
     let read = read_sources(sink, &names, |item| {
         let Item::Entry(ord, e) = item else { return };
-        if failed.is_some() || !keep[ord as usize] {
+        if failed.is_some() || !keep[ord as usize] || gone.contains(&PathBuf::from(&e.key)) {
             return;
         }
         crate::history::manifest::write_entry(&mut buf, &e);
@@ -574,7 +592,7 @@ mod tests {
     use super::*;
     use crate::history::manifest::{header, write_entry};
     use crate::sink::{DirSink, SinkOptions};
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
     use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
     fn entry(key: &str, size: u64) -> Entry {

@@ -70,6 +70,10 @@ pub enum SinkError {
     /// The sink was used out of order (write after commit, …): a bug, never retried.
     #[error("{0}")]
     Misuse(&'static str),
+    /// What is at a key is not what ferry stored there, so it is left alone
+    /// (`--delete`): another size, or not a regular file.
+    #[error("left alone: {0}")]
+    Refused(String),
 }
 
 impl SinkError {
@@ -308,6 +312,18 @@ pub trait Sink: Send + Sync {
     fn list_objects(&self, visit: &mut dyn FnMut(&Path, u64)) -> Result<bool, SinkError> {
         let _ = visit;
         Ok(false)
+    }
+    /// Removes the object `key`, which the history says ferry stored with `size` bytes
+    /// (`--delete`), only if what is there is still that: `Ok(true)` when it was
+    /// removed, `Ok(false)` when it was already gone, and an error, leaving it, when it
+    /// is something else now (another size, not a regular file).
+    ///
+    /// # Errors
+    /// [`SinkError::Misuse`] for a sink that keeps no objects, a refusal as above, or the
+    /// store's error.
+    fn delete_object(&self, key: &Path, size: u64) -> Result<bool, SinkError> {
+        let _ = (key, size);
+        Err(SinkError::Misuse("this sink keeps no objects to delete"))
     }
     /// As [`Sink::list_objects`], with each object's ETag where the listing gives one
     /// (object stores): what `verify --quick` compares with the ETag recorded when the

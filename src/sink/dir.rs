@@ -161,6 +161,43 @@ impl Sink for DirSink {
         }))
     }
 
+    fn delete_object(&self, key: &Path, size: u64) -> Result<bool, SinkError> {
+        let Some(handle) = &self.handle else {
+            return Err(SinkError::Misuse("delete from a sink opened read-only"));
+        };
+        let name = key
+            .file_name()
+            .ok_or(SinkError::Misuse("an object key with no file name"))?;
+        // Through the root's handle, never a path a link could re-point.
+        let dir = match handle.dir(key.parent().unwrap_or(Path::new("")), None) {
+            Ok(d) => d,
+            Err(BeneathError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Ok(false)
+            }
+            Err(e) => return Err(beneath_error(e)),
+        };
+        match dir
+            .lstat(name)
+            .map_err(|e| SinkError::io("cannot look", e))?
+        {
+            None => Ok(false),
+            Some(st) if st.st_mode & libc::S_IFMT != libc::S_IFREG => Err(SinkError::Refused(
+                "not a regular file: not the object ferry stored".into(),
+            )),
+            Some(st) if st.st_size as u64 != size => Err(SinkError::Refused(format!(
+                "{} bytes there, {size} recorded: not the object ferry stored",
+                st.st_size
+            ))),
+            Some(_) => match dir.unlink(name) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(SinkError::io("cannot remove", e)),
+            },
+        }
+    }
+
     fn has(&self, key: &Path, len: u64) -> bool {
         fs::symlink_metadata(self.root.join(key)).is_ok_and(|m| m.is_file() && m.len() == len)
     }

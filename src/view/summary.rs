@@ -37,6 +37,9 @@ pub struct Totals {
     pub bytes_in: u64,
     /// Compressed bytes delivered.
     pub bytes_out: u64,
+    /// `--delete`: objects removed (in a dry run, that would be) because their sources
+    /// are gone; not among the files counted above.
+    pub deleted: u64,
 }
 
 /// One stage's work over the run.
@@ -251,6 +254,7 @@ impl Summary {
             cancelled: get(&metrics.cancelled),
             bytes_in: get(&metrics.bytes_in),
             bytes_out: get(&metrics.bytes_out),
+            deleted: get(&metrics.deleted),
         };
         let unaccounted = totals.discovered.saturating_sub(metrics.finished());
         if unaccounted > 0 {
@@ -378,6 +382,17 @@ impl Summary {
                 s,
                 "       and {} directories (their modes, owners and times)",
                 t.dirs
+            );
+        }
+        if t.deleted > 0 {
+            let _ = writeln!(
+                s,
+                "       and {} objects {} (--delete: their sources are gone)",
+                t.deleted,
+                match self.dry_run {
+                    true => "would be deleted",
+                    false => "deleted",
+                }
             );
         }
         let ratio = if t.bytes_in > 0 {

@@ -441,6 +441,26 @@ impl Sink for CloudSink {
         }
     }
 
+    fn delete_object(&self, key: &Path, size: u64) -> Result<bool, SinkError> {
+        let path = self.path(key);
+        let handle = self.runtime.handle();
+        match run(handle, &self.client, None, self.store.head(&path)) {
+            Err(SinkError::Store(object_store::Error::NotFound { .. })) => return Ok(false),
+            Err(e) => return Err(e),
+            Ok(m) if m.size != size => {
+                return Err(SinkError::Refused(format!(
+                    "{} bytes there, {size} recorded: not the object ferry stored",
+                    m.size
+                )))
+            }
+            Ok(_) => {}
+        }
+        match run(handle, &self.client, None, self.store.delete(&path)) {
+            Err(SinkError::Store(object_store::Error::NotFound { .. })) => Ok(false),
+            r => r.map(|()| true),
+        }
+    }
+
     fn list_objects(&self, visit: &mut dyn FnMut(&Path, u64)) -> Result<bool, SinkError> {
         self.list_objects_tagged(&mut |key, size, _| visit(key, size))
     }
