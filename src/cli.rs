@@ -50,6 +50,10 @@ pub enum Command {
     /// Bring a delivered tree back: every file the sink's manifest lists, inflated in
     /// parallel, checked against its length and CRC-32, with its mtime, under DEST.
     Restore(RestoreArgs),
+    /// Run beside production until stopped: ship what changed since the last run, then
+    /// each new or changed file once it has settled (SIGTERM finishes the shipment under
+    /// way and exits 0).
+    Watch(WatchArgs),
     /// Print a shell completion script, e.g. `ferry completions bash > /etc/bash_completion.d/ferry`.
     Completions {
         /// The shell to complete in.
@@ -96,7 +100,50 @@ pub fn write_generated(command: &Command, out: &mut dyn std::io::Write) -> std::
             Ok(())
         }
         Command::Man => clap_mangen::Man::new(cli).render(out),
-        Command::Verify(_) | Command::Restore(_) | Command::Plan(_) | Command::Report(_) => Ok(()),
+        Command::Verify(_)
+        | Command::Restore(_)
+        | Command::Plan(_)
+        | Command::Report(_)
+        | Command::Watch(_) => Ok(()),
+    }
+}
+
+/// `ferry watch INPUT… --to SINK`: a run's flags, and when a file has settled.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// As for a run.
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    /// A file is shipped once its size and mtime have not changed for this long.
+    #[arg(long, env = "FERRY_SETTLE", value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    pub settle: Duration,
+
+    /// Walk everything again this often, for events the kernel dropped or never sends
+    /// (NFS); also when it says it dropped some.
+    #[arg(long, env = "FERRY_RESCAN", value_name = "DURATION", default_value = "10m", value_parser = duration)]
+    pub rescan: Duration,
+}
+
+impl WatchArgs {
+    /// The watch these flags ask for.
+    ///
+    /// # Errors
+    /// As [`RunArgs::into_config`]; `--dry-run`, `--plan` and `--shard` do not apply.
+    pub fn into_watch(self) -> Result<crate::commands::watch::Watch, FerryError> {
+        if self.run.dry_run || self.run.plan.is_some() || self.run.shard.is_some() {
+            return Err(FerryError::Usage(
+                "ferry watch takes no --dry-run, --plan or --shard: it ships as files settle"
+                    .into(),
+            ));
+        }
+        let quiet = self.run.show.verbosity.quiet;
+        Ok(crate::commands::watch::Watch {
+            config: self.run.into_config()?,
+            settle: self.settle,
+            rescan: self.rescan,
+            quiet,
+        })
     }
 }
 
@@ -434,6 +481,7 @@ impl SelectArgs {
             plan: None,
             min_size: self.min_size,
             max_size: self.max_size,
+            only: None,
         })
     }
 }

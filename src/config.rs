@@ -35,6 +35,9 @@ pub struct Inputs {
     pub min_size: Option<u64>,
     /// `--max-size`: leave out regular files larger than this many bytes.
     pub max_size: Option<u64>,
+    /// Only these files (path, key), named by `ferry watch` with the keys a walk of the
+    /// inputs gives them: nothing is walked, and a path not under an input is refused.
+    pub only: Option<std::sync::Arc<Vec<(PathBuf, PathBuf)>>>,
 }
 
 /// How hard to work, and within what memory.
@@ -211,6 +214,12 @@ const fn nz(n: usize) -> NonZeroUsize {
 }
 
 impl Config {
+    /// The same run, taking only `files` (path, key) instead of walking the inputs.
+    pub fn only(mut self, files: std::sync::Arc<Vec<(PathBuf, PathBuf)>>) -> Self {
+        self.inputs.only = Some(files);
+        self
+    }
+
     /// A builder with the CLI's defaults, for `inputs` delivered to `sink`.
     ///
     /// ```
@@ -235,6 +244,7 @@ impl Config {
                     plan: None,
                     min_size: None,
                     max_size: None,
+                    only: None,
                 },
                 tuning: Tuning {
                     level: 6,

@@ -25,6 +25,7 @@ fn main() -> std::process::ExitCode {
                 a.into_command()
                     .and_then(|c| commands::main(&c, quiet, report.as_deref()))
             }
+            Some(Command::Watch(a)) => a.into_watch().and_then(|w| w.run()),
             Some(Command::Report(a)) => {
                 let (quiet, report) = (a.show.verbosity.quiet, a.show.report.clone());
                 a.into_command()

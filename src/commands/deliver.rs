@@ -308,12 +308,22 @@ fn prepare(config: &Config, s: &Session) -> Result<Opened, FerryError> {
     if let Some(id) = &config.inputs().plan {
         sources.keyed = Some(planned_list(sink.as_ref(), id, config, &mut sources)?);
     }
+    let named = config
+        .inputs()
+        .only
+        .clone()
+        .map(|files| only(files, &sources));
     let history = read_history(sink.as_ref(), config)?;
     // --delete: decided before anything is sent, so --max-delete refuses a run whole.
     let doomed = match delivery.delete && !history.index.is_empty() {
         true => doomed(sink.as_ref(), config, &sources)?,
         false => Vec::new(),
     };
+    // `ferry watch`'s files: taken instead of a walk (after --delete looked at the roots).
+    if let Some(named) = named {
+        sources.keyed = Some(named?);
+        sources.roots.clear();
+    }
     if let Some(max) = delivery.max_delete.filter(|&m| doomed.len() as u64 > m) {
         return Err(FerryError::setup(format!(
             "--delete would remove {} objects whose sources are gone, more than --max-delete {max}: \
@@ -343,6 +353,28 @@ fn prepare(config: &Config, s: &Session) -> Result<Opened, FerryError> {
         shard_run,
         dirs: Arc::default(),
         doomed,
+    })
+}
+
+/// `ferry watch`'s settled files as a keyed list: only those under the inputs are taken.
+fn only(files: Arc<Vec<(PathBuf, PathBuf)>>, sources: &Sources) -> Result<Keyed, FerryError> {
+    let allowed = (sources.roots.iter())
+        .map(|(r, _)| {
+            std::fs::canonicalize(&r.path).map_err(|e| {
+                FerryError::Usage(format!(
+                    "{}: {}",
+                    r.path.display(),
+                    crate::words::io_words(&e)
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let list: Vec<_> = files.iter().cloned().map(Ok).collect();
+    Ok(Keyed {
+        name: "the settled files".into(),
+        files: Box::new(list.into_iter()),
+        gone: "gone before it was shipped".into(),
+        allowed,
     })
 }
 

@@ -18,6 +18,7 @@ pub mod plan;
 pub mod report;
 pub mod restore;
 pub mod verify;
+pub mod watch;
 
 use crate::counters::Counters;
 use crate::error::{ExitCode, FerryError};

@@ -1,0 +1,247 @@
+//! `ferry watch INPUT… --to SINK`: runs beside production until stopped. It ships
+//! everything new or changed once at the start (what changed while it was down), then
+//! learns of files from the OS (inotify, through the `notify` crate) and ships each one
+//! once it has settled: no change in size or mtime for `--settle`. A rescan every
+//! `--rescan`, or when the kernel says it dropped events, walks everything again.
+//!
+//! Each shipment is an ordinary delivery ([`super::deliver`]) of the settled files, named
+//! with the keys a full run gives them, so the history's rerun rules hold: an unchanged
+//! file is skipped, a file changed after it was shipped is shipped again under its key.
+//! The first SIGTERM or Ctrl-C lets the shipment under way finish, then ends with 0; a
+//! second one quits at once.
+
+use super::deliver::Deliver;
+use crate::config::Config;
+use crate::error::{ExitCode, FerryError};
+use crate::pipeline::CancelToken;
+use crate::view::Summary;
+use crate::walk::{plan_roots, Root};
+use notify::{RecursiveMode, Watcher};
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// `ferry watch`: the delivery's settings, and when a file counts as settled.
+pub struct Watch {
+    /// What a run of the same flags would do, for every shipment.
+    pub config: Config,
+    /// A file is shipped once its size and mtime have held this long.
+    pub settle: Duration,
+    /// Everything is walked again this often.
+    pub rescan: Duration,
+    /// `-q`: only errors.
+    pub quiet: bool,
+}
+
+/// A file seen changing, waiting to settle.
+struct Pending {
+    /// Its size and mtime when last seen.
+    seen: (u64, (i64, i64)),
+    /// When they last changed.
+    since: Instant,
+}
+
+impl Watch {
+    /// Runs until SIGTERM or Ctrl-C; then `Ok(ExitCode::Success)` unless a shipment's
+    /// setup failed (the sink gone, the history damaged), which ends it with that error.
+    ///
+    /// # Errors
+    /// The inputs cannot be watched, or a shipment could not start.
+    pub fn run(&self) -> Result<ExitCode, FerryError> {
+        let stop = CancelToken::new();
+        crate::interrupt::cancel_on_ctrl_c(&stop);
+        crate::interrupt::ignore_file_size_signal();
+        let roots = plan_roots(&self.config.inputs().paths)?;
+        let (tx, events) = crossbeam_channel::unbounded();
+        let mut watcher = notify::recommended_watcher(move |e| {
+            let _ = tx.send(e);
+        })
+        .map_err(|e| FerryError::setup(format!("cannot watch the inputs: {e}")))?;
+        for r in &roots {
+            let mode = match r.is_dir {
+                true => RecursiveMode::Recursive,
+                false => RecursiveMode::NonRecursive,
+            };
+            watcher.watch(&r.path, mode).map_err(|e| {
+                FerryError::setup(format!("cannot watch {}: {e}", r.path.display()))
+            })?;
+        }
+        // What changed while ferry was down (or everything, the first time).
+        self.ship(None)?;
+        self.say(format_args!(
+            "watch: watching {} input{}; a file is shipped once unchanged for {:?}",
+            roots.len(),
+            if roots.len() == 1 { "" } else { "s" },
+            self.settle
+        ));
+        let tick = (self.settle / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
+        let mut pending: HashMap<PathBuf, Pending> = HashMap::new();
+        let mut next_scan = Instant::now() + self.rescan;
+        while !stop.is_cancelled() {
+            let mut rescan = false;
+            crossbeam_channel::select! {
+                recv(events) -> e => match e {
+                    Ok(Ok(event)) => {
+                        rescan |= event.need_rescan();
+                        // Reads (ferry's own among them) change nothing.
+                        if changes(&event.kind) {
+                            for path in event.paths {
+                                self.saw(&path, &roots, &mut pending);
+                            }
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        self.say(format_args!("watch: the OS's events failed ({e}); walking everything again"));
+                        rescan = true;
+                    }
+                    Err(_) => break,
+                },
+                recv(stop.signal()) -> _ => break,
+                default(tick) => {}
+            }
+            if rescan || Instant::now() >= next_scan {
+                pending.clear();
+                self.ship(None)?;
+                next_scan = Instant::now() + self.rescan;
+                continue;
+            }
+            let settled = self.settled(&mut pending, &roots);
+            if !settled.is_empty() {
+                self.ship(Some(settled))?;
+            }
+        }
+        Ok(ExitCode::Success)
+    }
+
+    /// Notes that `path` changed (a file, or a directory whose files are all new).
+    fn saw(&self, path: &Path, roots: &[Root], pending: &mut HashMap<PathBuf, Pending>) {
+        let Ok(m) = std::fs::symlink_metadata(path) else {
+            pending.remove(path);
+            return;
+        };
+        if m.is_dir() {
+            // A directory made or moved in: its files may predate the watch on it.
+            for e in std::fs::read_dir(path).into_iter().flatten().flatten() {
+                self.saw(&e.path(), roots, pending);
+            }
+            return;
+        }
+        if !m.is_file() || key_of(path, roots).is_none() {
+            return;
+        }
+        let seen = (m.len(), (m.mtime(), m.mtime_nsec()));
+        match pending.get_mut(path) {
+            Some(p) if p.seen == seen => {}
+            Some(p) => {
+                p.seen = seen;
+                p.since = Instant::now();
+            }
+            None => {
+                pending.insert(
+                    path.to_path_buf(),
+                    Pending {
+                        seen,
+                        since: Instant::now(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Takes out of `pending` the files unchanged for `--settle`, with their keys; a file
+    /// that changed since it was last seen starts its wait again.
+    fn settled(
+        &self,
+        pending: &mut HashMap<PathBuf, Pending>,
+        roots: &[Root],
+    ) -> Vec<(PathBuf, PathBuf)> {
+        let now = Instant::now();
+        let mut ready = Vec::new();
+        pending.retain(|path, p| {
+            if now.duration_since(p.since) < self.settle {
+                return true;
+            }
+            let Ok(m) = std::fs::symlink_metadata(path) else {
+                return false; // gone before it settled
+            };
+            let seen = (m.len(), (m.mtime(), m.mtime_nsec()));
+            if seen != p.seen {
+                p.seen = seen;
+                p.since = now;
+                return true;
+            }
+            if let Some(key) = key_of(path, roots) {
+                ready.push((path.clone(), key));
+            }
+            false
+        });
+        ready
+    }
+
+    /// One delivery: of `files` (path and key), or of everything under the inputs. Its
+    /// outcome is said in a line (its failures by name); a setup error ends the watch.
+    fn ship(&self, files: Option<Vec<(PathBuf, PathBuf)>>) -> Result<(), FerryError> {
+        let config = match &files {
+            None => self.config.clone(),
+            Some(list) => self.config.clone().only(Arc::new(list.clone())),
+        };
+        // Its own token: a first SIGTERM lets it finish.
+        let summary = super::execute(&Deliver(&config), CancelToken::new())?;
+        self.said(&summary, files.is_none());
+        Ok(())
+    }
+
+    /// Says how a delivery went: one line, and its failures.
+    fn said(&self, s: &Summary, scan: bool) {
+        let t = &s.totals;
+        if t.succeeded + t.failed > 0 || scan {
+            self.say(format_args!(
+                "watch: {}{} shipped, {} unchanged, {} failed",
+                if scan { "scan: " } else { "" },
+                t.succeeded,
+                t.skipped,
+                t.failed
+            ));
+        }
+        for f in &s.failures {
+            eprintln!("ferry: {}: {}", crate::words::escaped(&f.path), f.error);
+        }
+    }
+
+    fn say(&self, line: std::fmt::Arguments) {
+        if !self.quiet {
+            eprintln!("ferry: {line}");
+        }
+    }
+}
+
+/// Whether an event of `kind` may mean a file's content or name changed: not an open,
+/// a read or a close after reading (which ferry's own shipments cause).
+fn changes(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
+/// The key a full run gives `path`: its root's name, then the path below the root. (The
+/// OS names paths as it resolved them, so roots are matched as given and resolved.)
+fn key_of(path: &Path, roots: &[Root]) -> Option<PathBuf> {
+    roots.iter().find_map(|r| {
+        let resolved = std::fs::canonicalize(&r.path).ok();
+        [Some(r.path.clone()), resolved]
+            .into_iter()
+            .flatten()
+            .find_map(|root| match r.is_dir {
+                true => path
+                    .strip_prefix(&root)
+                    .ok()
+                    .map(|rest| Path::new(&r.name).join(rest)),
+                false => (path == root).then(|| PathBuf::from(&r.name)),
+            })
+    })
+}
