@@ -11,6 +11,13 @@ pub fn object_key(key: &Path) -> PathBuf {
     PathBuf::from(k)
 }
 
+/// `name` without its `.gz` suffix, if it has one.
+pub fn strip_gz(name: &std::ffi::OsStr) -> Option<&std::ffi::OsStr> {
+    let stem = name.as_encoded_bytes().strip_suffix(b".gz")?;
+    // SAFETY: the bytes of an OsStr, cut before an ASCII suffix, are an OsStr.
+    Some(unsafe { std::ffi::OsStr::from_encoded_bytes_unchecked(stem) })
+}
+
 /// How a file is stored: the archive's gzip object under `KEY.gz` (the default), or, with
 /// `--web`, for a web server or CDN to serve as it is: gzip bytes under the plain key with
 /// `Content-Encoding: gzip`, or the file unchanged.

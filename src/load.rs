@@ -235,13 +235,7 @@ impl Loader {
         if self.sink.local_root().is_none() {
             return false;
         }
-        let stem = |p: &Path| {
-            p.as_os_str()
-                .as_encoded_bytes()
-                .strip_suffix(b".gz")
-                // SAFETY: an OsStr cut before an ASCII suffix.
-                .map(|b| PathBuf::from(unsafe { std::ffi::OsStr::from_encoded_bytes_unchecked(b) }))
-        };
+        let stem = |p: &Path| crate::form::strip_gz(p.as_os_str()).map(PathBuf::from);
         let (Some(key), Some(path)) = (stem(&task.key), stem(&task.path)) else {
             return false;
         };

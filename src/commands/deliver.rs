@@ -356,10 +356,12 @@ fn prepare(config: &Config, s: &Session) -> Result<Opened, FerryError> {
     })
 }
 
-/// `ferry watch`'s settled files as a keyed list: only those under the inputs are taken.
-fn only(files: Arc<Vec<(PathBuf, PathBuf)>>, sources: &Sources) -> Result<Keyed, FerryError> {
-    let allowed = (sources.roots.iter())
-        .map(|(r, _)| {
+/// The input roots, their links resolved: a listed path is taken only under one of them.
+fn resolved<'a>(
+    roots: impl Iterator<Item = &'a crate::walk::Root>,
+) -> Result<Vec<PathBuf>, FerryError> {
+    roots
+        .map(|r| {
             std::fs::canonicalize(&r.path).map_err(|e| {
                 FerryError::Usage(format!(
                     "{}: {}",
@@ -368,7 +370,12 @@ fn only(files: Arc<Vec<(PathBuf, PathBuf)>>, sources: &Sources) -> Result<Keyed,
                 ))
             })
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect()
+}
+
+/// `ferry watch`'s settled files as a keyed list: only those under the inputs are taken.
+fn only(files: Arc<Vec<(PathBuf, PathBuf)>>, sources: &Sources) -> Result<Keyed, FerryError> {
+    let allowed = resolved(sources.roots.iter().map(|(r, _)| r))?;
     let list: Vec<_> = files.iter().cloned().map(Ok).collect();
     Ok(Keyed {
         name: "the settled files".into(),
@@ -421,18 +428,7 @@ fn planned_list(
     config: &Config,
     sources: &mut Sources,
 ) -> Result<Keyed, FerryError> {
-    let allowed = std::mem::take(&mut sources.roots)
-        .into_iter()
-        .map(|(r, _)| {
-            std::fs::canonicalize(&r.path).map_err(|e| {
-                FerryError::Usage(format!(
-                    "{}: {}",
-                    r.path.display(),
-                    crate::words::io_words(&e)
-                ))
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let allowed = resolved(std::mem::take(&mut sources.roots).iter().map(|(r, _)| r))?;
     let none = allowed.is_empty();
     // The plan and list are checked first: a wrong id or shard is the first thing to say.
     let list = planned(sink, id, config.inputs().shard, allowed)?;

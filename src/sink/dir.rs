@@ -115,31 +115,23 @@ impl Sink for DirSink {
             .to_owned();
         let parent = key.parent().unwrap_or(Path::new(""));
         let dir_mode = meta.dir_mode.unwrap_or(0o777);
-        let temp = self
-            .dirs
-            .temp(handle, parent, Some(dir_mode), meta.mode.unwrap_or(0o666))
-            .map_err(|e| match e {
-                KeptError::Dir(e) => beneath_error(e),
-                KeptError::File(e) => SinkError::io("cannot create output", e),
-            })?;
+        let new_temp = || {
+            self.dirs
+                .temp(handle, parent, Some(dir_mode), meta.mode.unwrap_or(0o666))
+                .map_err(|e| match e {
+                    KeptError::Dir(e) => beneath_error(e),
+                    KeptError::File(e) => SinkError::io("cannot create output", e),
+                })
+        };
+        let temp = new_temp()?;
         // A web file's gzip bytes (`KEY.gz`) get the file itself beside them, decoded as
         // they are written: the layout nginx `gzip_static` and Caddy serve.
         let plain = match meta.web.as_ref().is_some_and(|w| w.gzip) {
             false => None,
             true => {
-                let bytes = name.as_encoded_bytes();
-                let stem = bytes
-                    .strip_suffix(b".gz")
+                let stem = crate::form::strip_gz(&name)
                     .ok_or(SinkError::Misuse("a web object's key must end in .gz here"))?;
-                // SAFETY: `stem` is `name` (an OsStr) cut before an ASCII suffix.
-                let stem = unsafe { std::ffi::OsStr::from_encoded_bytes_unchecked(stem) };
-                let copy = self
-                    .dirs
-                    .temp(handle, parent, Some(dir_mode), meta.mode.unwrap_or(0o666))
-                    .map_err(|e| match e {
-                        KeptError::Dir(e) => beneath_error(e),
-                        KeptError::File(e) => SinkError::io("cannot create output", e),
-                    })?;
+                let copy = new_temp()?;
                 let writer = copy
                     .file
                     .try_clone()
