@@ -655,3 +655,61 @@ fn every_flag_with_a_bad_value_exits_2_naming_the_flag_and_writes_nothing() {
         "a usage error wrote output"
     );
 }
+
+/// `examples/systemd/ferry-watch.service` parses as a unit: its sections, a hardened
+/// sandbox (no new privileges, a read-only system, the logs read-only), SIGTERM to stop,
+/// and an `ExecStart` that this ferry accepts as a `ferry watch` command line.
+#[test]
+fn the_example_systemd_unit_is_hardened_and_its_command_line_parses() {
+    use clap::Parser;
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/systemd/ferry-watch.service"),
+    )
+    .unwrap();
+    let mut section = String::new();
+    let mut keys: std::collections::BTreeMap<(String, String), Vec<String>> = Default::default();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_string();
+            continue;
+        }
+        let (k, v) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("line {}: not KEY=VALUE: {line}", n + 1));
+        assert!(
+            !section.is_empty(),
+            "line {}: a key before any section",
+            n + 1
+        );
+        keys.entry((section.clone(), k.trim().to_string()))
+            .or_default()
+            .push(v.trim().to_string());
+    }
+    let get = |s: &str, k: &str| keys.get(&(s.into(), k.into())).map(|v| v.join(" "));
+    for s in ["Unit", "Service", "Install"] {
+        assert!(keys.keys().any(|(sec, _)| sec == s), "no [{s}]");
+    }
+    assert_eq!(get("Service", "NoNewPrivileges").as_deref(), Some("yes"));
+    assert_eq!(get("Service", "ProtectSystem").as_deref(), Some("strict"));
+    assert_eq!(
+        get("Service", "ReadOnlyPaths").as_deref(),
+        Some("/var/log/app")
+    );
+    assert_eq!(get("Service", "KillSignal").as_deref(), Some("SIGTERM"));
+    let exec = get("Service", "ExecStart").unwrap();
+    let args: Vec<&str> = exec.split_whitespace().collect();
+    assert!(args[0].ends_with("/ferry"), "{exec}");
+    let cli =
+        ferry::cli::Cli::try_parse_from(std::iter::once("ferry").chain(args[1..].iter().copied()))
+            .unwrap_or_else(|e| panic!("ExecStart does not parse: {e}"));
+    let Some(ferry::cli::Command::Watch(w)) = cli.command else {
+        panic!("ExecStart is not ferry watch: {exec}");
+    };
+    assert_eq!(w.settle, std::time::Duration::from_secs(30));
+    assert_eq!(w.run.inputs, [std::path::PathBuf::from("/var/log/app")]);
+}
