@@ -214,6 +214,12 @@ const fn nz(n: usize) -> NonZeroUsize {
 }
 
 impl Config {
+    /// The same run, serving no metrics of its own (`ferry watch` serves its shipments').
+    pub fn serving_no_metrics(mut self) -> Self {
+        self.output.metrics_addr = None;
+        self
+    }
+
     /// The same run, taking only `files` (path, key) instead of walking the inputs.
     pub fn only(mut self, files: std::sync::Arc<Vec<(PathBuf, PathBuf)>>) -> Self {
         self.inputs.only = Some(files);

@@ -77,6 +77,25 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Adds what `other` counted of files, bytes, retries and deletions to these (`ferry
+    /// watch`: its shipments' counters, added up for the metrics).
+    pub fn absorb(&self, other: &Counters) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (to, from) in [
+            (&self.discovered, &other.discovered),
+            (&self.succeeded, &other.succeeded),
+            (&self.skipped, &other.skipped),
+            (&self.failed, &other.failed),
+            (&self.cancelled, &other.cancelled),
+            (&self.bytes_in, &other.bytes_in),
+            (&self.bytes_out, &other.bytes_out),
+            (&self.retries, &other.retries),
+            (&self.deleted, &other.deleted),
+        ] {
+            to.fetch_add(from.load(Relaxed), Relaxed);
+        }
+    }
+
     /// The source bytes of the run, once any file is open: sizes are known for the files
     /// opened so far, the rest are assumed average.
     pub fn estimated_total(&self) -> Option<u64> {

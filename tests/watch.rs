@@ -23,7 +23,16 @@ fn new_and_changed_files_are_shipped_once_settled_and_sigterm_ends_it() {
         "--settle",
         "200ms",
         "-v",
+        "--metrics-addr",
+        "127.0.0.1:0",
     ]);
+    let line = w.wait_until("the metrics address", |l| l.contains("watch: metrics at"));
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.strip_suffix("/metrics"))
+        .unwrap()
+        .to_string();
     let done = |file: &'static str| move |l: &str| l.starts_with("[done]") && l.contains(file);
     w.wait_until("a.log shipped by the scan", done("a.log"));
     w.wait_for("watch: watching 1 input");
@@ -32,6 +41,16 @@ fn new_and_changed_files_are_shipped_once_settled_and_sigterm_ends_it() {
     write(&src, "b.log", b"new\n");
     w.wait_until("b.log shipped", done("b.log"));
     assert_eq!(gunzip(&out.join("app/b.log.gz")), b"new\n");
+
+    // One endpoint for the whole watch: the shipments' files added up, and the settling.
+    w.wait_for("watch: 1 shipped");
+    let page = scrape(&addr);
+    assert!(
+        page.contains("ferry_files_total{outcome=\"succeeded\"} 2"),
+        "{page}"
+    );
+    assert!(page.contains("ferry_watch_files_settling"), "{page}");
+    assert!(page.contains("ferry_watch_shipments 2"), "{page}");
 
     write(&src, "deep/er/c.log", b"in a new directory\n");
     w.wait_until("c.log shipped", done("c.log"));
@@ -62,6 +81,65 @@ fn new_and_changed_files_are_shipped_once_settled_and_sigterm_ends_it() {
     verify_dir(&out).assert().success();
 }
 
+/// `GET /metrics` at `addr`, the body.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    write!(c, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut body = String::new();
+    c.read_to_string(&mut body).unwrap();
+    body
+}
+
 fn done_line(l: &str, file: &str) -> bool {
     l.starts_with("[done]") && l.contains(file)
+}
+
+/// After `kill -9`, a restart ships what was created while it was down (the start-up
+/// scan) and nothing that was already shipped.
+#[test]
+fn a_restart_after_kill_9_ships_what_came_meanwhile_and_nothing_twice() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("app");
+    write(&src, "a.log", b"one\n");
+    let out = t.path().join("out");
+    let args = |settle: &str| {
+        vec![
+            "watch".to_string(),
+            src.display().to_string(),
+            "--to".into(),
+            format!("dir:{}", out.display()),
+            "--settle".into(),
+            settle.into(),
+            "-v".into(),
+        ]
+    };
+    let mut w = Running::spawn(args("200ms"));
+    w.wait_for("watch: watching 1 input");
+    write(&src, "b.log", b"two\n");
+    w.wait_until("b.log shipped", |l| done_line(l, "b.log"));
+    // The shipment's line comes once its history is saved (a file shipped in the last
+    // second before a kill -9 may go again, as the journal saves every second).
+    w.wait_for("watch: 1 shipped");
+    w.signal(libc::SIGKILL);
+    let _ = w.finish();
+    write(&src, "c.log", b"made while it was down\n");
+
+    let mut w = Running::spawn(args("200ms"));
+    w.wait_for("watch: watching 1 input");
+    w.signal(libc::SIGTERM);
+    let (status, err, _) = w.finish();
+    assert!(status.success(), "{err}");
+    assert!(err.lines().any(|l| done_line(l, "c.log")), "{err}");
+    assert!(
+        !err.lines()
+            .any(|l| done_line(l, "a.log") || done_line(l, "b.log")),
+        "{err}"
+    );
+    assert!(err.contains("scan: 1 shipped, 2 unchanged"), "{err}");
+    assert_eq!(
+        gunzip(&out.join("app/c.log.gz")),
+        b"made while it was down\n"
+    );
+    verify_dir(&out).assert().success();
 }

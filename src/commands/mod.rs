@@ -145,6 +145,22 @@ pub trait Finished {
 /// What [`Command::open`] or [`Command::finish`] return, a producer's own error, or a
 /// setup error when the `--timeout` watchdog cannot start.
 pub fn execute<C: Command>(cmd: &C, cancel: CancelToken) -> Result<C::Done, FerryError> {
+    execute_observed(cmd, cancel, &|_, _| {})
+}
+
+/// What a caller that runs commands one after another is shown of each as it starts: its
+/// stages' metrics and its counters, live (`ferry watch` serves them to Prometheus).
+pub type Observer<'a> = &'a dyn Fn(&[Arc<StageMetrics>], &Arc<Counters>);
+
+/// [`execute`], showing `observe` the run's stages and counters once it is built.
+///
+/// # Errors
+/// As [`execute`].
+pub fn execute_observed<C: Command>(
+    cmd: &C,
+    cancel: CancelToken,
+    observe: Observer,
+) -> Result<C::Done, FerryError> {
     let started = Instant::now();
     let settings = cmd.settings();
     let _deadline = start_deadline(&cancel, settings.timeout)?;
@@ -178,15 +194,14 @@ pub fn execute<C: Command>(cmd: &C, cancel: CancelToken) -> Result<C::Done, Ferr
     }
     let built = cmd.build(&mut opened, &mut engine, &session);
     let stages = engine.metrics();
+    observe(&stages, &session.metrics);
     let _exporter = match metrics_listener {
         None => None,
         Some(listener) => {
-            let ex = crate::view::exporter::Exporter::start(
-                listener,
-                stages.clone(),
-                session.metrics.clone(),
-            )
-            .map_err(|e| FerryError::setup(format!("--metrics-addr: {e}")))?;
+            let (st, m) = (stages.clone(), session.metrics.clone());
+            let render = move || crate::view::exporter::render(&st, &m, started, &[]);
+            let ex = crate::view::exporter::Exporter::start(listener, Arc::new(render))
+                .map_err(|e| FerryError::setup(format!("--metrics-addr: {e}")))?;
             let at = ex.addr();
             session
                 .log

@@ -12,15 +12,18 @@
 
 use super::deliver::Deliver;
 use crate::config::Config;
+use crate::counters::Counters;
 use crate::error::{ExitCode, FerryError};
-use crate::pipeline::CancelToken;
+use crate::pipeline::{CancelToken, StageMetrics};
 use crate::view::Summary;
 use crate::walk::{plan_roots, Root};
 use notify::{RecursiveMode, Watcher};
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// `ferry watch`: the delivery's settings, and when a file counts as settled.
@@ -33,6 +36,47 @@ pub struct Watch {
     pub rescan: Duration,
     /// `-q`: only errors.
     pub quiet: bool,
+}
+
+/// What `--metrics-addr` serves of a watch: the shipments' counters added up, the one
+/// under way (or the last) live with its stages, and the files waiting to settle.
+#[derive(Default)]
+struct Served {
+    /// Finished shipments' counters, added up.
+    done: Counters,
+    /// The shipment under way, or the last: its stages and counters.
+    now: Mutex<(Vec<Arc<StageMetrics>>, Arc<Counters>)>,
+    /// Files seen changing, waiting to settle.
+    settling: AtomicU64,
+    /// Shipments so far (the start-up one and rescans included).
+    shipments: AtomicU64,
+}
+
+impl Served {
+    /// The page a scrape gets.
+    fn render(&self, started: Instant) -> String {
+        let (stages, now) = self.now.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let sum = Counters::default();
+        sum.absorb(&self.done);
+        sum.absorb(&now);
+        crate::view::exporter::render(
+            &stages,
+            &sum,
+            started,
+            &[
+                (
+                    "watch_files_settling",
+                    "Files seen changing, waiting to settle before they are shipped",
+                    self.settling.load(Relaxed) as f64,
+                ),
+                (
+                    "watch_shipments",
+                    "Deliveries so far: the start-up one, rescans and settled files",
+                    self.shipments.load(Relaxed) as f64,
+                ),
+            ],
+        )
+    }
 }
 
 /// A file seen changing, waiting to settle.
@@ -68,8 +112,32 @@ impl Watch {
                 FerryError::setup(format!("cannot watch {}: {e}", r.path.display()))
             })?;
         }
+        // --metrics-addr: one endpoint for the whole watch, bound before anything starts.
+        let served = Arc::new(Served::default());
+        let _exporter = match self.config.output().metrics_addr {
+            None => None,
+            Some(addr) => {
+                let listener = crate::view::exporter::bind(addr).map_err(|e| {
+                    FerryError::setup(format!(
+                        "--metrics-addr {addr}: {}",
+                        crate::words::io_words(&e)
+                    ))
+                })?;
+                let (page, started) = (served.clone(), Instant::now());
+                let ex = crate::view::exporter::Exporter::start(
+                    listener,
+                    Arc::new(move || page.render(started)),
+                )
+                .map_err(|e| FerryError::setup(format!("--metrics-addr: {e}")))?;
+                self.say(format_args!(
+                    "watch: metrics at http://{}/metrics",
+                    ex.addr()
+                ));
+                Some(ex)
+            }
+        };
         // What changed while ferry was down (or everything, the first time).
-        self.ship(None)?;
+        self.ship(None, &served)?;
         self.say(format_args!(
             "watch: watching {} input{}; a file is shipped once unchanged for {:?}",
             roots.len(),
@@ -103,13 +171,15 @@ impl Watch {
             }
             if rescan || Instant::now() >= next_scan {
                 pending.clear();
-                self.ship(None)?;
+                served.settling.store(0, Relaxed);
+                self.ship(None, &served)?;
                 next_scan = Instant::now() + self.rescan;
                 continue;
             }
             let settled = self.settled(&mut pending, &roots);
+            served.settling.store(pending.len() as u64, Relaxed);
             if !settled.is_empty() {
-                self.ship(Some(settled))?;
+                self.ship(Some(settled), &served)?;
             }
         }
         Ok(ExitCode::Success)
@@ -182,14 +252,28 @@ impl Watch {
 
     /// One delivery: of `files` (path and key), or of everything under the inputs. Its
     /// outcome is said in a line (its failures by name); a setup error ends the watch.
-    fn ship(&self, files: Option<Vec<(PathBuf, PathBuf)>>) -> Result<(), FerryError> {
+    fn ship(
+        &self,
+        files: Option<Vec<(PathBuf, PathBuf)>>,
+        served: &Served,
+    ) -> Result<(), FerryError> {
+        let config = self.config.clone().serving_no_metrics();
         let config = match &files {
-            None => self.config.clone(),
-            Some(list) => self.config.clone().only(Arc::new(list.clone())),
+            None => config,
+            Some(list) => config.only(Arc::new(list.clone())),
+        };
+        let now = |stages: &[Arc<StageMetrics>], m: &Arc<Counters>| {
+            *served.now.lock().unwrap_or_else(|e| e.into_inner()) = (stages.to_vec(), m.clone());
         };
         // Its own token: a first SIGTERM lets it finish.
-        let summary = super::execute(&Deliver(&config), CancelToken::new())?;
-        self.said(&summary, files.is_none());
+        let shipped = super::execute_observed(&Deliver(&config), CancelToken::new(), &now);
+        {
+            let mut now = served.now.lock().unwrap_or_else(|e| e.into_inner());
+            served.done.absorb(&now.1);
+            now.1 = Arc::default();
+        }
+        served.shipments.fetch_add(1, Relaxed);
+        self.said(&shipped?, files.is_none());
         Ok(())
     }
 

@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 /// How long a scrape's request may take to arrive, and its answer to be taken.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// What a scrape is answered with, made afresh each time.
+pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// A running exporter; dropping it stops the thread.
 pub struct Exporter {
     addr: SocketAddr,
@@ -31,20 +34,15 @@ pub struct Exporter {
 }
 
 impl Exporter {
-    /// Serves `stages` and `counters` on `listener` (bound by the caller before the run,
-    /// so a port in use is a setup error, not a failure mid-run).
+    /// Serves what `render` makes (see [`render`]) on `listener` (bound by the caller
+    /// before the run, so a port in use is a setup error, not a failure mid-run).
     ///
     /// # Errors
     /// When the listener's address cannot be read or its thread cannot start.
-    pub fn start(
-        listener: TcpListener,
-        stages: Vec<Arc<StageMetrics>>,
-        counters: Arc<Counters>,
-    ) -> std::io::Result<Exporter> {
+    pub fn start(listener: TcpListener, render: Render) -> std::io::Result<Exporter> {
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let started = Instant::now();
         let thread = std::thread::Builder::new()
             .name("ferry-metrics".into())
             .spawn(move || {
@@ -53,7 +51,7 @@ impl Exporter {
                         break;
                     }
                     if let Ok(conn) = conn {
-                        answer(conn, &stages, &counters, started);
+                        answer(conn, &*render);
                     }
                 }
             })?;
@@ -82,7 +80,7 @@ impl Drop for Exporter {
 }
 
 /// Reads one request from `conn` and answers it.
-fn answer(mut conn: TcpStream, stages: &[Arc<StageMetrics>], m: &Counters, started: Instant) {
+fn answer(mut conn: TcpStream, render: &(dyn Fn() -> String + Send + Sync)) {
     let _ = conn.set_read_timeout(Some(CLIENT_TIMEOUT));
     let _ = conn.set_write_timeout(Some(CLIENT_TIMEOUT));
     let mut head = Vec::with_capacity(1024);
@@ -98,7 +96,7 @@ fn answer(mut conn: TcpStream, stages: &[Arc<StageMetrics>], m: &Counters, start
     let (method, path) = (parts.next(), parts.next());
     let response = match (method, path) {
         (Some(b"GET"), Some(p)) if p == b"/metrics" || p.starts_with(b"/metrics?") => {
-            let body = render(stages, m, started);
+            let body = render();
             format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
                  Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -111,9 +109,20 @@ fn answer(mut conn: TcpStream, stages: &[Arc<StageMetrics>], m: &Counters, start
     let _ = conn.write_all(response.as_bytes());
 }
 
-/// The metrics now, in Prometheus's text format.
-pub fn render(stages: &[Arc<StageMetrics>], m: &Counters, started: Instant) -> String {
+/// The metrics now, in Prometheus's text format: `m`'s counters, each of `stages` (their
+/// utilisation since `started`), and `gauges` (name, help, value) besides.
+pub fn render(
+    stages: &[Arc<StageMetrics>],
+    m: &Counters,
+    started: Instant,
+    gauges: &[(&str, &str, f64)],
+) -> String {
     let mut r = Registry::with_prefix("ferry");
+    for (name, help, value) in gauges {
+        let g = Gauge::<f64, AtomicU64>::default();
+        g.set(*value);
+        r.register(*name, *help, g);
+    }
     let files = Family::<Vec<(String, String)>, Counter>::default();
     for (outcome, n) in [
         ("succeeded", &m.succeeded),
@@ -224,10 +233,11 @@ mod tests {
         m.bytes_out.store(1234, Relaxed);
         let stage = Arc::new(StageMetrics::new("upload", 2, 16, Arc::default()));
         stage.items.store(9, Relaxed);
+        let started = Instant::now();
+        let page = move || render(&[stage.clone()], &m, started, &[("extra", "A gauge", 2.5)]);
         let ex = Exporter::start(
             bind("127.0.0.1:0".parse().unwrap()).unwrap(),
-            vec![stage],
-            m,
+            Arc::new(page),
         )
         .unwrap();
         let get = |path: &str| {
@@ -252,6 +262,8 @@ mod tests {
             body.contains("ferry_stage_utilisation_ratio{stage=\"upload\"}"),
             "{body}"
         );
+        assert!(body.contains("ferry_extra 2.5"), "{body}");
+        assert!(body.contains("ferry_extra 2.5"), "{body}");
         assert!(body.trim_end().ends_with("# EOF"), "{body}");
         assert!(get("/").starts_with("HTTP/1.1 404"));
         drop(ex);
