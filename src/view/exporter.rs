@@ -234,7 +234,14 @@ mod tests {
         let stage = Arc::new(StageMetrics::new("upload", 2, 16, Arc::default()));
         stage.items.store(9, Relaxed);
         let started = Instant::now();
-        let page = move || render(&[stage.clone()], &m, started, &[("extra", "A gauge", 2.5)]);
+        let page = move || {
+            render(
+                std::slice::from_ref(&stage),
+                &m,
+                started,
+                &[("extra", "A gauge", 2.5)],
+            )
+        };
         let ex = Exporter::start(
             bind("127.0.0.1:0".parse().unwrap()).unwrap(),
             Arc::new(page),
