@@ -138,8 +138,11 @@ impl WatchArgs {
             ));
         }
         let quiet = self.run.show.verbosity.quiet;
+        let mut config = self.run.into_config()?;
+        // What logrotate compressed itself goes as it is, not gzipped twice.
+        config = config.gz_as_is();
         Ok(crate::commands::watch::Watch {
-            config: self.run.into_config()?,
+            config,
             settle: self.settle,
             rescan: self.rescan,
             quiet,

@@ -94,6 +94,9 @@ pub struct Delivery {
     pub delete: bool,
     /// `--max-delete`: refuse a run that would remove more objects than this.
     pub max_delete: Option<u64>,
+    /// Files named `*.gz` go as they are, under their own name, not gzipped again (`ferry
+    /// watch`: what logrotate compressed itself).
+    pub gz_as_is: bool,
 }
 
 /// What to show while running.
@@ -214,6 +217,13 @@ const fn nz(n: usize) -> NonZeroUsize {
 }
 
 impl Config {
+    /// The same run, storing files named `*.gz` as they are, under their own name (`ferry
+    /// watch`: a log that logrotate compressed itself is not gzipped twice).
+    pub fn gz_as_is(mut self) -> Self {
+        self.delivery.gz_as_is = true;
+        self
+    }
+
     /// The same run, serving no metrics of its own (`ferry watch` serves its shipments').
     pub fn serving_no_metrics(mut self) -> Self {
         self.output.metrics_addr = None;
@@ -276,6 +286,7 @@ impl Config {
                     bwlimit: None,
                     delete: false,
                     max_delete: None,
+                    gz_as_is: false,
                 },
                 output: Output {
                     progress: ProgressMode::Never,
@@ -355,6 +366,7 @@ impl ConfigBuilder {
         delivery.bwlimit: Option<u64>, "Most bytes a second sent to the sink.";
         delivery.delete: bool, "Remove objects whose sources are gone.";
         delivery.max_delete: Option<u64>, "Refuse a run that would remove more objects.";
+        delivery.gz_as_is: bool, "Files named `*.gz` go as they are.";
         output.progress: ProgressMode, "When to draw progress bars.";
         output.log_level: Level, "How much to log.";
         output.listing: Listing, "Where a dry run lists its files.";

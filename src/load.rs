@@ -52,6 +52,8 @@ pub struct Loader {
     pub dry_run: bool,
     /// `--web`: files stored as a web server sends them, not as an archive.
     pub web: Option<Web>,
+    /// Files named `*.gz` go as they are, under their own name (`ferry watch`).
+    pub gz_as_is: bool,
 }
 
 impl Loader {
@@ -146,7 +148,7 @@ impl Loader {
         let ctime = (meta.ctime(), meta.ctime_nsec() as u32);
         let modes = (meta.mode() & 0o7777, dir_modes(&task.path, &task.key));
         let owner = (meta.uid(), meta.gid());
-        let form = self.form_of(&task.key);
+        let form = self.form_of(&task);
         let ctx = FileCtx::opened(
             task,
             size,
@@ -243,7 +245,16 @@ impl Loader {
     }
 
     /// How the file at `key` is stored in this run.
-    fn form_of(&self, key: &Path) -> Form {
+    /// How `task` is stored in this run. With `gz_as_is`, `X.gz` goes as it is, unless a
+    /// file `X` beside it would be stored under that very name (one stat, only then).
+    fn form_of(&self, task: &FileTask) -> Form {
+        let key = &task.key;
+        if self.gz_as_is && crate::form::strip_gz(key.as_os_str()).is_some() {
+            let beside = crate::form::strip_gz(task.path.as_os_str()).map(Path::new);
+            if !beside.is_some_and(Path::exists) {
+                return Form::Plain;
+            }
+        }
         self.web.as_ref().map_or(Form::Archive, |w| w.form_of(key))
     }
 
@@ -277,7 +288,7 @@ impl Loader {
             }
         };
         let mtime = (meta.mtime(), meta.mtime_nsec() as u32);
-        let form = self.form_of(&task.key);
+        let form = self.form_of(task);
         let local = self.sink.local_root().is_some();
         e.same_as(meta.len(), mtime, (meta.ctime(), meta.ctime_nsec() as u32))
             && e.form() == form

@@ -143,3 +143,59 @@ fn a_restart_after_kill_9_ships_what_came_meanwhile_and_nothing_twice() {
     );
     verify_dir(&out).assert().success();
 }
+
+/// What logrotate compressed itself (`app.log.1.gz`) goes as it is, under its own name,
+/// not gzipped twice; a `data.gz` beside a `data` (whose object is `data.gz`) goes as an
+/// archive object instead. Verify and restore take both.
+#[test]
+fn a_log_compressed_by_logrotate_goes_as_it_is() {
+    use std::io::Write;
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("app");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(b"an old generation\n").unwrap();
+    let rotated = gz.finish().unwrap();
+    write(&src, "app.log.1.gz", &rotated);
+    write(&src, "data", b"plain data\n");
+    write(&src, "data.gz", &rotated);
+    let out = t.path().join("out");
+    let mut w = Running::spawn([
+        "watch",
+        src.to_str().unwrap(),
+        "--to",
+        &format!("dir:{}", out.display()),
+        "--settle",
+        "200ms",
+    ]);
+    w.wait_for("watch: watching 1 input");
+    w.signal(libc::SIGTERM);
+    let (status, err, _) = w.finish();
+    assert!(status.success(), "{err}");
+    assert_eq!(
+        std::fs::read(out.join("app/app.log.1.gz")).unwrap(),
+        rotated,
+        "as it was"
+    );
+    assert!(
+        !out.join("app/app.log.1.gz.gz").exists(),
+        "not gzipped twice"
+    );
+    assert_eq!(gunzip(&out.join("app/data.gz")), b"plain data\n");
+    assert_eq!(gunzip(&out.join("app/data.gz.gz")), rotated);
+    verify_dir(&out).assert().success();
+    let back = t.path().join("back");
+    assert_cmd::Command::cargo_bin("ferry")
+        .unwrap()
+        .args(["restore", "--progress", "never", "--from"])
+        .arg(format!("dir:{}", out.display()))
+        .arg(&back)
+        .assert()
+        .success();
+    for f in ["app.log.1.gz", "data", "data.gz"] {
+        assert_eq!(
+            std::fs::read(back.join("app").join(f)).unwrap(),
+            std::fs::read(src.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+}

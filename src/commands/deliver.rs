@@ -149,6 +149,7 @@ impl Command for Deliver<'_> {
             log: s.log.clone(),
             dry_run: config.delivery().dry_run,
             web: config.delivery().web.clone(),
+            gz_as_is: config.delivery().gz_as_is,
         });
         let d = config.delivery();
         let uploader = Arc::new(
