@@ -386,7 +386,6 @@ fn bwlimit_caps_what_the_upload_workers_send_together() {
 /// stage; a port in use is a setup error before anything is read.
 #[test]
 fn metrics_are_served_for_prometheus_while_the_run_goes_on() {
-    use std::io::{Read, Write};
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("in");
     for i in 0..40 {
@@ -403,17 +402,9 @@ fn metrics_are_served_for_prometheus_while_the_run_goes_on() {
         "127.0.0.1:0",
     ]);
     let line = run.wait_until("the metrics address", |l| l.contains("[metrics] serving"));
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.strip_suffix("/metrics"))
-        .unwrap()
-        .to_string();
+    let addr = metrics_addr(&line);
     run.wait_for("[done]");
-    let mut c = std::net::TcpStream::connect(&addr).unwrap();
-    write!(c, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut body = String::new();
-    c.read_to_string(&mut body).unwrap();
+    let body = scrape(&addr);
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     assert!(body.contains("text/plain; version=0.0.4"), "{body}");
     let succeeded: u64 = body

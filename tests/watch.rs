@@ -15,24 +15,9 @@ fn new_and_changed_files_are_shipped_once_settled_and_sigterm_ends_it() {
     let src = t.path().join("app");
     write(&src, "a.log", b"first\n");
     let out = t.path().join("out");
-    let mut w = Running::spawn([
-        "watch",
-        src.to_str().unwrap(),
-        "--to",
-        &format!("dir:{}", out.display()),
-        "--settle",
-        "200ms",
-        "-v",
-        "--metrics-addr",
-        "127.0.0.1:0",
-    ]);
+    let mut w = watch(&src, &out, &["-v", "--metrics-addr", "127.0.0.1:0"]);
     let line = w.wait_until("the metrics address", |l| l.contains("watch: metrics at"));
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.strip_suffix("/metrics"))
-        .unwrap()
-        .to_string();
+    let addr = metrics_addr(&line);
     let done = |file: &'static str| move |l: &str| l.starts_with("[done]") && l.contains(file);
     w.wait_until("a.log shipped by the scan", done("a.log"));
     w.wait_for("watch: watching 1 input");
@@ -81,14 +66,18 @@ fn new_and_changed_files_are_shipped_once_settled_and_sigterm_ends_it() {
     verify_dir(&out).assert().success();
 }
 
-/// `GET /metrics` at `addr`, the body.
-fn scrape(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut c = std::net::TcpStream::connect(addr).unwrap();
-    write!(c, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut body = String::new();
-    c.read_to_string(&mut body).unwrap();
-    body
+/// `ferry watch SRC --to dir:OUT --settle 200ms EXTRA…`.
+fn watch(src: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> Running {
+    let mut args = vec![
+        "watch".to_string(),
+        src.display().to_string(),
+        "--to".into(),
+        format!("dir:{}", out.display()),
+        "--settle".into(),
+        "200ms".into(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    Running::spawn(args)
 }
 
 fn done_line(l: &str, file: &str) -> bool {
@@ -103,18 +92,7 @@ fn a_restart_after_kill_9_ships_what_came_meanwhile_and_nothing_twice() {
     let src = t.path().join("app");
     write(&src, "a.log", b"one\n");
     let out = t.path().join("out");
-    let args = |settle: &str| {
-        vec![
-            "watch".to_string(),
-            src.display().to_string(),
-            "--to".into(),
-            format!("dir:{}", out.display()),
-            "--settle".into(),
-            settle.into(),
-            "-v".into(),
-        ]
-    };
-    let mut w = Running::spawn(args("200ms"));
+    let mut w = watch(&src, &out, &["-v"]);
     w.wait_for("watch: watching 1 input");
     write(&src, "b.log", b"two\n");
     w.wait_until("b.log shipped", |l| done_line(l, "b.log"));
@@ -125,7 +103,7 @@ fn a_restart_after_kill_9_ships_what_came_meanwhile_and_nothing_twice() {
     let _ = w.finish();
     write(&src, "c.log", b"made while it was down\n");
 
-    let mut w = Running::spawn(args("200ms"));
+    let mut w = watch(&src, &out, &["-v"]);
     w.wait_for("watch: watching 1 input");
     w.signal(libc::SIGTERM);
     let (status, err, _) = w.finish();
@@ -159,14 +137,7 @@ fn a_log_compressed_by_logrotate_goes_as_it_is() {
     write(&src, "data", b"plain data\n");
     write(&src, "data.gz", &rotated);
     let out = t.path().join("out");
-    let mut w = Running::spawn([
-        "watch",
-        src.to_str().unwrap(),
-        "--to",
-        &format!("dir:{}", out.display()),
-        "--settle",
-        "200ms",
-    ]);
+    let mut w = watch(&src, &out, &[]);
     w.wait_for("watch: watching 1 input");
     w.signal(libc::SIGTERM);
     let (status, err, _) = w.finish();

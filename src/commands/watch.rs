@@ -97,13 +97,19 @@ impl Watch {
         let stop = CancelToken::new();
         crate::interrupt::cancel_on_ctrl_c(&stop);
         crate::interrupt::ignore_file_size_signal();
-        let roots = plan_roots(&self.config.inputs().paths)?;
+        let roots: Vec<Watched> = plan_roots(&self.config.inputs().paths)?
+            .into_iter()
+            .map(|root| Watched {
+                resolved: std::fs::canonicalize(&root.path).ok(),
+                root,
+            })
+            .collect();
         let (tx, events) = crossbeam_channel::unbounded();
         let mut watcher = notify::recommended_watcher(move |e| {
             let _ = tx.send(e);
         })
         .map_err(|e| FerryError::setup(format!("cannot watch the inputs: {e}")))?;
-        for r in &roots {
+        for Watched { root: r, .. } in &roots {
             let mode = match r.is_dir {
                 true => RecursiveMode::Recursive,
                 false => RecursiveMode::NonRecursive,
@@ -186,7 +192,7 @@ impl Watch {
     }
 
     /// Notes that `path` changed (a file, or a directory whose files are all new).
-    fn saw(&self, path: &Path, roots: &[Root], pending: &mut HashMap<PathBuf, Pending>) {
+    fn saw(&self, path: &Path, roots: &[Watched], pending: &mut HashMap<PathBuf, Pending>) {
         let Ok(m) = std::fs::symlink_metadata(path) else {
             pending.remove(path);
             return;
@@ -225,7 +231,7 @@ impl Watch {
     fn settled(
         &self,
         pending: &mut HashMap<PathBuf, Pending>,
-        roots: &[Root],
+        roots: &[Watched],
     ) -> Vec<(PathBuf, PathBuf)> {
         let now = Instant::now();
         let mut ready = Vec::new();
@@ -312,17 +318,23 @@ fn changes(kind: &notify::EventKind) -> bool {
     }
 }
 
-/// The key a full run gives `path`: its root's name, then the path below the root. (The
-/// OS names paths as it resolved them, so roots are matched as given and resolved.)
-fn key_of(path: &Path, roots: &[Root]) -> Option<PathBuf> {
-    roots.iter().find_map(|r| {
-        let resolved = std::fs::canonicalize(&r.path).ok();
-        [Some(r.path.clone()), resolved]
+/// An input root being watched, with its path resolved once (the OS names paths as it
+/// resolved them).
+struct Watched {
+    root: Root,
+    resolved: Option<PathBuf>,
+}
+
+/// The key a full run gives `path`: its root's name, then the path below the root (the
+/// root matched as given and as resolved).
+fn key_of(path: &Path, roots: &[Watched]) -> Option<PathBuf> {
+    roots.iter().find_map(|Watched { root: r, resolved }| {
+        [Some(&r.path), resolved.as_ref()]
             .into_iter()
             .flatten()
             .find_map(|root| match r.is_dir {
                 true => path
-                    .strip_prefix(&root)
+                    .strip_prefix(root)
                     .ok()
                     .map(|rest| Path::new(&r.name).join(rest)),
                 false => (path == root).then(|| PathBuf::from(&r.name)),

@@ -313,3 +313,23 @@ impl Running {
         (status, self.seen.join("\n"), stdout)
     }
 }
+
+/// The address in a line saying `… http://ADDR/metrics` (what ferry logs for
+/// `--metrics-addr`).
+pub fn metrics_addr(line: &str) -> String {
+    line.split("http://")
+        .nth(1)
+        .and_then(|r| r.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("no metrics address in {line:?}"))
+        .to_string()
+}
+
+/// `GET /metrics` at `addr` with a plain HTTP request: the whole response.
+pub fn scrape(addr: &str) -> String {
+    use std::io::Write;
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    write!(c, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut body = String::new();
+    c.read_to_string(&mut body).unwrap();
+    body
+}
