@@ -8,7 +8,9 @@ use crate::gzip::{DICT_SIZE, PRIMES_SEGMENTS};
 use crate::history::manifest::Index;
 use crate::pipeline::Emitter;
 use crate::sink::Sink;
-use crate::task::{Deadline, FileCtx, FileTask, Form, Segment, SegmentBody, Skip, Verdict, Web};
+use crate::task::{
+    Deadline, FileCtx, FileTask, Form, Segment, SegmentBody, Skip, Stat, Verdict, Web,
+};
 use std::cell::Cell;
 use std::fs::File;
 use std::io::Read;
@@ -54,6 +56,9 @@ pub struct Loader {
     pub web: Option<Web>,
     /// Files named `*.gz` go as they are, under their own name (`ferry watch`).
     pub gz_as_is: bool,
+    /// `ferry watch`: renamed files whose objects were copied to their keys before the
+    /// shipment began; each is skipped while it is still what was copied.
+    pub renamed: Arc<crate::task::Renamed>,
 }
 
 impl Loader {
@@ -136,7 +141,12 @@ impl Loader {
             return stop(task, Verdict::Skipped(Skip::Special("not a regular file")));
         }
         let size = meta.len();
-        let mtime = (meta.mtime(), meta.mtime_nsec() as u32);
+        if let Some((seen, from)) = self.renamed.get(&task.key) {
+            if crate::task::Seen::of(&meta) == *seen {
+                let from = from.clone();
+                return stop(task, Verdict::Skipped(Skip::Renamed { from }));
+            }
+        }
         if self.unchanged(&task, Some(&meta)) {
             return stop(task, Verdict::Skipped(Skip::Unchanged));
         }
@@ -145,21 +155,9 @@ impl Loader {
             at: Instant::now() + after,
             after,
         });
-        let ctime = (meta.ctime(), meta.ctime_nsec() as u32);
-        let modes = (meta.mode() & 0o7777, dir_modes(&task.path, &task.key));
-        let owner = (meta.uid(), meta.gid());
+        let stat = Stat::of(&meta, dir_modes(&task.path, &task.key));
         let form = self.form_of(&task);
-        let ctx = FileCtx::opened(
-            task,
-            size,
-            mtime,
-            ctime,
-            modes,
-            owner,
-            deadline,
-            Some(transfer),
-            form,
-        );
+        let ctx = FileCtx::opened(task, stat, deadline, Some(transfer), form);
         sent.file.set(Some(ctx.clone()));
         self.read_segments(ctx, file, out, sent);
     }
@@ -181,9 +179,12 @@ impl Loader {
             Ok(got) => got,
             Err(e) => return stop(task, failed(e)),
         };
-        let mtime = (meta.mtime(), meta.mtime_nsec() as u32);
-        let ctime = (meta.ctime(), meta.ctime_nsec() as u32);
-        let size = target.as_os_str().len() as u64;
+        let stat = Stat {
+            size: target.as_os_str().len() as u64,
+            modes: (meta.mode() & 0o7777, 0o777),
+            ..Stat::of(&meta, 0o777)
+        };
+        let (size, mtime, ctime) = (stat.size, stat.mtime, stat.ctime);
         let unchanged = !self.force
             && (self.index.get(&task.key))
                 .is_some_and(|e| e.bytes_out == 0 && e.same_as(size, mtime, ctime));
@@ -193,19 +194,7 @@ impl Loader {
         if self.dry_run {
             return stop(task, Verdict::Skipped(Skip::DryRunLink));
         }
-        let owner = (meta.uid(), meta.gid());
-        let modes = (meta.mode() & 0o7777, 0o777);
-        let ctx = FileCtx::opened(
-            task,
-            size,
-            mtime,
-            ctime,
-            modes,
-            owner,
-            None,
-            None,
-            Form::Archive,
-        );
+        let ctx = FileCtx::opened(task, stat, None, None, Form::Archive);
         let _ = out.emit(Segment {
             file: ctx,
             index: 0,
@@ -248,14 +237,7 @@ impl Loader {
     /// How `task` is stored in this run. With `gz_as_is`, `X.gz` goes as it is, unless a
     /// file `X` beside it would be stored under that very name (one stat, only then).
     fn form_of(&self, task: &FileTask) -> Form {
-        let key = &task.key;
-        if self.gz_as_is && crate::form::strip_gz(key.as_os_str()).is_some() {
-            let beside = crate::form::strip_gz(task.path.as_os_str()).map(Path::new);
-            if !beside.is_some_and(Path::exists) {
-                return Form::Plain;
-            }
-        }
-        self.web.as_ref().map_or(Form::Archive, |w| w.form_of(key))
+        form_of(&task.path, &task.key, self.gz_as_is, self.web.as_ref())
     }
 
     /// Whether `task` was delivered before and has not changed since: same size and
@@ -417,4 +399,17 @@ fn changed_since_open(file: &File, ctx: &FileCtx) -> Option<FileError> {
         Err(e) => return Some(e.into()),
     };
     Some(FileError::Changed(change))
+}
+
+/// How the file at `path`, of `key`, is stored: as it is when it is named `*.gz` and
+/// `gz_as_is` (unless the file of its name without `.gz` lies beside it), as `web` says
+/// with `--web`, else as the archive's `KEY.gz`.
+pub fn form_of(path: &Path, key: &Path, gz_as_is: bool, web: Option<&Web>) -> Form {
+    if gz_as_is && crate::form::strip_gz(key.as_os_str()).is_some() {
+        let beside = crate::form::strip_gz(path.as_os_str()).map(Path::new);
+        if !beside.is_some_and(Path::exists) {
+            return Form::Plain;
+        }
+    }
+    web.map_or(Form::Archive, |w| w.form_of(key))
 }

@@ -43,6 +43,13 @@ pub enum Skip {
     /// `--web` into `dir:`: `X.gz` beside a file `X` that ferry gzips, and whose `X.gz`
     /// it writes itself: taking this one too would put two files in one place.
     WebCopy,
+    /// `ferry watch`: a renamed file (`app.log` → `app.log.1`, the same inode, size and
+    /// mtime) whose object, delivered under the key `from`, was copied to its own key in
+    /// the store, not sent again.
+    Renamed {
+        /// The key it was delivered under.
+        from: PathBuf,
+    },
 }
 
 impl std::fmt::Display for Skip {
@@ -53,6 +60,11 @@ impl std::fmt::Display for Skip {
                 "a .gz beside a file that --web gzips into dir:, which writes that .gz itself",
             ),
             Skip::SymlinkNotFollowed => f.write_str("symbolic link (not followed)"),
+            Skip::Renamed { from } => write!(
+                f,
+                "renamed: delivered as {}, its object copied in the store",
+                from.display()
+            ),
             Skip::Loop { ancestor } => write!(
                 f,
                 "symbolic link loop (points to ancestor {})",
@@ -144,12 +156,76 @@ pub struct FileCtx {
     pub modes: (u32, u32),
     /// The source's owner and group (uid, gid) when opened, recorded for a restore.
     pub owner: (u32, u32),
+    /// The source's device and inode numbers when opened, recorded so that `ferry watch`
+    /// knows a rotated file (`app.log` → `app.log.1`) as content already delivered.
+    pub inode: (u64, u64),
     /// When this file's `--task-timeout` runs out, counted from when it was opened.
     pub deadline: Option<Deadline>,
     /// Its place in the progress view while any piece of it is under way.
     pub transfer: Option<crate::counters::Transfer>,
     /// How it is stored: the archive's `KEY.gz`, or with `--web` as a server sends it.
     pub form: Form,
+}
+
+/// What a source was when its object was copied: the load stage skips it only if it is
+/// still that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Seen {
+    /// Device and inode numbers.
+    pub inode: (u64, u64),
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time (seconds, nanoseconds).
+    pub mtime: (i64, u32),
+}
+
+impl Seen {
+    /// What `meta` says of a file.
+    pub fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Seen {
+            inode: (meta.dev(), meta.ino()),
+            size: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec() as u32),
+        }
+    }
+}
+
+/// The files of a `ferry watch` shipment whose content was delivered under another key,
+/// each copied to its own key and recorded before it began: key → what the file was, and
+/// the key it was known by.
+pub type Renamed = std::collections::HashMap<PathBuf, (Seen, PathBuf)>;
+
+/// What the load stage saw of a source when it opened it: what its entry records.
+#[derive(Debug, Clone, Copy)]
+pub struct Stat {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time (seconds, nanoseconds).
+    pub mtime: (i64, u32),
+    /// Status-change time (seconds, nanoseconds).
+    pub ctime: (i64, u32),
+    /// Permission bits of the file, and of the directories above it (see [`FileCtx::modes`]).
+    pub modes: (u32, u32),
+    /// Owner and group (uid, gid).
+    pub owner: (u32, u32),
+    /// Device and inode numbers.
+    pub inode: (u64, u64),
+}
+
+impl Stat {
+    /// What `meta` says, with `dir_modes` for the directories above.
+    pub fn of(meta: &std::fs::Metadata, dir_modes: u32) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Stat {
+            size: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec() as u32),
+            ctime: (meta.ctime(), meta.ctime_nsec() as u32),
+            modes: (meta.mode() & 0o7777, dir_modes),
+            owner: (meta.uid(), meta.gid()),
+            inode: (meta.dev(), meta.ino()),
+        }
+    }
 }
 
 impl FileCtx {
@@ -160,33 +236,34 @@ impl FileCtx {
         mtime: (i64, u32),
         deadline: Option<Deadline>,
     ) -> Arc<Self> {
-        Self::opened(
-            task,
+        let stat = Stat {
             size,
             mtime,
-            (0, 0),
-            (0o666, 0o777),
-            (0, 0),
-            deadline,
-            None,
-            Form::Archive,
-        )
+            ctime: (0, 0),
+            modes: (0o666, 0o777),
+            owner: (0, 0),
+            inode: (0, 0),
+        };
+        Self::opened(task, stat, deadline, None, Form::Archive)
     }
 
-    /// A context for `task`, opened with `size`, `mtime`, `ctime`, `modes` and `owner`,
-    /// followed in the progress view by `transfer`, stored in `form`.
-    #[allow(clippy::too_many_arguments)]
+    /// A context for `task`, opened as `stat` says, followed in the progress view by
+    /// `transfer`, stored in `form`.
     pub fn opened(
         task: FileTask,
-        size: u64,
-        mtime: (i64, u32),
-        ctime: (i64, u32),
-        modes: (u32, u32),
-        owner: (u32, u32),
+        stat: Stat,
         deadline: Option<Deadline>,
         transfer: Option<crate::counters::Transfer>,
         form: Form,
     ) -> Arc<Self> {
+        let Stat {
+            size,
+            mtime,
+            ctime,
+            modes,
+            owner,
+            inode,
+        } = stat;
         Arc::new(FileCtx {
             id: task.id,
             path: task.path,
@@ -196,6 +273,7 @@ impl FileCtx {
             ctime,
             modes,
             owner,
+            inode,
             deadline,
             transfer,
             form,

@@ -642,6 +642,7 @@ impl Tally {
                 dir: false,
                 form: (file.form != Form::Archive).then_some(file.form),
                 etag: receipt.etag,
+                inode: Some(file.inode),
             }),
         }
     }
@@ -670,6 +671,7 @@ fn link_recorded(file: &FileCtx, target: std::ffi::OsString) -> Outcome {
             dir: false,
             form: None,
             etag: None,
+            inode: None,
         }),
     }
 }

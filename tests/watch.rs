@@ -170,3 +170,52 @@ fn a_log_compressed_by_logrotate_goes_as_it_is() {
         );
     }
 }
+
+/// A file renamed after it was shipped (`app.log` → `app.log.1`, as logrotate's `create`
+/// mode does) is known by its device, inode, size and mtime: its object is copied to its
+/// new key in the store, not read or sent again, and recorded under its new name; the new
+/// `app.log` goes under the old key. Verify and restore take both.
+#[test]
+fn a_renamed_file_is_copied_in_the_store_not_sent_again() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("app");
+    write(&src, "app.log", b"generation one\n");
+    let out = t.path().join("out");
+    let mut w = watch(&src, &out, &["-v"]);
+    w.wait_until("app.log shipped by the scan", |l| done_line(l, "app.log"));
+    w.wait_for("watch: watching 1 input");
+    std::fs::rename(src.join("app.log"), src.join("app.log.1")).unwrap();
+    write(&src, "app.log", b"generation two, longer\n");
+    w.wait_until("app.log.1 renamed", |l| {
+        l.starts_with("[renamed]") && l.contains("app.log.1")
+    });
+    w.wait_until("the new app.log shipped", |l| done_line(l, "app.log "));
+    w.signal(libc::SIGTERM);
+    let (status, err, _) = w.finish();
+    assert!(status.success(), "{err}");
+    assert!(
+        !err.lines().any(|l| done_line(l, "app.log.1")),
+        "app.log.1 was sent again: {err}"
+    );
+    assert_eq!(gunzip(&out.join("app/app.log.1.gz")), b"generation one\n");
+    assert_eq!(
+        gunzip(&out.join("app/app.log.gz")),
+        b"generation two, longer\n"
+    );
+    verify_dir(&out).assert().success();
+    let back = t.path().join("back");
+    assert_cmd::Command::cargo_bin("ferry")
+        .unwrap()
+        .args(["restore", "--progress", "never", "--from"])
+        .arg(format!("dir:{}", out.display()))
+        .arg(&back)
+        .assert()
+        .success();
+    for f in ["app.log", "app.log.1"] {
+        assert_eq!(
+            std::fs::read(back.join("app").join(f)).unwrap(),
+            std::fs::read(src.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+}

@@ -77,6 +77,8 @@ pub struct Opened {
     /// `--delete`: the history's entries under the inputs whose sources were gone when
     /// the run began, to remove once it has ended whole.
     doomed: Vec<Entry>,
+    /// `ferry watch`: the renamed files whose objects were copied (see [`super::renamed`]).
+    renamed: Arc<crate::task::Renamed>,
 }
 
 impl Command for Deliver<'_> {
@@ -150,6 +152,7 @@ impl Command for Deliver<'_> {
             dry_run: config.delivery().dry_run,
             web: config.delivery().web.clone(),
             gz_as_is: config.delivery().gz_as_is,
+            renamed: opened.renamed.clone(),
         });
         let d = config.delivery();
         let uploader = Arc::new(
@@ -341,6 +344,20 @@ fn prepare(config: &Config, s: &Session) -> Result<Opened, FerryError> {
         s.log.clone(),
     )
     .map_err(|e| FerryError::setup(format!("cannot start the journal writer: {e}")))?;
+    // `ferry watch`'s renamed files: their objects copied before anything is sent.
+    let renamed = match (&config.inputs().only, delivery.dry_run) {
+        (Some(files), false) => {
+            let (gz_as_is, web) = (delivery.gz_as_is, delivery.web.as_ref());
+            super::renamed::copy_renamed(
+                sink.as_ref(),
+                files,
+                &|path, key| crate::load::form_of(path, key, gz_as_is, web),
+                &journal.recorder(),
+                &s.log,
+            )
+        }
+        _ => Default::default(),
+    };
     let shard_run = (config.inputs().shard)
         .filter(|_| !delivery.dry_run)
         .map(|k| (k, ShardRun::starting(k, config.inputs().plan.clone())));
@@ -354,6 +371,7 @@ fn prepare(config: &Config, s: &Session) -> Result<Opened, FerryError> {
         shard_run,
         dirs: Arc::default(),
         doomed,
+        renamed: Arc::new(renamed),
     })
 }
 

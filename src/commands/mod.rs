@@ -15,6 +15,7 @@
 
 pub mod deliver;
 pub mod plan;
+pub mod renamed;
 pub mod report;
 pub mod restore;
 pub mod verify;

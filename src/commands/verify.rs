@@ -175,7 +175,8 @@ impl Command for Verify {
                                 check_object(&e, object.body)
                             })
                             .and_then(|()| match fix && old_header {
-                                true => store_again(sink.as_ref(), &key, &e)
+                                true => copy_checked(sink.as_ref(), &key, &key, &e)
+                                    .map(drop)
                                     .map(|()| {
                                         fixed.fetch_add(1, Relaxed);
                                     })
@@ -389,14 +390,21 @@ pub struct VerifyReport {
     pub links: u64,
 }
 
-/// Stores the archive object `key` again with the headers ferry gives one now (the
-/// gzip type, no Content-Encoding): its own bytes, read back from the store and written
-/// as a new object over it (a store replaces an object whole) as they are checked against
-/// `e`; it is committed only when the bytes written are the ones that checked out.
+/// Reads the object `from` back and writes its bytes as the object `to`, checked against
+/// `e` as they pass; `to` is committed only when the bytes written are the ones that
+/// checked out. With `to` = `from` (`--fix-headers`) an archive object is stored again
+/// with the headers ferry gives one now (the gzip type, no Content-Encoding), as a store
+/// replaces an object whole; `ferry watch` copies a renamed file's object so where the
+/// store cannot copy by itself.
 ///
 /// # Errors
-/// Why it could not be read, checked or written; the object is then as it was.
-fn store_again(sink: &dyn Sink, key: &Path, e: &Entry) -> Result<(), String> {
+/// Why it could not be read, checked or written; `to` is then as it was.
+pub(crate) fn copy_checked(
+    sink: &dyn Sink,
+    from: &Path,
+    to: &Path,
+    e: &Entry,
+) -> Result<crate::sink::Receipt, String> {
     /// Hands on what is read through it, and keeps the first write error.
     struct Tee<'a> {
         from: Box<dyn Read + Send>,
@@ -420,10 +428,11 @@ fn store_again(sink: &dyn Sink, key: &Path, e: &Entry) -> Result<(), String> {
         ),
         source_size: e.size,
         source_mode: e.mode,
+        mode: e.mode,
         ..Default::default()
     };
-    let from = sink.open_object(key).map_err(|err| err.to_string())?.body;
-    let mut up = sink.begin(key, &meta).map_err(|err| err.to_string())?;
+    let from = sink.open_object(from).map_err(|err| err.to_string())?.body;
+    let mut up = sink.begin(to, &meta).map_err(|err| err.to_string())?;
     up.source_crc32(e.crc32);
     let mut tee = Tee {
         from,
@@ -434,7 +443,7 @@ fn store_again(sink: &dyn Sink, key: &Path, e: &Entry) -> Result<(), String> {
     let failed = tee.failed.take();
     match checked.and_then(|()| failed.map_or(Ok(()), Err)) {
         Ok(()) => match up.commit() {
-            Ok(r) if r.bytes == e.bytes_out => Ok(()),
+            Ok(r) if r.bytes == e.bytes_out => Ok(r),
             Ok(r) => Err(format!(
                 "the store took {} bytes, not {}",
                 r.bytes, e.bytes_out

@@ -612,6 +612,7 @@ mod tests {
             dir: false,
             form: None,
             etag: None,
+            inode: None,
         }
     }
 

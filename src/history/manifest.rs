@@ -154,6 +154,12 @@ pub struct Entry {
     /// replaced since is found without reading it. Older versions ignore it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
+    /// The source's device and inode numbers when it was read: what lets `ferry watch`
+    /// know a renamed file (`app.log` → `app.log.1`, same inode, size and mtime) as
+    /// content delivered already, and copy its object in the store instead of sending it
+    /// again. Older versions ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inode: Option<(u64, u64)>,
 }
 
 impl Entry {
@@ -193,6 +199,7 @@ impl Entry {
             dir: true,
             form: None,
             etag: None,
+            inode: None,
         }
     }
 }
@@ -581,6 +588,7 @@ mod tests {
             dir: false,
             form: None,
             etag: None,
+            inode: None,
         }
     }
 

@@ -325,6 +325,25 @@ pub trait Sink: Send + Sync {
         let _ = (key, size);
         Err(SinkError::Misuse("this sink keeps no objects to delete"))
     }
+    /// Copies the object `from` to `to` inside the store, without its bytes passing
+    /// through ferry, if it is still the object the history recorded (`size` bytes, and
+    /// `etag` where both are known): `Ok(Some(receipt))` for the copy; `Ok(None)` when
+    /// the store cannot copy by itself (the caller then reads it back and writes it,
+    /// checked); an error, copying nothing, when it is something else now.
+    ///
+    /// # Errors
+    /// [`SinkError::Refused`] for an object that is not the one recorded, or the store's
+    /// error.
+    fn copy_object(
+        &self,
+        from: &Path,
+        to: &Path,
+        size: u64,
+        etag: Option<&str>,
+    ) -> Result<Option<Receipt>, SinkError> {
+        let _ = (from, to, size, etag);
+        Ok(None)
+    }
     /// As [`Sink::list_objects`], with each object's ETag where the listing gives one
     /// (object stores): what `verify --quick` compares with the ETag recorded when the
     /// object was stored.

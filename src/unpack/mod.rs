@@ -934,6 +934,7 @@ fn entry_of(w: Wanted, got: &Inflated) -> Entry {
         dir: false,
         form: None,
         etag: None,
+        inode: None,
     })
 }
 

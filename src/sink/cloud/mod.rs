@@ -441,6 +441,34 @@ impl Sink for CloudSink {
         }
     }
 
+    fn copy_object(
+        &self,
+        from: &Path,
+        to: &Path,
+        size: u64,
+        etag: Option<&str>,
+    ) -> Result<Option<Receipt>, SinkError> {
+        let (from, to) = (self.path(from), self.path(to));
+        let handle = self.runtime.handle();
+        let there = run(handle, &self.client, None, self.store.head(&from))?;
+        let tag = there.e_tag.as_deref().map(super::api::bare_etag);
+        if there.size != size || etag.zip(tag).is_some_and(|(a, b)| a != b) {
+            return Err(SinkError::Refused(format!(
+                "{} bytes there (ETag {}), {size} recorded (ETag {}): not the object ferry stored",
+                there.size,
+                tag.unwrap_or("none"),
+                etag.unwrap_or("none")
+            )));
+        }
+        run(handle, &self.client, None, self.store.copy(&from, &to))?;
+        let copied = run(handle, &self.client, None, self.store.head(&to))?;
+        Ok(Some(Receipt {
+            bytes: copied.size,
+            crc32: None,
+            etag: copied.e_tag.as_deref().map(|t| bare_etag(t).to_string()),
+        }))
+    }
+
     fn delete_object(&self, key: &Path, size: u64) -> Result<bool, SinkError> {
         let path = self.path(key);
         let handle = self.runtime.handle();
