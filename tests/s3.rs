@@ -1417,3 +1417,48 @@ fn delete_removes_the_objects_of_files_gone_at_the_source() {
     assert!(!keys.iter().any(|k| k.ends_with("m/a.log.gz")), "{keys:?}");
     assert!(keys.iter().any(|k| k.ends_with("m/b.log.gz")), "{keys:?}");
 }
+
+/// `ferry watch` into S3: a file renamed after it was shipped has its object copied by
+/// the store itself (a server-side copy), not sent again; the new file goes under the
+/// old key; both read back as they are.
+#[test]
+fn a_renamed_file_is_copied_by_the_store_in_a_watch() {
+    let s3 = s3();
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("w");
+    write(&src, "app.log", &text(20_000, 7));
+    let prefix = unique("renamed");
+    let url = s3.url(&prefix);
+    let args = [
+        "watch",
+        src.to_str().unwrap(),
+        "--to",
+        &url,
+        "--settle",
+        "200ms",
+        "-v",
+    ];
+    let mut w = spawn_with_keys(args, &s3.endpoint);
+    w.wait_for("watch: watching 1 input");
+    std::fs::rename(src.join("app.log"), src.join("app.log.1")).unwrap();
+    write(&src, "app.log", b"the next generation\n");
+    let line = w.wait_until("app.log.1 renamed", |l| {
+        l.starts_with("[renamed]") && l.contains("app.log.1")
+    });
+    assert!(line.contains("copied in the store"), "{line}");
+    w.wait_until("the new app.log shipped", |l| {
+        l.starts_with("[done]") && l.contains("/app.log ")
+    });
+    w.signal(libc::SIGTERM);
+    let (status, err, _) = w.finish();
+    assert!(status.success(), "{err}");
+    assert!(
+        !err.lines()
+            .any(|l| l.starts_with("[done]") && l.contains("app.log.1")),
+        "{err}"
+    );
+    let back = t.path().join("back");
+    s3.download(&prefix, &back);
+    assert_eq!(gunzip(&back.join("w/app.log.1.gz")), text(20_000, 7));
+    assert_eq!(gunzip(&back.join("w/app.log.gz")), b"the next generation\n");
+}

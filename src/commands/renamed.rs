@@ -74,17 +74,18 @@ pub fn copy_renamed(
         moved.owner = Some((meta.uid(), meta.gid()));
         let (from, to) = (e.object_key(local), moved.object_key(local));
         let copied = match sink.copy_object(&from, &to, e.bytes_out, e.etag.as_deref()) {
-            Ok(Some(receipt)) => Ok(receipt),
-            Ok(None) => super::verify::copy_checked(sink, &from, &to, &e),
+            Ok(Some(receipt)) => Ok((receipt, "copied in the store")),
+            Ok(None) => super::verify::copy_checked(sink, &from, &to, &e)
+                .map(|r| (r, "read back, checked and written")),
             Err(err) => Err(err.to_string()),
         };
         match copied {
-            Ok(receipt) => {
+            Ok((receipt, how)) => {
                 moved.etag = receipt.etag;
                 recorder.record(&moved);
                 log.info(|| {
                     format!(
-                        "[renamed] {} (delivered as {}: its object copied in the store, not sent again)",
+                        "[renamed] {} (delivered as {}: its object {how}, not sent again)",
                         path.display(),
                         old.display()
                     )
