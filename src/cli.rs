@@ -142,6 +142,7 @@ impl WatchArgs {
         // What logrotate compressed itself goes as it is, not gzipped twice.
         config = config.gz_as_is();
         Ok(crate::commands::watch::Watch {
+            delete: config.delivery().delete,
             config,
             settle: self.settle,
             rescan: self.rescan,
@@ -485,6 +486,7 @@ impl SelectArgs {
             min_size: self.min_size,
             max_size: self.max_size,
             only: None,
+            gone: None,
         })
     }
 }

@@ -38,6 +38,10 @@ pub struct Inputs {
     /// Only these files (path, key), named by `ferry watch` with the keys a walk of the
     /// inputs gives them: nothing is walked, and a path not under an input is refused.
     pub only: Option<std::sync::Arc<Vec<(PathBuf, PathBuf)>>>,
+    /// With `only` and `--delete`: the keys `ferry watch` saw gone (a file, or a directory
+    /// and all below it) and still gone once settled; only their entries' objects are
+    /// removed. A shipment of `only` without it removes nothing.
+    pub gone: Option<std::sync::Arc<Vec<PathBuf>>>,
 }
 
 /// How hard to work, and within what memory.
@@ -236,6 +240,13 @@ impl Config {
         self
     }
 
+    /// The same run, with `--delete` removing only the objects of `keys` (and of all
+    /// below a key that was a directory), which `ferry watch` saw gone.
+    pub fn gone(mut self, keys: std::sync::Arc<Vec<PathBuf>>) -> Self {
+        self.inputs.gone = Some(keys);
+        self
+    }
+
     /// A builder with the CLI's defaults, for `inputs` delivered to `sink`.
     ///
     /// ```
@@ -261,6 +272,7 @@ impl Config {
                     min_size: None,
                     max_size: None,
                     only: None,
+                    gone: None,
                 },
                 tuning: Tuning {
                     level: 6,

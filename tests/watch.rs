@@ -219,3 +219,69 @@ fn a_renamed_file_is_copied_in_the_store_not_sent_again() {
         );
     }
 }
+
+/// `ferry watch --delete`: a file removed, or a directory moved away, has its objects
+/// removed once it stayed gone for `--settle`; a file that is gone for a moment (renamed
+/// away and back, as a save by rename does) keeps its object; an object ferry did not
+/// store is never touched.
+#[test]
+fn delete_while_watching_removes_what_stayed_gone() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("app");
+    write(&src, "a.log", b"a\n");
+    write(&src, "b.log", b"b\n");
+    write(&src, "old/c.log", b"c\n");
+    write(&src, "old/d.log", b"d\n");
+    let out = t.path().join("out");
+    write(&out, "app/mine.gz", b"someone else's");
+    let mut w = watch(&src, &out, &["-v", "--delete"]);
+    w.wait_for("watch: watching 1 input");
+    // A removal alone, with nothing else to ship, is mirrored.
+    std::fs::remove_file(src.join("a.log")).unwrap();
+    std::fs::rename(src.join("old"), t.path().join("moved-away")).unwrap();
+    let deleted = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    w.wait_until("a.log, c.log and d.log deleted", |l| {
+        if let Some(rest) = l.strip_prefix("[deleted] ") {
+            deleted.borrow_mut().insert(rest.to_string());
+        }
+        deleted.borrow().len() == 3
+    });
+    // b.log away and back within the settle time: shipped again (its ctime moved), not
+    // deleted.
+    std::fs::rename(src.join("b.log"), t.path().join("b.tmp")).unwrap();
+    std::fs::rename(t.path().join("b.tmp"), src.join("b.log")).unwrap();
+    w.wait_until("b.log shipped again", |l| done_line(l, "b.log"));
+    w.signal(libc::SIGTERM);
+    let (status, err, _) = w.finish();
+    assert!(status.success(), "{err}");
+    let deleted = deleted.into_inner();
+    assert_eq!(
+        deleted,
+        ["app/a.log.gz", "app/old/c.log.gz", "app/old/d.log.gz"]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        "{err}"
+    );
+    assert!(!out.join("app/a.log.gz").exists());
+    assert!(!out.join("app/old/c.log.gz").exists());
+    assert_eq!(gunzip(&out.join("app/b.log.gz")), b"b\n");
+    assert_eq!(
+        std::fs::read(out.join("app/mine.gz")).unwrap(),
+        b"someone else's"
+    );
+    // The shipments' lines count them, and the directory's entry (which has no object).
+    let counted: u64 = err
+        .lines()
+        .filter_map(|l| {
+            l.strip_suffix(" deleted")?
+                .rsplit(", ")
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert_eq!(counted, 4, "{err}");
+    assert!(!err.contains("[deleted] app/b.log"), "{err}");
+    verify_dir(&out).assert().success();
+}

@@ -319,8 +319,14 @@ fn prepare(config: &Config, s: &Session) -> Result<Opened, FerryError> {
         .map(|files| only(files, &sources));
     let history = read_history(sink.as_ref(), config)?;
     // --delete: decided before anything is sent, so --max-delete refuses a run whole.
-    let doomed = match delivery.delete && !history.index.is_empty() {
-        true => doomed(sink.as_ref(), config, &sources)?,
+    // A shipment of `ferry watch`'s settled files removes only what it saw gone.
+    let scope = match (&config.inputs().only, &config.inputs().gone) {
+        (_, Some(gone)) => Some(gone.as_slice()),
+        (Some(_), None) => Some(&[][..]),
+        (None, None) => None,
+    };
+    let doomed = match delivery.delete && !history.index.is_empty() && scope != Some(&[]) {
+        true => doomed(sink.as_ref(), config, &sources, scope)?,
         false => Vec::new(),
     };
     // `ferry watch`'s files: taken instead of a walk (after --delete looked at the roots).
@@ -407,8 +413,14 @@ fn only(files: Arc<Vec<(PathBuf, PathBuf)>>, sources: &Sources) -> Result<Keyed,
 /// `--delete`: the current entries of this run's history that lie under one of its input
 /// roots and whose source is gone (nothing at its path, not even a link). A file that a
 /// filter leaves out this run is still there, so it stays; keys from `--files-from` alone
-/// are under no root, and stay.
-fn doomed(sink: &dyn Sink, config: &Config, sources: &Sources) -> Result<Vec<Entry>, FerryError> {
+/// are under no root, and stay. With `under` (`ferry watch`), only entries at or below
+/// one of its keys are looked at.
+fn doomed(
+    sink: &dyn Sink,
+    config: &Config,
+    sources: &Sources,
+    under: Option<&[PathBuf]>,
+) -> Result<Vec<Entry>, FerryError> {
     use std::os::unix::ffi::OsStrExt;
     let roots: Vec<_> = sources.roots.iter().map(|(r, _)| r).collect();
     let source_of = |key: &Path| -> Option<PathBuf> {
@@ -428,6 +440,9 @@ fn doomed(sink: &dyn Sink, config: &Config, sources: &Sources) -> Result<Vec<Ent
     let scope = crate::history::journal::Scope::One(config.inputs().shard);
     crate::history::journal::for_each_current(sink, scope, |e| {
         let key = PathBuf::from(&e.key);
+        if under.is_some_and(|keys| !keys.iter().any(|k| key.starts_with(k))) {
+            return;
+        }
         let gone = source_of(&key).is_some_and(|p| {
             std::fs::symlink_metadata(&p)
                 .is_err_and(|err| err.kind() == std::io::ErrorKind::NotFound)

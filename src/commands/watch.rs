@@ -36,6 +36,8 @@ pub struct Watch {
     pub rescan: Duration,
     /// `-q`: only errors.
     pub quiet: bool,
+    /// `--delete`: a file gone for `--settle` has its object removed.
+    pub delete: bool,
 }
 
 /// What `--metrics-addr` serves of a watch: the shipments' counters added up, the one
@@ -143,7 +145,7 @@ impl Watch {
             }
         };
         // What changed while ferry was down (or everything, the first time).
-        self.ship(None, &served)?;
+        self.ship(None, None, &served)?;
         self.say(format_args!(
             "watch: watching {} input{}; a file is shipped once unchanged for {:?}",
             roots.len(),
@@ -152,6 +154,8 @@ impl Watch {
         ));
         let tick = (self.settle / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
         let mut pending: HashMap<PathBuf, Pending> = HashMap::new();
+        // --delete: paths seen gone, and since when; removed once gone for --settle.
+        let mut gone: HashMap<PathBuf, Instant> = HashMap::new();
         let mut next_scan = Instant::now() + self.rescan;
         while !stop.is_cancelled() {
             let mut rescan = false;
@@ -162,7 +166,7 @@ impl Watch {
                         // Reads (ferry's own among them) change nothing.
                         if changes(&event.kind) {
                             for path in event.paths {
-                                self.saw(&path, &roots, &mut pending);
+                                self.saw(&path, &roots, &mut pending, &mut gone);
                             }
                         }
                     }
@@ -177,30 +181,49 @@ impl Watch {
             }
             if rescan || Instant::now() >= next_scan {
                 pending.clear();
+                gone.clear();
                 served.settling.store(0, Relaxed);
-                self.ship(None, &served)?;
+                self.ship(None, None, &served)?;
                 next_scan = Instant::now() + self.rescan;
                 continue;
             }
             let settled = self.settled(&mut pending, &roots);
+            let removed = self.removed(&mut gone, &roots);
             served.settling.store(pending.len() as u64, Relaxed);
-            if !settled.is_empty() {
-                self.ship(Some(settled), &served)?;
+            if !settled.is_empty() || !removed.is_empty() {
+                self.ship(Some(settled), Some(removed), &served)?;
             }
         }
         Ok(ExitCode::Success)
     }
 
-    /// Notes that `path` changed (a file, or a directory whose files are all new).
-    fn saw(&self, path: &Path, roots: &[Watched], pending: &mut HashMap<PathBuf, Pending>) {
-        let Ok(m) = std::fs::symlink_metadata(path) else {
-            pending.remove(path);
-            return;
+    /// Notes that `path` changed (a file, or a directory whose files are all new), or,
+    /// with `--delete`, that it is gone (a file, or a directory and all below it).
+    fn saw(
+        &self,
+        path: &Path,
+        roots: &[Watched],
+        pending: &mut HashMap<PathBuf, Pending>,
+        gone: &mut HashMap<PathBuf, Instant>,
+    ) {
+        let m = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                pending.remove(path);
+                if self.delete
+                    && e.kind() == std::io::ErrorKind::NotFound
+                    && key_of(path, roots).is_some()
+                {
+                    gone.entry(path.to_path_buf()).or_insert_with(Instant::now);
+                }
+                return;
+            }
         };
+        gone.remove(path);
         if m.is_dir() {
             // A directory made or moved in: its files may predate the watch on it.
             for e in std::fs::read_dir(path).into_iter().flatten().flatten() {
-                self.saw(&e.path(), roots, pending);
+                self.saw(&e.path(), roots, pending, gone);
             }
             return;
         }
@@ -256,17 +279,43 @@ impl Watch {
         ready
     }
 
-    /// One delivery: of `files` (path and key), or of everything under the inputs. Its
-    /// outcome is said in a line (its failures by name); a setup error ends the watch.
+    /// With `--delete`: takes out of `gone` the paths gone for `--settle` and still gone,
+    /// as keys; one that came back meanwhile is dropped.
+    fn removed(&self, gone: &mut HashMap<PathBuf, Instant>, roots: &[Watched]) -> Vec<PathBuf> {
+        let now = Instant::now();
+        let mut keys = Vec::new();
+        gone.retain(|path, since| {
+            if now.duration_since(*since) < self.settle {
+                return true;
+            }
+            let still = std::fs::symlink_metadata(path)
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+            if let Some(key) = key_of(path, roots).filter(|_| still) {
+                keys.push(key);
+            }
+            false
+        });
+        keys
+    }
+
+    /// One delivery: of `files` (path and key), or of everything under the inputs; with
+    /// `--delete`, removing the objects of the keys `gone` (all whose sources are gone, for
+    /// everything). Its outcome is said in a line (its failures by name); a setup error
+    /// ends the watch.
     fn ship(
         &self,
         files: Option<Vec<(PathBuf, PathBuf)>>,
+        gone: Option<Vec<PathBuf>>,
         served: &Served,
     ) -> Result<(), FerryError> {
         let config = self.config.clone().serving_no_metrics();
         let config = match &files {
             None => config,
             Some(list) => config.only(Arc::new(list.clone())),
+        };
+        let config = match gone {
+            Some(keys) if self.delete => config.gone(Arc::new(keys)),
+            _ => config,
         };
         let now = |stages: &[Arc<StageMetrics>], m: &Arc<Counters>| {
             *served.now.lock().unwrap_or_else(|e| e.into_inner()) = (stages.to_vec(), m.clone());
@@ -286,13 +335,17 @@ impl Watch {
     /// Says how a delivery went: one line, and its failures.
     fn said(&self, s: &Summary, scan: bool) {
         let t = &s.totals;
-        if t.succeeded + t.failed > 0 || scan {
+        if t.succeeded + t.failed + t.deleted > 0 || scan {
             self.say(format_args!(
-                "watch: {}{} shipped, {} unchanged, {} failed",
+                "watch: {}{} shipped, {} unchanged, {} failed{}",
                 if scan { "scan: " } else { "" },
                 t.succeeded,
                 t.skipped,
-                t.failed
+                t.failed,
+                match self.delete {
+                    true => format!(", {} deleted", t.deleted),
+                    false => String::new(),
+                }
             ));
         }
         for f in &s.failures {
