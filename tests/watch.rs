@@ -285,3 +285,31 @@ fn delete_while_watching_removes_what_stayed_gone() {
     assert!(!err.contains("[deleted] app/b.log"), "{err}");
     verify_dir(&out).assert().success();
 }
+
+/// The selection flags hold for files found by events as for the start-up scan: an
+/// excluded file, or one in an excluded directory, is never shipped.
+#[test]
+fn excluded_files_are_not_shipped_when_they_settle() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("app");
+    write(&src, "keep.log", b"kept\n");
+    let out = t.path().join("out");
+    let mut w = watch(
+        &src,
+        &out,
+        &["-v", "--exclude", "*.tmp", "--exclude", "cache/"],
+    );
+    w.wait_for("watch: watching 1 input");
+    write(&src, "x.tmp", b"scratch\n");
+    write(&src, "cache/c.log", b"cached\n");
+    write(&src, "y.log", b"wanted\n");
+    w.wait_until("y.log shipped", |l| done_line(l, "y.log"));
+    let line = w.wait_until("the shipment's line", |l| l.contains("shipped,"));
+    assert!(line.contains("watch: 1 shipped"), "{line}");
+    w.signal(libc::SIGTERM);
+    let (status, err, _) = w.finish();
+    assert!(status.success(), "{err}");
+    assert!(!err.contains("x.tmp") && !err.contains("c.log"), "{err}");
+    assert!(!out.join("app/x.tmp.gz").exists());
+    assert!(!out.join("app/cache").exists());
+}

@@ -99,13 +99,7 @@ impl Watch {
         let stop = CancelToken::new();
         crate::interrupt::cancel_on_ctrl_c(&stop);
         crate::interrupt::ignore_file_size_signal();
-        let roots: Vec<Watched> = plan_roots(&self.config.inputs().paths)?
-            .into_iter()
-            .map(|root| Watched {
-                resolved: std::fs::canonicalize(&root.path).ok(),
-                root,
-            })
-            .collect();
+        let roots = watched(&self.config)?;
         let (tx, events) = crossbeam_channel::unbounded();
         let mut watcher = notify::recommended_watcher(move |e| {
             let _ = tx.send(e);
@@ -227,7 +221,7 @@ impl Watch {
             }
             return;
         }
-        if !m.is_file() || key_of(path, roots).is_none() {
+        if !m.is_file() || !key_of(path, roots).is_some_and(|(_, taken)| taken) {
             return;
         }
         let seen = (m.len(), (m.mtime(), m.mtime_nsec()));
@@ -271,7 +265,7 @@ impl Watch {
                 p.since = now;
                 return true;
             }
-            if let Some(key) = key_of(path, roots) {
+            if let Some((key, _)) = key_of(path, roots) {
                 ready.push((path.clone(), key));
             }
             false
@@ -290,7 +284,7 @@ impl Watch {
             }
             let still = std::fs::symlink_metadata(path)
                 .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
-            if let Some(key) = key_of(path, roots).filter(|_| still) {
+            if let Some((key, _)) = key_of(path, roots).filter(|_| still) {
                 keys.push(key);
             }
             false
@@ -372,25 +366,50 @@ fn changes(kind: &notify::EventKind) -> bool {
 }
 
 /// An input root being watched, with its path resolved once (the OS names paths as it
-/// resolved them).
+/// resolved them) and the selection's globs for the files below it.
 struct Watched {
     root: Root,
     resolved: Option<PathBuf>,
+    globs: Option<ignore::overrides::Override>,
 }
 
-/// The key a full run gives `path`: its root's name, then the path below the root (the
-/// root matched as given and as resolved).
-fn key_of(path: &Path, roots: &[Watched]) -> Option<PathBuf> {
-    roots.iter().find_map(|Watched { root: r, resolved }| {
-        [Some(&r.path), resolved.as_ref()]
+/// The input roots of `config`, to watch.
+fn watched(config: &Config) -> Result<Vec<Watched>, FerryError> {
+    let inputs = config.inputs();
+    plan_roots(&inputs.paths)?
+        .into_iter()
+        .map(|root| {
+            let globs = match root.is_dir {
+                true => crate::globs::overrides(&root.path, &inputs.include, &inputs.exclude)?,
+                false => None,
+            };
+            Ok(Watched {
+                resolved: std::fs::canonicalize(&root.path).ok(),
+                root,
+                globs,
+            })
+        })
+        .collect()
+}
+
+/// The key a full run gives `path` (its root's name, then the path below the root, the
+/// root matched as given and as resolved), and whether the selection's globs take it as
+/// a walk would (a file in an excluded directory is left out with it).
+fn key_of(path: &Path, roots: &[Watched]) -> Option<(PathBuf, bool)> {
+    roots.iter().find_map(|w| {
+        let r = &w.root;
+        [Some(&r.path), w.resolved.as_ref()]
             .into_iter()
             .flatten()
             .find_map(|root| match r.is_dir {
-                true => path
-                    .strip_prefix(root)
-                    .ok()
-                    .map(|rest| Path::new(&r.name).join(rest)),
-                false => (path == root).then(|| PathBuf::from(&r.name)),
+                true => path.strip_prefix(root).ok().map(|rest| {
+                    let taken = w
+                        .globs
+                        .as_ref()
+                        .is_none_or(|g| crate::globs::admits(g, rest));
+                    (Path::new(&r.name).join(rest), taken)
+                }),
+                false => (path == root).then(|| (PathBuf::from(&r.name), true)),
             })
     })
 }
