@@ -138,11 +138,16 @@ impl WatchArgs {
             ));
         }
         let quiet = self.run.show.verbosity.quiet;
+        // SIGHUP reads the selection again: the list, the globs and their files.
+        let (select, paths) = (self.run.select.clone(), self.run.inputs.clone());
+        let reload: crate::commands::watch::Reload =
+            Box::new(move || select.clone().into_inputs(paths.clone()));
         let mut config = self.run.into_config()?;
         // What logrotate compressed itself goes as it is, not gzipped twice.
         config = config.gz_as_is();
         Ok(crate::commands::watch::Watch {
             delete: config.delivery().delete,
+            reload: Some(reload),
             config,
             settle: self.settle,
             rescan: self.rescan,

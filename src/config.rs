@@ -234,6 +234,12 @@ impl Config {
         self
     }
 
+    /// The same delivery with the selection `inputs` (`ferry watch`, read again on SIGHUP).
+    pub fn with_inputs(mut self, inputs: Inputs) -> Self {
+        self.inputs = inputs;
+        self
+    }
+
     /// The same run, taking only `files` (path, key) instead of walking the inputs.
     pub fn only(mut self, files: std::sync::Arc<Vec<(PathBuf, PathBuf)>>) -> Self {
         self.inputs.only = Some(files);

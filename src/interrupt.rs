@@ -1,6 +1,7 @@
 //! Signals for the binary: Ctrl-C and SIGTERM (the first cancels the run, the summary
-//! still prints, exit 130; the second exits at once), and SIGXFSZ (ignored, so a write
-//! past `ulimit -f` fails that file with "file too large" instead of killing ferry).
+//! still prints, exit 130; the second exits at once), SIGHUP (a run ends as for Ctrl-C;
+//! `ferry watch` reads its selection again), and SIGXFSZ (ignored, so a write past
+//! `ulimit -f` fails that file with "file too large" instead of killing ferry).
 
 use crate::error::ExitCode;
 use crate::pipeline::{CancelReason, CancelToken};
@@ -33,4 +34,37 @@ pub fn ignore_file_size_signal() {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
+}
+
+/// For `ferry watch`: the first Ctrl-C or SIGTERM cancels `token` (the shipment under way
+/// finishes), the second exits with 130; each SIGHUP is sent on the channel returned.
+///
+/// # Errors
+/// The handlers cannot be installed.
+pub fn watch_signals(token: &CancelToken) -> std::io::Result<crossbeam_channel::Receiver<()>> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    let (hup, hups) = crossbeam_channel::unbounded();
+    let token = token.clone();
+    std::thread::Builder::new()
+        .name("ferry-signals".into())
+        .spawn(move || {
+            let mut stops = 0;
+            for signal in signals.forever() {
+                match signal {
+                    SIGHUP => {
+                        let _ = hup.send(());
+                    }
+                    _ if stops == 0 => {
+                        stops += 1;
+                        token.cancel(CancelReason::Interrupted);
+                        eprintln!(
+                            "ferry: interrupted; finishing up (press Ctrl-C again to quit now)"
+                        );
+                    }
+                    _ => std::process::exit(ExitCode::Interrupted.code().into()),
+                }
+            }
+        })?;
+    Ok(hups)
 }

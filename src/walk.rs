@@ -585,9 +585,24 @@ impl Walker {
     }
 }
 
+/// The paths `--files-from` FILE lists (NUL-separated with `nul`), for `ferry watch`,
+/// which reads the list again on SIGHUP.
+///
+/// # Errors
+/// The list cannot be read.
+pub fn read_list(list: &Path, nul: bool) -> std::io::Result<Vec<PathBuf>> {
+    let bytes = std::fs::read(list)?;
+    let sep = if nul { 0 } else { b'\n' };
+    Ok(bytes
+        .split(|&b| b == sep)
+        .filter(|l| !l.is_empty())
+        .map(|l| PathBuf::from(OsString::from_vec(l.to_vec())))
+        .collect())
+}
+
 /// The key of a listed path: the path itself without leading `/` or `./`; `None` if it
 /// climbs with `..` (it could land outside the sink).
-fn list_key(path: &Path) -> Option<PathBuf> {
+pub fn list_key(path: &Path) -> Option<PathBuf> {
     let mut key = PathBuf::new();
     for c in path.components() {
         match c {

@@ -701,6 +701,10 @@ fn the_example_systemd_unit_is_hardened_and_its_command_line_parses() {
         Some("/var/log/app")
     );
     assert_eq!(get("Service", "KillSignal").as_deref(), Some("SIGTERM"));
+    assert_eq!(
+        get("Service", "ExecReload").as_deref(),
+        Some("/bin/kill -HUP $MAINPID")
+    );
     let exec = get("Service", "ExecStart").unwrap();
     let args: Vec<&str> = exec.split_whitespace().collect();
     assert!(args[0].ends_with("/ferry"), "{exec}");

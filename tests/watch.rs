@@ -313,3 +313,75 @@ fn excluded_files_are_not_shipped_when_they_settle() {
     assert!(!out.join("app/x.tmp.gz").exists());
     assert!(!out.join("app/cache").exists());
 }
+
+/// `ferry watch --files-from LIST` watches the files the list names (keyed as a run keys
+/// them), each through its directory; SIGHUP reads the list and the `--exclude-from`
+/// globs again: a file added to the list is shipped, a file newly excluded is not.
+#[test]
+fn sighup_reads_the_file_list_and_the_filters_again() {
+    let t = tempfile::tempdir().unwrap();
+    let logs = t.path().join("logs");
+    write(&logs, "a.log", b"a\n");
+    write(&logs, "b.log", b"b\n");
+    let list = t.path().join("list");
+    std::fs::write(&list, format!("{}\n", logs.join("a.log").display())).unwrap();
+    let src = t.path().join("app");
+    write(&src, "keep.log", b"keep\n");
+    let excludes = t.path().join("excludes");
+    std::fs::write(&excludes, "# nothing yet\n").unwrap();
+    let out = t.path().join("out");
+    let mut w = watch(
+        &src,
+        &out,
+        &[
+            "-v",
+            "--files-from",
+            list.to_str().unwrap(),
+            "--exclude-from",
+            excludes.to_str().unwrap(),
+        ],
+    );
+    w.wait_for("watch: watching 1 input and 1 listed file");
+    let key = |f: &str| logs.join(f).strip_prefix("/").unwrap().to_path_buf();
+    assert_eq!(
+        gunzip(&out.join(key("a.log")).with_extension("log.gz")),
+        b"a\n"
+    );
+    // A listed file is watched: written again, it goes again.
+    write(&logs, "a.log", b"a, again\n");
+    w.wait_until("a.log shipped again", |l| done_line(l, "a.log"));
+    // The list gains b.log, and *.tmp is excluded: SIGHUP.
+    std::fs::write(
+        &list,
+        format!(
+            "{}\n{}\n",
+            logs.join("a.log").display(),
+            logs.join("b.log").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(&excludes, "*.tmp\n").unwrap();
+    w.signal(libc::SIGHUP);
+    w.wait_for(
+        "watch: SIGHUP: the file list and filters read again; watching 1 input and 2 listed files",
+    );
+    w.wait_until("b.log shipped by the rescan", |l| done_line(l, "b.log"));
+    write(&src, "x.tmp", b"scratch\n");
+    write(&src, "y.log", b"wanted\n");
+    w.wait_until("y.log shipped", |l| done_line(l, "y.log"));
+    let line = w.wait_until("the shipment's line", |l| l.contains("shipped,"));
+    assert!(line.contains("watch: 1 shipped"), "{line}");
+    w.signal(libc::SIGTERM);
+    let (status, err, _) = w.finish();
+    assert!(status.success(), "{err}");
+    assert!(!err.contains("x.tmp"), "{err}");
+    assert_eq!(
+        gunzip(&out.join(key("a.log")).with_extension("log.gz")),
+        b"a, again\n"
+    );
+    assert_eq!(
+        gunzip(&out.join(key("b.log")).with_extension("log.gz")),
+        b"b\n"
+    );
+    verify_dir(&out).assert().success();
+}

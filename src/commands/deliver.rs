@@ -333,6 +333,7 @@ fn prepare(config: &Config, s: &Session) -> Result<Opened, FerryError> {
     if let Some(named) = named {
         sources.keyed = Some(named?);
         sources.roots.clear();
+        sources.list = None;
     }
     if let Some(max) = delivery.max_delete.filter(|&m| doomed.len() as u64 > m) {
         return Err(FerryError::setup(format!(
@@ -400,7 +401,18 @@ fn resolved<'a>(
 
 /// `ferry watch`'s settled files as a keyed list: only those under the inputs are taken.
 fn only(files: Arc<Vec<(PathBuf, PathBuf)>>, sources: &Sources) -> Result<Keyed, FerryError> {
-    let allowed = resolved(sources.roots.iter().map(|(r, _)| r))?;
+    let mut allowed = resolved(sources.roots.iter().map(|(r, _)| r))?;
+    // And the files --files-from lists, as the list reads now.
+    if let Some(list) = sources.list.as_ref().filter(|l| l.path.as_os_str() != "-") {
+        let listed = crate::walk::read_list(&list.path, list.nul).map_err(|e| {
+            FerryError::Usage(format!(
+                "--files-from {}: {}",
+                list.path.display(),
+                crate::words::io_words(&e)
+            ))
+        })?;
+        allowed.extend(listed.iter().filter_map(|p| std::fs::canonicalize(p).ok()));
+    }
     let list: Vec<_> = files.iter().cloned().map(Ok).collect();
     Ok(Keyed {
         name: "the settled files".into(),

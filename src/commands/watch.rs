@@ -38,7 +38,12 @@ pub struct Watch {
     pub quiet: bool,
     /// `--delete`: a file gone for `--settle` has its object removed.
     pub delete: bool,
+    /// SIGHUP: the selection read again (`--files-from`, `--exclude-from`, the globs).
+    pub reload: Option<Reload>,
 }
+
+/// Reads the selection again, for SIGHUP.
+pub type Reload = Box<dyn Fn() -> Result<crate::config::Inputs, FerryError> + Send + Sync>;
 
 /// What `--metrics-addr` serves of a watch: the shipments' counters added up, the one
 /// under way (or the last) live with its stages, and the files waiting to settle.
@@ -97,23 +102,18 @@ impl Watch {
     /// The inputs cannot be watched, or a shipment could not start.
     pub fn run(&self) -> Result<ExitCode, FerryError> {
         let stop = CancelToken::new();
-        crate::interrupt::cancel_on_ctrl_c(&stop);
+        // Ctrl-C and SIGTERM stop it; SIGHUP reads the file list and the filters again.
+        let hups = crate::interrupt::watch_signals(&stop)
+            .map_err(|e| FerryError::setup(format!("cannot take signals: {e}")))?;
         crate::interrupt::ignore_file_size_signal();
-        let roots = watched(&self.config)?;
+        let mut config = self.config.clone();
+        let mut roots = Scope::of(&config)?;
         let (tx, events) = crossbeam_channel::unbounded();
         let mut watcher = notify::recommended_watcher(move |e| {
             let _ = tx.send(e);
         })
         .map_err(|e| FerryError::setup(format!("cannot watch the inputs: {e}")))?;
-        for Watched { root: r, .. } in &roots {
-            let mode = match r.is_dir {
-                true => RecursiveMode::Recursive,
-                false => RecursiveMode::NonRecursive,
-            };
-            watcher.watch(&r.path, mode).map_err(|e| {
-                FerryError::setup(format!("cannot watch {}: {e}", r.path.display()))
-            })?;
-        }
+        roots.watch(&mut watcher, None)?;
         // --metrics-addr: one endpoint for the whole watch, bound before anything starts.
         let served = Arc::new(Served::default());
         let _exporter = match self.config.output().metrics_addr {
@@ -139,11 +139,10 @@ impl Watch {
             }
         };
         // What changed while ferry was down (or everything, the first time).
-        self.ship(None, None, &served)?;
+        self.ship(&config, None, None, &served)?;
         self.say(format_args!(
-            "watch: watching {} input{}; a file is shipped once unchanged for {:?}",
-            roots.len(),
-            if roots.len() == 1 { "" } else { "s" },
+            "watch: watching {}; a file is shipped once unchanged for {:?}",
+            roots.said(),
             self.settle
         ));
         let tick = (self.settle / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
@@ -171,13 +170,20 @@ impl Watch {
                     Err(_) => break,
                 },
                 recv(stop.signal()) -> _ => break,
+                recv(hups) -> _ => match self.reloaded(&config, &roots, &mut watcher) {
+                    Some((c, r)) => {
+                        (config, roots) = (c, r);
+                        rescan = true;
+                    }
+                    None => continue,
+                },
                 default(tick) => {}
             }
             if rescan || Instant::now() >= next_scan {
                 pending.clear();
                 gone.clear();
                 served.settling.store(0, Relaxed);
-                self.ship(None, None, &served)?;
+                self.ship(&config, None, None, &served)?;
                 next_scan = Instant::now() + self.rescan;
                 continue;
             }
@@ -185,10 +191,41 @@ impl Watch {
             let removed = self.removed(&mut gone, &roots);
             served.settling.store(pending.len() as u64, Relaxed);
             if !settled.is_empty() || !removed.is_empty() {
-                self.ship(Some(settled), Some(removed), &served)?;
+                self.ship(&config, Some(settled), Some(removed), &served)?;
             }
         }
         Ok(ExitCode::Success)
+    }
+
+    /// SIGHUP: the selection read again and the watches moved to match, said in a line;
+    /// `None` (the old one kept, and why said) when it cannot be read.
+    fn reloaded(
+        &self,
+        config: &Config,
+        old: &Scope,
+        watcher: &mut impl Watcher,
+    ) -> Option<(Config, Scope)> {
+        let mut read = || -> Result<(Config, Scope), FerryError> {
+            let reload = (self.reload.as_ref())
+                .ok_or_else(|| FerryError::Usage("nothing to read again".into()))?;
+            let config = config.clone().with_inputs(reload()?);
+            let scope = Scope::of(&config)?;
+            scope.watch(watcher, Some(old))?;
+            Ok((config, scope))
+        };
+        match read() {
+            Ok((config, scope)) => {
+                self.say(format_args!(
+                    "watch: SIGHUP: the file list and filters read again; watching {}",
+                    scope.said()
+                ));
+                Some((config, scope))
+            }
+            Err(e) => {
+                eprintln!("ferry: watch: SIGHUP: {e}; going on as before");
+                None
+            }
+        }
     }
 
     /// Notes that `path` changed (a file, or a directory whose files are all new), or,
@@ -196,7 +233,7 @@ impl Watch {
     fn saw(
         &self,
         path: &Path,
-        roots: &[Watched],
+        roots: &Scope,
         pending: &mut HashMap<PathBuf, Pending>,
         gone: &mut HashMap<PathBuf, Instant>,
     ) {
@@ -248,7 +285,7 @@ impl Watch {
     fn settled(
         &self,
         pending: &mut HashMap<PathBuf, Pending>,
-        roots: &[Watched],
+        roots: &Scope,
     ) -> Vec<(PathBuf, PathBuf)> {
         let now = Instant::now();
         let mut ready = Vec::new();
@@ -275,7 +312,7 @@ impl Watch {
 
     /// With `--delete`: takes out of `gone` the paths gone for `--settle` and still gone,
     /// as keys; one that came back meanwhile is dropped.
-    fn removed(&self, gone: &mut HashMap<PathBuf, Instant>, roots: &[Watched]) -> Vec<PathBuf> {
+    fn removed(&self, gone: &mut HashMap<PathBuf, Instant>, roots: &Scope) -> Vec<PathBuf> {
         let now = Instant::now();
         let mut keys = Vec::new();
         gone.retain(|path, since| {
@@ -298,11 +335,12 @@ impl Watch {
     /// ends the watch.
     fn ship(
         &self,
+        config: &Config,
         files: Option<Vec<(PathBuf, PathBuf)>>,
         gone: Option<Vec<PathBuf>>,
         served: &Served,
     ) -> Result<(), FerryError> {
-        let config = self.config.clone().serving_no_metrics();
+        let config = config.clone().serving_no_metrics();
         let config = match &files {
             None => config,
             Some(list) => config.only(Arc::new(list.clone())),
@@ -373,30 +411,137 @@ struct Watched {
     globs: Option<ignore::overrides::Override>,
 }
 
-/// The input roots of `config`, to watch.
-fn watched(config: &Config) -> Result<Vec<Watched>, FerryError> {
-    let inputs = config.inputs();
-    plan_roots(&inputs.paths)?
-        .into_iter()
-        .map(|root| {
-            let globs = match root.is_dir {
-                true => crate::globs::overrides(&root.path, &inputs.include, &inputs.exclude)?,
-                false => None,
-            };
-            Ok(Watched {
-                resolved: std::fs::canonicalize(&root.path).ok(),
-                root,
-                globs,
+/// What a watch looks at: the input roots, and the files `--files-from` lists (each
+/// watched through its directory, as logrotate replaces a file by a new one).
+struct Scope {
+    roots: Vec<Watched>,
+    /// Listed files: absolute path → key (as a run keys a listed path).
+    listed: HashMap<PathBuf, PathBuf>,
+    /// The directories of the listed files that no input root watches already.
+    dirs: std::collections::BTreeSet<PathBuf>,
+}
+
+impl Scope {
+    /// The inputs of `config`, to watch.
+    fn of(config: &Config) -> Result<Scope, FerryError> {
+        let inputs = config.inputs();
+        let roots = plan_roots(&inputs.paths)?
+            .into_iter()
+            .map(|root| {
+                let globs = match root.is_dir {
+                    true => crate::globs::overrides(&root.path, &inputs.include, &inputs.exclude)?,
+                    false => None,
+                };
+                Ok(Watched {
+                    resolved: std::fs::canonicalize(&root.path).ok(),
+                    root,
+                    globs,
+                })
             })
+            .collect::<Result<Vec<_>, FerryError>>()?;
+        let mut listed = HashMap::new();
+        if let Some(list) = &inputs.files_from {
+            if list.as_os_str() == "-" {
+                return Err(FerryError::Usage(
+                    "ferry watch --files-from needs a file, not stdin: it is read again on SIGHUP"
+                        .into(),
+                ));
+            }
+            let globs = crate::globs::overrides(Path::new(""), &inputs.include, &inputs.exclude)?;
+            let paths = crate::walk::read_list(list, inputs.null_separated).map_err(|e| {
+                FerryError::Usage(format!(
+                    "--files-from {}: {}",
+                    list.display(),
+                    crate::words::io_words(&e)
+                ))
+            })?;
+            for path in paths {
+                if globs
+                    .as_ref()
+                    .is_some_and(|g| g.matched(&path, false).is_ignore())
+                {
+                    continue;
+                }
+                let (Some(key), Ok(abs)) =
+                    (crate::walk::list_key(&path), std::path::absolute(&path))
+                else {
+                    continue;
+                };
+                listed.insert(abs, key);
+            }
+        }
+        let covered = |dir: &Path| {
+            roots
+                .iter()
+                .any(|w| w.root.is_dir && dir.starts_with(&w.root.path))
+        };
+        let dirs = listed
+            .keys()
+            .filter_map(|p| p.parent())
+            .filter(|d| !covered(d))
+            .map(Path::to_path_buf)
+            .collect();
+        Ok(Scope {
+            roots,
+            listed,
+            dirs,
         })
-        .collect()
+    }
+
+    /// Starts watching what this scope needs that `old` did not, and stops what `old`
+    /// watched that it does not need (the input roots are the same on a reload).
+    fn watch(&self, watcher: &mut impl Watcher, old: Option<&Scope>) -> Result<(), FerryError> {
+        let cannot = |p: &Path, e: notify::Error| {
+            FerryError::setup(format!("cannot watch {}: {e}", p.display()))
+        };
+        if old.is_none() {
+            for Watched { root: r, .. } in &self.roots {
+                let mode = match r.is_dir {
+                    true => RecursiveMode::Recursive,
+                    false => RecursiveMode::NonRecursive,
+                };
+                watcher
+                    .watch(&r.path, mode)
+                    .map_err(|e| cannot(&r.path, e))?;
+            }
+        }
+        let before = old.map(|o| &o.dirs);
+        for dir in &self.dirs {
+            if !before.is_some_and(|b| b.contains(dir)) {
+                // A listed file whose directory is not there yet is found by a rescan.
+                if dir.is_dir() {
+                    watcher
+                        .watch(dir, RecursiveMode::NonRecursive)
+                        .map_err(|e| cannot(dir, e))?;
+                }
+            }
+        }
+        for dir in before.into_iter().flatten() {
+            if !self.dirs.contains(dir) {
+                let _ = watcher.unwatch(dir);
+            }
+        }
+        Ok(())
+    }
+
+    /// "2 inputs and 3 listed files", for the watch's lines.
+    fn said(&self) -> String {
+        let n = self.roots.len();
+        let mut s = format!("{n} input{}", if n == 1 { "" } else { "s" });
+        if !self.listed.is_empty() {
+            let m = self.listed.len();
+            s += &format!(" and {m} listed file{}", if m == 1 { "" } else { "s" });
+        }
+        s
+    }
 }
 
 /// The key a full run gives `path` (its root's name, then the path below the root, the
-/// root matched as given and as resolved), and whether the selection's globs take it as
-/// a walk would (a file in an excluded directory is left out with it).
-fn key_of(path: &Path, roots: &[Watched]) -> Option<(PathBuf, bool)> {
-    roots.iter().find_map(|w| {
+/// root matched as given and as resolved; or its key as a listed file), and whether the
+/// selection's globs take it as a walk would (a file in an excluded directory is left out
+/// with it).
+fn key_of(path: &Path, scope: &Scope) -> Option<(PathBuf, bool)> {
+    let under_root = scope.roots.iter().find_map(|w| {
         let r = &w.root;
         [Some(&r.path), w.resolved.as_ref()]
             .into_iter()
@@ -411,5 +556,6 @@ fn key_of(path: &Path, roots: &[Watched]) -> Option<(PathBuf, bool)> {
                 }),
                 false => (path == root).then(|| (PathBuf::from(&r.name), true)),
             })
-    })
+    });
+    under_root.or_else(|| scope.listed.get(path).map(|key| (key.clone(), true)))
 }
