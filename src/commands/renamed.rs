@@ -30,7 +30,10 @@ pub fn copy_renamed(
     let mut wanted: HashMap<Seen, Vec<(&Path, &Path, std::fs::Metadata)>> = HashMap::new();
     for (path, key) in files {
         if let Ok(m) = std::fs::symlink_metadata(path) {
-            if m.is_file() && m.len() > 0 {
+            // A rename moves the ctime, not the mtime; a file just written has the two
+            // equal, and does not cost a read of the history.
+            let renamed = (m.ctime(), m.ctime_nsec()) != (m.mtime(), m.mtime_nsec());
+            if m.is_file() && m.len() > 0 && renamed {
                 wanted.entry(Seen::of(&m)).or_default().push((path, key, m));
             }
         }
