@@ -66,6 +66,13 @@ fn new_and_changed_files_are_shipped_once_settled_and_sigterm_ends_it() {
     verify_dir(&out).assert().success();
 }
 
+/// What a shipment's line says it deleted (`…, 2 deleted`), or 0.
+fn deletions(line: &str) -> u64 {
+    (line.strip_suffix(" deleted"))
+        .and_then(|l| l.rsplit(", ").next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// `ferry watch SRC --to dir:OUT --settle 200ms EXTRA…`.
 fn watch(src: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> Running {
     let mut args = vec![
@@ -234,18 +241,31 @@ fn delete_while_watching_removes_what_stayed_gone() {
     write(&src, "old/d.log", b"d\n");
     let out = t.path().join("out");
     write(&out, "app/mine.gz", b"someone else's");
-    let mut w = watch(&src, &out, &["-v", "--delete"]);
+    let mut w = watch(
+        &src,
+        &out,
+        &["-v", "--delete", "--metrics-addr", "127.0.0.1:0"],
+    );
+    let line = w.wait_until("the metrics address", |l| l.contains("watch: metrics at"));
+    let addr = metrics_addr(&line);
     w.wait_for("watch: watching 1 input");
     // A removal alone, with nothing else to ship, is mirrored.
     std::fs::remove_file(src.join("a.log")).unwrap();
     std::fs::rename(src.join("old"), t.path().join("moved-away")).unwrap();
+    // Said by the [deleted] lines and by the shipments' lines (which count the
+    // directory's entry too, which has no object).
     let deleted = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    let said = std::cell::Cell::new(0);
     w.wait_until("a.log, c.log and d.log deleted", |l| {
         if let Some(rest) = l.strip_prefix("[deleted] ") {
             deleted.borrow_mut().insert(rest.to_string());
         }
-        deleted.borrow().len() == 3
+        said.set(said.get() + deletions(l));
+        deleted.borrow().len() == 3 && said.get() == 4
     });
+    // And counted at the metrics endpoint.
+    let page = scrape(&addr);
+    assert!(page.contains("ferry_deleted_total 4"), "{page}");
     // b.log away and back within the settle time: shipped again (its ctime moved), not
     // deleted.
     std::fs::rename(src.join("b.log"), t.path().join("b.tmp")).unwrap();
@@ -270,18 +290,7 @@ fn delete_while_watching_removes_what_stayed_gone() {
         std::fs::read(out.join("app/mine.gz")).unwrap(),
         b"someone else's"
     );
-    // The shipments' lines count them, and the directory's entry (which has no object).
-    let counted: u64 = err
-        .lines()
-        .filter_map(|l| {
-            l.strip_suffix(" deleted")?
-                .rsplit(", ")
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum();
-    assert_eq!(counted, 4, "{err}");
+    assert_eq!(err.lines().map(deletions).sum::<u64>(), 4, "{err}");
     assert!(!err.contains("[deleted] app/b.log"), "{err}");
     verify_dir(&out).assert().success();
 }

@@ -1,6 +1,6 @@
 //! `--metrics-addr`: what the summary knows, served while the command runs in
 //! Prometheus's text format (the `prometheus-client` crate), so an operator's Prometheus
-//! scrapes a long run or a watch: files and bytes by outcome, retries, bytes in flight,
+//! scrapes a long run or a watch: files and bytes by outcome, retries, deletions, bytes in flight,
 //! and each stage's work, waits, queue, limit and utilisation.
 //!
 //! One thread answers `GET /metrics` (anything else is a 404), one connection at a time,
@@ -152,6 +152,11 @@ pub fn render(
         count(&m.bytes_out),
     );
     r.register("retries", "Sink requests retried", count(&m.retries));
+    r.register(
+        "deleted",
+        "Entries removed by --delete: objects whose sources are gone (and directories)",
+        count(&m.deleted),
+    );
     let in_flight = Gauge::<i64>::default();
     in_flight.set(m.bytes_in_flight.load(Relaxed) as i64);
     r.register(
