@@ -11,8 +11,8 @@
 //! during that leaves both, and the next reader merges them.
 
 use crate::history::manifest::{
-    journal_prefix, journal_segment, journal_seq, key_hash, manifest_name, split, Entry,
-    EntryReader, Index, ManifestError, JOURNAL_NAME, MANIFEST_NAME,
+    journal_prefix, journal_segment, journal_seq, key_hash, manifest_name, split, Brief, Entry,
+    EntryReader, Index, Indexed, ManifestError, JOURNAL_NAME, MANIFEST_NAME,
 };
 use crate::shard::Shard;
 use crate::sink::{ObjectMeta, Sink, SinkError};
@@ -88,19 +88,19 @@ fn sources(sink: &dyn Sink, shard: Option<Shard>) -> Result<(Vec<String>, u64), 
 // Handed by value to a callback, once per entry and never stored: boxing the entry would
 // only add an allocation per entry of a million-file history.
 #[allow(clippy::large_enum_variant)]
-enum Item {
+enum Item<T = Entry> {
     /// A manifest header announced this many entries (to reserve room).
     Announced(u64),
     /// The entry with this ordinal across all sources.
-    Entry(u64, Entry),
+    Entry(u64, T),
 }
 
 /// Reads every source in order, calling `visit` for each header and entry; returns
 /// warnings for torn last records.
-fn read_sources(
+fn read_sources<T: serde::de::DeserializeOwned + From<Entry>>(
     sink: &dyn Sink,
     names: &[String],
-    mut visit: impl FnMut(Item),
+    mut visit: impl FnMut(Item<T>),
 ) -> Result<Vec<String>, HistoryError> {
     let mut ordinal = 0u64;
     let mut warnings = Vec::new();
@@ -115,7 +115,7 @@ fn read_sources(
         };
         let reader = EntryReader::new(name, r)?;
         visit(Item::Announced(reader.announced()));
-        let torn = reader.for_each(|e| {
+        let torn = reader.for_each_as(|e| {
             visit(Item::Entry(ordinal, e));
             ordinal += 1;
         })?;
@@ -137,9 +137,9 @@ impl History {
     pub fn read(sink: &dyn Sink, shard: Option<Shard>) -> Result<History, HistoryError> {
         let (names, next_seq) = sources(sink, shard)?;
         let mut index = Index::default();
-        let warnings = read_sources(sink, &names, |item| match item {
+        let warnings = read_sources(sink, &names, |item: Item<Indexed>| match item {
             Item::Announced(n) => index.reserve(crate::history::manifest::reservation(n)),
-            Item::Entry(_, e) => index.push(&e),
+            Item::Entry(_, e) => index.push_indexed(&e),
         })?;
         index.seal();
         if !index.is_empty() {
@@ -253,13 +253,13 @@ pub fn for_each_current(
         let mut second = Fingerprint::default();
         let mut announced = Vec::new();
         let mut differs = false;
-        let read = read_sources(sink, &names, |item| match item {
+        let read = read_sources(sink, &names, |item: Item| match item {
             Item::Announced(a) => {
                 announced.push(a);
                 differs |= first.announced.get(announced.len() - 1) != Some(&a);
             }
             Item::Entry(ord, e) => {
-                second.add(ord, &e);
+                second.add(ord, (e.key.as_path(), e.size, e.crc32));
                 if !differs && keep.get(ord as usize).is_some_and(|&k| k) {
                     n += 1;
                     visit(e);
@@ -292,13 +292,13 @@ struct Fingerprint {
 }
 
 impl Fingerprint {
-    fn add(&mut self, ord: u64, e: &Entry) {
-        let k = key_hash(&std::path::PathBuf::from(&e.key));
+    fn add(&mut self, ord: u64, (key, size, crc32): (&std::path::Path, u64, u32)) {
+        let k = key_hash(key);
         let mixed = (k as u64)
             ^ ((k >> 64) as u64).rotate_left(17)
             ^ ord.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            ^ e.size.rotate_left(29)
-            ^ u64::from(e.crc32).rotate_left(41);
+            ^ size.rotate_left(29)
+            ^ u64::from(crc32).rotate_left(41);
         self.sum.0 += 1;
         self.sum.1 = self
             .sum
@@ -311,14 +311,14 @@ impl Fingerprint {
 fn current(sink: &dyn Sink, names: &[String]) -> Result<(Vec<bool>, Fingerprint), HistoryError> {
     let mut seen: Vec<([u64; 2], u64)> = Vec::new();
     let mut print = Fingerprint::default();
-    read_sources(sink, names, |item| match item {
+    read_sources(sink, names, |item: Item<Brief>| match item {
         Item::Announced(n) => {
             print.announced.push(n);
             seen.reserve(crate::history::manifest::reservation(n))
         }
         Item::Entry(ord, e) => {
-            print.add(ord, &e);
-            seen.push((split(key_hash(&std::path::PathBuf::from(&e.key))), ord))
+            print.add(ord, (e.key.as_path(), e.size, e.crc32));
+            seen.push((split(key_hash(e.key.as_path())), ord))
         }
     })?;
     let mut keep = vec![false; seen.len()];
@@ -371,7 +371,7 @@ pub fn compact_without(
     let mut upload = sink.begin_meta(&name, &meta)?;
     let mut buf = crate::history::manifest::header(count);
     let mut failed: Option<SinkError> = None;
-    let read = read_sources(sink, &names, |item| {
+    let read = read_sources(sink, &names, |item: Item| {
         let Item::Entry(ord, e) = item else { return };
         if failed.is_some() || !keep[ord as usize] || gone.contains(&PathBuf::from(&e.key)) {
             return;

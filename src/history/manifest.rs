@@ -86,6 +86,16 @@ impl From<&Path> for PathRepr {
     }
 }
 
+impl PathRepr {
+    /// The path, borrowed (both forms are a path's bytes as they are).
+    pub fn as_path(&self) -> &Path {
+        match self {
+            PathRepr::Text(s) => Path::new(s.as_str()),
+            PathRepr::Bytes(b) => Path::new(std::ffi::OsStr::from_bytes(b)),
+        }
+    }
+}
+
 impl From<&PathRepr> for PathBuf {
     fn from(r: &PathRepr) -> Self {
         match r {
@@ -160,6 +170,78 @@ pub struct Entry {
     /// again. Older versions ignore it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inode: Option<(u64, u64)>,
+}
+
+/// What a first pass over a history needs of an entry (which entry of each key is the
+/// last, and a fingerprint of what was read): its key, size and CRC. Its other required
+/// fields must be there, as for an [`Entry`], but are not built: a pass of a million
+/// entries allocates no segment lists, link texts or ETags.
+#[derive(Debug, Deserialize)]
+pub struct Brief {
+    /// The source key.
+    pub key: PathRepr,
+    /// Source size in bytes.
+    pub size: u64,
+    /// CRC-32 of the source bytes.
+    pub crc32: u32,
+    #[serde(rename = "mtime_s")]
+    _mtime_s: serde::de::IgnoredAny,
+    #[serde(rename = "mtime_ns")]
+    _mtime_ns: serde::de::IgnoredAny,
+    #[serde(rename = "bytes_out")]
+    _bytes_out: serde::de::IgnoredAny,
+}
+
+impl From<Entry> for Brief {
+    fn from(e: Entry) -> Self {
+        Brief {
+            key: e.key,
+            size: e.size,
+            crc32: e.crc32,
+            _mtime_s: serde::de::IgnoredAny,
+            _mtime_ns: serde::de::IgnoredAny,
+            _bytes_out: serde::de::IgnoredAny,
+        }
+    }
+}
+
+/// What the index keeps of an entry ([`Index::push`]), read without the rest of it.
+/// Its other required fields must be there, as for an [`Entry`].
+#[derive(Debug, Deserialize)]
+pub struct Indexed {
+    /// The source key.
+    pub key: PathRepr,
+    /// Source size in bytes.
+    pub size: u64,
+    /// Source modification time, seconds.
+    pub mtime_s: i64,
+    /// Source modification time, nanoseconds.
+    pub mtime_ns: u32,
+    /// Source status-change time, where recorded.
+    #[serde(default)]
+    pub ctime: Option<(i64, u32)>,
+    /// Size of the delivered object.
+    pub bytes_out: u64,
+    /// How the object is stored.
+    #[serde(default)]
+    pub form: Option<Form>,
+    #[serde(rename = "crc32")]
+    _crc32: serde::de::IgnoredAny,
+}
+
+impl From<Entry> for Indexed {
+    fn from(e: Entry) -> Self {
+        Indexed {
+            key: e.key,
+            size: e.size,
+            mtime_s: e.mtime_s,
+            mtime_ns: e.mtime_ns,
+            ctime: e.ctime,
+            bytes_out: e.bytes_out,
+            form: e.form,
+            _crc32: serde::de::IgnoredAny,
+        }
+    }
 }
 
 impl Entry {
@@ -351,9 +433,21 @@ impl<R: Read> EntryReader<R> {
     ///
     /// # Errors
     /// [`ManifestError`] for a read error or a damaged line before the last.
-    pub fn for_each(mut self, mut visit: impl FnMut(Entry)) -> Result<bool, ManifestError> {
+    pub fn for_each(self, visit: impl FnMut(Entry)) -> Result<bool, ManifestError> {
+        self.for_each_as(visit)
+    }
+
+    /// As [`EntryReader::for_each`], each entry read as a `T`: an [`Entry`], or less of
+    /// it (a [`Brief`]) where a pass needs less.
+    ///
+    /// # Errors
+    /// As [`EntryReader::for_each`].
+    pub fn for_each_as<T>(mut self, mut visit: impl FnMut(T)) -> Result<bool, ManifestError>
+    where
+        T: serde::de::DeserializeOwned + From<Entry>,
+    {
         if let Some(v1) = self.v1.take() {
-            v1.into_iter().for_each(visit);
+            v1.into_iter().map(T::from).for_each(visit);
             return Ok(false);
         }
         let mut line = Vec::new();
@@ -371,7 +465,7 @@ impl<R: Read> EntryReader<R> {
             if text.is_empty() {
                 continue;
             }
-            match serde_json::from_slice::<Entry>(text) {
+            match serde_json::from_slice::<T>(text) {
                 Ok(e) => visit(e),
                 // Cut off while being written: it never counted as delivered.
                 Err(_) if line.last() != Some(&b'\n') => return Ok(true),
@@ -499,6 +593,11 @@ impl Index {
 
     /// Adds an entry; a later one for the same key replaces it once [`Index::seal`]ed.
     pub fn push(&mut self, e: &Entry) {
+        self.push_indexed(&Indexed::from(e.clone()));
+    }
+
+    /// [`Index::push`] of what was read as an [`Indexed`].
+    pub fn push_indexed(&mut self, e: &Indexed) {
         let d = Delivered {
             size: e.size,
             bytes_out: e.bytes_out,
@@ -507,8 +606,7 @@ impl Index {
             state: e.form.unwrap_or_default().bits() << 1,
             ctime_tag: e.ctime.map_or([0; 3], ctime_tag),
         };
-        self.entries
-            .push((split(key_hash(&PathBuf::from(&e.key))), d));
+        self.entries.push((split(key_hash(e.key.as_path())), d));
     }
 
     /// Sorts by hash and keeps the last entry of each key; call once, after the pushes.
