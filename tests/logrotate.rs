@@ -169,6 +169,18 @@ fn matrix(mode: &str, renamed_only: &[&str]) {
     let (status, err, _) = w.finish();
     assert!(status.success(), "{err}");
 
+    // What went how, per name (shown with --nocapture).
+    let mut how = BTreeMap::<(String, &str), u32>::new();
+    for l in err.lines() {
+        for tag in ["[done]", "[renamed]"] {
+            if let Some(rest) = l.strip_prefix(tag) {
+                let path = rest.split_whitespace().next().unwrap_or_default();
+                let name = path.rsplit('/').next().unwrap_or_default().to_string();
+                *how.entry((name, tag)).or_default() += 1;
+            }
+        }
+    }
+    eprintln!("{mode:?}: {lines} lines; {how:?}");
     // Never sent again: the names that only a rename makes are copied, never read.
     for name in renamed_only {
         let sent = |l: &&str| l.starts_with("[done]") && l.contains(&format!("/{name} "));
