@@ -161,15 +161,30 @@ fn a_log_compressed_by_logrotate_goes_as_it_is() {
     assert_eq!(gunzip(&out.join("app/data.gz")), b"plain data\n");
     assert_eq!(gunzip(&out.join("app/data.gz.gz")), rotated);
     verify_dir(&out).assert().success();
-    let back = t.path().join("back");
+    restores_as(
+        &out,
+        &t.path().join("back"),
+        &src,
+        &["app.log.1.gz", "data", "data.gz"],
+    );
+}
+
+/// `ferry restore --from dir:OUT BACK` gives back each of `files` of `src` (under `app/`)
+/// byte for byte.
+fn restores_as(
+    out: &std::path::Path,
+    back: &std::path::Path,
+    src: &std::path::Path,
+    files: &[&str],
+) {
     assert_cmd::Command::cargo_bin("ferry")
         .unwrap()
         .args(["restore", "--progress", "never", "--from"])
         .arg(format!("dir:{}", out.display()))
-        .arg(&back)
+        .arg(back)
         .assert()
         .success();
-    for f in ["app.log.1.gz", "data", "data.gz"] {
+    for f in files {
         assert_eq!(
             std::fs::read(back.join("app").join(f)).unwrap(),
             std::fs::read(src.join(f)).unwrap(),
@@ -210,21 +225,12 @@ fn a_renamed_file_is_copied_in_the_store_not_sent_again() {
         b"generation two, longer\n"
     );
     verify_dir(&out).assert().success();
-    let back = t.path().join("back");
-    assert_cmd::Command::cargo_bin("ferry")
-        .unwrap()
-        .args(["restore", "--progress", "never", "--from"])
-        .arg(format!("dir:{}", out.display()))
-        .arg(&back)
-        .assert()
-        .success();
-    for f in ["app.log", "app.log.1"] {
-        assert_eq!(
-            std::fs::read(back.join("app").join(f)).unwrap(),
-            std::fs::read(src.join(f)).unwrap(),
-            "{f}"
-        );
-    }
+    restores_as(
+        &out,
+        &t.path().join("back"),
+        &src,
+        &["app.log", "app.log.1"],
+    );
 }
 
 /// `ferry watch --delete`: a file removed, or a directory moved away, has its objects
