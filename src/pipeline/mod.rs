@@ -249,6 +249,9 @@ pub struct Emitter<U> {
     since: Cell<Option<Instant>>,
     /// When the handler call now running began (none for a producer).
     began: Cell<Option<Instant>>,
+    /// Items the handler call now running has emitted so far: a call that emits one item
+    /// reads no clock for it (the age is checked once the call is over).
+    emitted_in_call: Cell<usize>,
     /// The item now being handled, while it may still be deferred: its permit under a
     /// limit. Taken by [`Emitter::defer`].
     turn: RefCell<Option<Turn>>,
@@ -345,6 +348,7 @@ impl<U> Emitter<U> {
             pending: RefCell::new(Vec::new()),
             since: Cell::new(None),
             began: Cell::new(None),
+            emitted_in_call: Cell::new(0),
             turn: RefCell::new(None),
         }
     }
@@ -384,7 +388,13 @@ impl<U> Emitter<U> {
             pending.push(item);
             pending.len()
         };
-        if len < max && !self.aged() {
+        // A producer, or a handler call emitting its second item or later (the segments
+        // of a big file), checks the age as it goes; a call's first item waits for the
+        // check after the call, which costs one clock read for both.
+        let calls = self.emitted_in_call.get();
+        self.emitted_in_call.set(calls + 1);
+        let check_age = self.began.get().is_none() || calls > 0;
+        if len < max && !(check_age && self.aged()) {
             return Ok(());
         }
         match self.flush() {
@@ -434,9 +444,13 @@ impl<U> Emitter<U> {
         self.since.get().is_some_and(|t| t.elapsed() >= BATCH_AGE)
     }
 
-    /// After a handler call: sends the batch if it is due.
-    fn tick(&self) {
-        if self.aged() {
+    /// After a handler call that ended at `now`: sends the batch if it is due.
+    fn tick_at(&self, now: Instant) {
+        if self
+            .since
+            .get()
+            .is_some_and(|t| now.saturating_duration_since(t) >= BATCH_AGE)
+        {
             let _ = self.flush();
         }
     }
@@ -763,6 +777,7 @@ impl<'p, T: Send + 'static> Flow<'p, T> {
                 move |event: Event<'_, T>| match event {
                     Event::Item(item, began, slot) => {
                         emitter.began.set(Some(began));
+                        emitter.emitted_in_call.set(0);
                         *emitter.turn.borrow_mut() = Some(Turn {
                             began,
                             permit: slot.permit.take(),
@@ -773,7 +788,11 @@ impl<'p, T: Send + 'static> Flow<'p, T> {
                             Some(turn) => slot.permit = turn.permit,
                             None => slot.deferred = true,
                         }
-                        emitter.tick();
+                        // One clock read ends the item: its time, the batch's age, and
+                        // the start of the next item in the same message.
+                        let now = Instant::now();
+                        slot.ended = Some(now);
+                        emitter.tick_at(now);
                         !emitter.is_closed()
                     }
                     Event::Idle => emitter.flush().is_ok(),
@@ -1094,6 +1113,8 @@ enum Event<'s, T> {
 struct Slot {
     permit: Option<Permit>,
     deferred: bool,
+    /// When the handler ended the item, if it read the clock for it.
+    ended: Option<Instant>,
 }
 
 /// One worker's loop: receive a batch, handle and measure each item; until the input
@@ -1165,25 +1186,39 @@ fn worker_loop<T>(
             metrics.queue_len.fetch_sub(batch.len(), Relaxed);
         }
         let mut left = batch.len();
+        // When the item before, in this message, ended: the next one starts then, unless
+        // waiting for a permit came between (then that wait is not its work).
+        let mut last_end: Option<Instant> = None;
         for item in batch {
             left -= 1;
             let mut slot = Slot {
                 permit: permit.take().or_else(|| limit.map(Limit::acquire)),
                 deferred: false,
+                ended: None,
             };
             if metrics.gate_per_item {
                 metrics.queue_len.fetch_sub(1, Relaxed);
             }
             let busy = metrics.busy.fetch_add(1, Relaxed) + 1;
             metrics.peak_busy.fetch_max(busy, Relaxed);
-            let started = Instant::now();
+            let started = match (limit, last_end) {
+                (None, Some(t)) => t,
+                _ => Instant::now(),
+            };
             let result = catch_unwind(AssertUnwindSafe(|| {
                 handler(Event::Item(item, started, &mut slot))
             }));
             items += 1;
+            let ended = slot.ended.take().unwrap_or_else(Instant::now);
+            last_end = Some(ended);
             if !slot.deferred {
                 let backlog = left > 0 || !rx.is_empty();
-                item_ended(metrics, started.elapsed(), slot.permit, backlog);
+                item_ended(
+                    metrics,
+                    ended.saturating_duration_since(started),
+                    slot.permit,
+                    backlog,
+                );
             }
             match result {
                 Ok(true) => {}
