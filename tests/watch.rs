@@ -66,6 +66,17 @@ fn new_and_changed_files_are_shipped_once_settled_and_sigterm_ends_it() {
     verify_dir(&out).assert().success();
 }
 
+/// Writes `x.tmp` (which `--exclude '*.tmp'` leaves out) and then `y.log` under `src`:
+/// the shipment that takes `y.log` takes it alone (the excluded file, written first,
+/// would have settled by then).
+fn only_the_wanted_one_goes(w: &mut Running, src: &std::path::Path) {
+    write(src, "x.tmp", b"scratch\n");
+    write(src, "y.log", b"wanted\n");
+    w.wait_until("y.log shipped", |l| done_line(l, "y.log"));
+    let line = w.wait_until("the shipment's line", |l| l.contains("shipped,"));
+    assert!(line.contains("watch: 1 shipped"), "{line}");
+}
+
 /// What a shipment's line says it deleted (`…, 2 deleted`), or 0.
 fn deletions(line: &str) -> u64 {
     (line.strip_suffix(" deleted"))
@@ -315,12 +326,8 @@ fn excluded_files_are_not_shipped_when_they_settle() {
         &["-v", "--exclude", "*.tmp", "--exclude", "cache/"],
     );
     w.wait_for("watch: watching 1 input");
-    write(&src, "x.tmp", b"scratch\n");
     write(&src, "cache/c.log", b"cached\n");
-    write(&src, "y.log", b"wanted\n");
-    w.wait_until("y.log shipped", |l| done_line(l, "y.log"));
-    let line = w.wait_until("the shipment's line", |l| l.contains("shipped,"));
-    assert!(line.contains("watch: 1 shipped"), "{line}");
+    only_the_wanted_one_goes(&mut w, &src);
     w.signal(libc::SIGTERM);
     let (status, err, _) = w.finish();
     assert!(status.success(), "{err}");
@@ -381,11 +388,7 @@ fn sighup_reads_the_file_list_and_the_filters_again() {
         "watch: SIGHUP: the file list and filters read again; watching 1 input and 2 listed files",
     );
     w.wait_until("b.log shipped by the rescan", |l| done_line(l, "b.log"));
-    write(&src, "x.tmp", b"scratch\n");
-    write(&src, "y.log", b"wanted\n");
-    w.wait_until("y.log shipped", |l| done_line(l, "y.log"));
-    let line = w.wait_until("the shipment's line", |l| l.contains("shipped,"));
-    assert!(line.contains("watch: 1 shipped"), "{line}");
+    only_the_wanted_one_goes(&mut w, &src);
     w.signal(libc::SIGTERM);
     let (status, err, _) = w.finish();
     assert!(status.success(), "{err}");
