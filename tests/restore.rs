@@ -40,13 +40,7 @@ fn deliver_reporting(src: &Path, out: &Path) -> (serde_json::Value, String) {
 }
 
 fn deliver_to(src: &Path, out: &Path, extra: &[&str]) {
-    ferry()
-        .arg(src)
-        .arg("--to")
-        .arg(format!("dir:{}", out.display()))
-        .args(extra)
-        .assert()
-        .success();
+    deliver_dir(src, out, extra).success();
 }
 
 /// Every regular file under `a` is under `b` with the same bytes and mtime (to the ns).

@@ -153,12 +153,8 @@ mod tests {
             (entry("app.log.1"), p, k2, &meta),
             (entry("app.log.2"), p, k3, &meta),
         ];
-        let order: Vec<_> = in_order(rotation)
-            .into_iter()
-            .map(|(e, ..)| e.key.as_path().to_path_buf())
-            .collect();
         assert_eq!(
-            order,
+            keys(in_order(rotation)),
             ["app.log.2", "app.log.1", "app.log"].map(PathBuf::from)
         );
         // a ↔ b: neither is copied; a third, free, still is.
@@ -168,10 +164,14 @@ mod tests {
             (entry("b"), p, a, &meta),
             (entry("x"), p, c, &meta),
         ];
-        let order: Vec<_> = in_order(swap)
+        assert_eq!(keys(in_order(swap)), [PathBuf::from("x")]);
+    }
+
+    /// The keys the copies go from, in order.
+    fn keys(copies: Vec<Copy<'_>>) -> Vec<PathBuf> {
+        copies
             .into_iter()
             .map(|(e, ..)| e.key.as_path().to_path_buf())
-            .collect();
-        assert_eq!(order, [PathBuf::from("x")]);
+            .collect()
     }
 }

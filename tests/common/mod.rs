@@ -156,6 +156,16 @@ pub fn noise(n: usize) -> Vec<u8> {
         .collect()
 }
 
+/// `ferry SRC --to dir:OUT EXTRA…`, asserted by the caller.
+pub fn deliver_dir(src: &Path, out: &Path, extra: &[&str]) -> assert_cmd::assert::Assert {
+    ferry()
+        .arg(src)
+        .arg("--to")
+        .arg(format!("dir:{}", out.display()))
+        .args(extra)
+        .assert()
+}
+
 /// `ferry verify` of the `dir:` sink `out`, without progress lines.
 pub fn verify_dir(out: &Path) -> assert_cmd::Command {
     let mut c = assert_cmd::Command::cargo_bin("ferry").unwrap();
