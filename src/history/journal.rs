@@ -95,8 +95,75 @@ enum Item<T = Entry> {
     Entry(u64, T),
 }
 
+/// Journal segments a remote sink is asked for at once: each costs a round trip, and
+/// one after another they made most of a small run's end over a 30 ms link.
+const AT_ONCE: usize = 8;
+/// The most of one segment fetched whole ahead of its parse (ferry writes at most
+/// [`FLUSH_RECORDS`] entries a segment, about 1 MiB); a bigger one is streamed instead.
+const FETCH_WHOLE: u64 = 16 << 20;
+
+/// A journal segment fetched ahead of its parse.
+enum Fetched {
+    /// All of it.
+    Whole(Vec<u8>),
+    /// Not there (any more).
+    Gone,
+    /// Bigger than [`FETCH_WHOLE`]: to be streamed.
+    TooBig,
+}
+
+/// `f(sink, name)` for each of `names`, in order. For a remote sink, up to [`AT_ONCE`]
+/// run at once, each on a thread of its own (their round trips overlap); a local one
+/// takes them one by one.
+fn each_name<'a, R: Send + 'a, F: Fn(&dyn Sink, &str) -> R + Sync + 'a>(
+    sink: &'a dyn Sink,
+    names: &'a [String],
+    f: F,
+) -> impl Iterator<Item = R> + 'a {
+    let remote = sink.local_root().is_none();
+    let mut out = Vec::new();
+    let mut batches = names.chunks(if remote { AT_ONCE } else { 1 });
+    // Batch by batch, so that no more than AT_ONCE results are held at a time.
+    std::iter::from_fn(move || {
+        if out.is_empty() {
+            let f = &f;
+            let batch = batches.next()?;
+            out = match batch {
+                [one] => vec![f(sink, one)],
+                _ => std::thread::scope(|s| {
+                    let started: Vec<_> =
+                        batch.iter().map(|n| s.spawn(move || f(sink, n))).collect();
+                    started
+                        .into_iter()
+                        .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                        .collect()
+                }),
+            };
+            out.reverse();
+        }
+        out.pop()
+    })
+}
+
+/// Fetches the journal segment `name` whole, if it is there and not too big.
+fn fetch(sink: &dyn Sink, name: &str) -> Result<Fetched, SinkError> {
+    use std::io::Read;
+    let Some(r) = sink.open_meta(name)? else {
+        return Ok(Fetched::Gone);
+    };
+    let mut bytes = Vec::new();
+    r.take(FETCH_WHOLE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| SinkError::io(format!("cannot read {name}"), e))?;
+    Ok(match bytes.len() as u64 > FETCH_WHOLE {
+        true => Fetched::TooBig,
+        false => Fetched::Whole(bytes),
+    })
+}
+
 /// Reads every source in order, calling `visit` for each header and entry; returns
-/// warnings for torn last records.
+/// warnings for torn last records. The manifest is streamed; the journal segments of a
+/// remote sink are fetched several at once.
 fn read_sources<T: serde::de::DeserializeOwned + From<Entry>>(
     sink: &dyn Sink,
     names: &[String],
@@ -104,14 +171,14 @@ fn read_sources<T: serde::de::DeserializeOwned + From<Entry>>(
 ) -> Result<Vec<String>, HistoryError> {
     let mut ordinal = 0u64;
     let mut warnings = Vec::new();
-    for name in names {
-        let Some(r) = sink.open_meta(name)? else {
+    let mut take = |name: &str, opened: Option<Box<dyn std::io::Read + Send>>| {
+        let Some(r) = opened else {
             // A listed segment that is gone was folded into a manifest read before it:
             // this read is no snapshot. (A manifest not there yet is just no history.)
             if name.starts_with(JOURNAL_NAME) {
-                return Err(HistoryError::Changed(name.clone()));
+                return Err(HistoryError::Changed(name.to_string()));
             }
-            continue;
+            return Ok(());
         };
         let reader = EntryReader::new(name, r)?;
         visit(Item::Announced(reader.announced()));
@@ -124,6 +191,19 @@ fn read_sources<T: serde::de::DeserializeOwned + From<Entry>>(
                 "{name}: ignored its last record, cut off mid-write (a crash); those files will be delivered again"
             ));
         }
+        Ok::<_, HistoryError>(())
+    };
+    let Some((manifest, segments)) = names.split_first() else {
+        return Ok(Vec::new());
+    };
+    take(manifest, sink.open_meta(manifest)?)?;
+    for (name, fetched) in segments.iter().zip(each_name(sink, segments, fetch)) {
+        let opened: Option<Box<dyn std::io::Read + Send>> = match fetched? {
+            Fetched::Whole(bytes) => Some(Box::new(std::io::Cursor::new(bytes))),
+            Fetched::Gone => None,
+            Fetched::TooBig => sink.open_meta(name)?,
+        };
+        take(name, opened)?;
     }
     Ok(warnings)
 }
@@ -161,7 +241,7 @@ impl History {
 /// A [`SinkError`] when one cannot be removed.
 pub fn forget(sink: &dyn Sink, shard: Option<Shard>) -> Result<(), SinkError> {
     let (names, _) = sources(sink, shard)?;
-    names.iter().try_for_each(|n| sink.delete_meta(n))
+    each_name(sink, &names, |sink, n| sink.delete_meta(n)).collect()
 }
 
 /// Whose history to read at a sink.
@@ -394,9 +474,7 @@ pub fn compact_without(
         upload.abort();
         return Err(e);
     }
-    for seg in &names[1..] {
-        sink.delete_meta(seg)?;
-    }
+    each_name(sink, &names[1..], |sink, n| sink.delete_meta(n)).collect::<Result<(), _>>()?;
     log.debug(|| format!("[manifest] {name}: {count} entries"));
     Ok(count)
 }
