@@ -13,8 +13,18 @@
 //! - it starts by stepping ×4 each window while that raises the rate by 15 % or more,
 //!   its windows then one mean latency long (at least 50 ms), as TCP's slow start steps
 //!   each round trip: at a 100 ms round trip the limit reaches thousands 0.2 s sooner;
-//! - once a step stops paying, it keeps the better of the last two limits and then
-//!   probes 25 % higher every 4 windows, keeping a probe only if the rate rises 10 %;
+//! - once a step stops paying, or what it added only queued (items took over twice the
+//!   *base* latency, the lowest window mean of the last 10 s), it keeps the better of the
+//!   last two limits;
+//! - settled, it probes every 4 windows, a quarter lower and a quarter higher in turn
+//!   (lower first). A lower probe is kept if the rate holds within 5 %: what the rest
+//!   added was queueing, which costs connections and memory. A higher one is kept if the
+//!   rate rises 10 %, and two such in a row start the ×4 steps again (one lucky window
+//!   is no room: a server sharing the cores wobbles that much). Without lower probes, a
+//!   noisy rate only ever ratcheted the limit up, to the maximum;
+//! - while items queue (a window's mean latency over twice the base), it probes lower at
+//!   once, by half the queueing (up to ×4), its windows one latency long: against a
+//!   store that is itself the bottleneck, thousands in flight only wait there;
 //! - when the work signals congestion (the store throttled: 503 SlowDown, 429, a
 //!   timeout), it halves the limit (but not below the highest that went through), holds
 //!   it for 4 windows, and remembers where the store refused: later probes go only
@@ -40,11 +50,27 @@ const GROWTH_PAYS: f64 = 1.15;
 const PROBE_PAYS: f64 = 1.10;
 /// How long a ceiling (where the store throttled) is kept without new congestion.
 const FORGET_CEILING: Duration = Duration::from_secs(60);
+/// How many upward probes in a row must pay before the limit grows fast again: one
+/// window's rate can be a lucky one.
+const CONFIRM_PROBES: u32 = 2;
+/// A probe to fewer in flight is kept if its rate is at least this share of the last:
+/// the rest was queueing.
+const FEWER_KEEP: f64 = 0.95;
 /// When a step did not pay, the higher limit is kept only if its rate was this much
 /// better: otherwise the lower one does the same work with fewer in flight.
 const SETTLE_ABOVE: f64 = 1.05;
 /// How often a settled limit probes higher, in windows.
 const PROBE_EVERY: u32 = 4;
+/// A window's mean latency this many times the base means items queue behind the work:
+/// the limit is then probed lower at once, by up to [`MOST_DOWN`].
+const INFLATED: f64 = 2.0;
+const MOST_DOWN: f64 = 4.0;
+/// Items that take at most this many times the base latency queue nowhere: only then do
+/// paying probes start the ×4 steps again (near the knee they go a quarter at a time).
+const ROOMY: f64 = 1.25;
+/// How long the base latency is kept before a window's own replaces it (the work's
+/// latency changes).
+const BASE_FORGET: Duration = Duration::from_secs(10);
 /// The first hold after congestion, in windows, and the longest hold.
 const FIRST_HOLD: u32 = 4;
 const LONGEST_HOLD: Duration = Duration::from_secs(60);
@@ -90,6 +116,9 @@ struct Control {
     /// The changes so far, for the report.
     changes: Vec<(f64, usize)>,
     started: Instant,
+    /// The lowest mean latency of a window lately, and when it was seen: what an item
+    /// takes with nothing queued ahead of it (renewed after [`BASE_FORGET`]).
+    base: Option<(Duration, Instant)>,
 }
 
 impl Control {
@@ -104,7 +133,22 @@ impl Control {
             area: (now, 0.0),
             changes: Vec::new(),
             started: now,
+            base: None,
         }
+    }
+
+    /// By how much a window's mean `latency` is over the base, when it is more than
+    /// [`INFLATED`] times it: the items in flight mostly queue.
+    fn inflated(&self, latency: Duration) -> Option<f64> {
+        let by = self.over_base(latency);
+        (by > INFLATED).then_some(by)
+    }
+
+    /// A window's mean `latency` as a multiple of the base (1 before there is one).
+    fn over_base(&self, latency: Duration) -> f64 {
+        self.base.map_or(1.0, |(base, _)| {
+            latency.as_secs_f64() / base.as_secs_f64().max(1e-6)
+        })
     }
 }
 
@@ -131,11 +175,34 @@ impl Window {
 enum Phase {
     /// Stepping up; `last` is the limit and rate of the window before, if it was pressed.
     Start { last: Option<(usize, f64)> },
-    /// Settled; probes higher from `at`, and `probe` is the limit and rate it left.
+    /// Settled; probes from `at`, higher if `up` and lower if not; `probe` is the probe
+    /// under way, and `paid` how many upward probes in a row have paid.
     Steady {
         at: Instant,
-        probe: Option<(usize, f64)>,
+        probe: Option<Probe>,
+        up: bool,
+        paid: u32,
     },
+}
+
+impl Phase {
+    /// Settled, the next probe (upward first) after `at`.
+    fn settled(at: Instant) -> Self {
+        Phase::Steady {
+            at,
+            probe: None,
+            up: true,
+            paid: 0,
+        }
+    }
+}
+
+/// A probe under way: the limit it left and that limit's rate, and which way it went.
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    from: usize,
+    rate: f64,
+    up: bool,
 }
 
 /// A permit to handle one item; given back on drop, or with [`Permit::done`]. It owns a
@@ -303,10 +370,12 @@ impl Limit {
         c.window.busy_ns += took.as_nanos() as u64;
         let elapsed = now.duration_since(c.window.started);
         let mean = Duration::from_nanos(c.window.busy_ns / c.window.done);
-        // While starting, a window is one latency: what a step brings shows within it.
-        let latencies = match c.phase {
-            Phase::Start { .. } => 1,
-            Phase::Steady { .. } => WINDOW_LATENCIES,
+        // While starting, a window is one latency: what a step brings shows within it;
+        // and while items queue behind the work, as many as that long queue is not kept
+        // waiting for two of its own latencies.
+        let latencies = match (c.phase, c.inflated(mean)) {
+            (Phase::Start { .. }, _) | (_, Some(_)) => 1,
+            (Phase::Steady { .. }, None) => WINDOW_LATENCIES,
         };
         if elapsed < MIN_WINDOW.max(mean * latencies) {
             return;
@@ -347,6 +416,7 @@ impl Limit {
             pressed: c.window.pressed * 2 >= c.window.done,
             congestion,
             window: elapsed,
+            latency: Duration::from_nanos(c.window.busy_ns / c.window.done.max(1)),
         };
         step(c, (self.min, self.max), self.current(), now, seen)
     }
@@ -392,6 +462,8 @@ struct Seen {
     congestion: u64,
     /// How long the window was: holds and probes are counted in windows.
     window: Duration,
+    /// The mean time an item took in it.
+    latency: Duration,
 }
 
 /// The controller: the next limit, from the `current` one within `(min, max)` and what
@@ -404,6 +476,12 @@ fn step(
     seen: Seen,
 ) -> usize {
     let rate = seen.rate;
+    if c.base
+        .is_none_or(|(b, at)| seen.latency < b || now.duration_since(at) > BASE_FORGET)
+        && !seen.latency.is_zero()
+    {
+        c.base = Some((seen.latency, now));
+    }
     if seen.congestion > c.congestion_seen {
         c.congestion_seen = seen.congestion;
         // The store's limit is under this one: back to the last limit it took, then
@@ -416,10 +494,7 @@ fn step(
             false => first,
         };
         c.hold = (now + next_hold, next_hold);
-        c.phase = Phase::Steady {
-            at: now + next_hold,
-            probe: None,
-        };
+        c.phase = Phase::settled(now + next_hold);
         // Halve, as TCP does, but not under what went through; and if this limit had
         // gone through before, the store's limit has come down.
         let back = match c.good < current {
@@ -434,6 +509,7 @@ fn step(
     if !seen.pressed || now < c.hold.0 {
         return current;
     }
+    let inflated = c.inflated(seen.latency);
     // A pressed window without congestion: the store takes this many.
     c.good = c.good.max(current);
     if c.ceiling
@@ -441,7 +517,7 @@ fn step(
     {
         c.ceiling = None;
     }
-    let up = |by: f64| {
+    let up_to = |by: f64| {
         let to = ((current as f64 * by).ceil() as usize).clamp(min, max);
         match c.ceiling {
             // Never to or past where the store throttled: halfway there instead.
@@ -451,11 +527,16 @@ fn step(
     };
     match c.phase {
         Phase::Start { last } => match last {
-            Some((limit, r)) if rate < r * GROWTH_PAYS => {
-                // The last step did not pay: settle on the better of the two.
+            // The last step did not pay, or what it added only queued (each item took
+            // twice as long as at the base): settle on the better of the two.
+            Some((limit, r)) if rate < r * GROWTH_PAYS || inflated.is_some() => {
+                // The step may have gone past the knee by up to ×4: the first probe
+                // is for fewer.
                 c.phase = Phase::Steady {
                     at: now + seen.window * PROBE_EVERY,
                     probe: None,
+                    up: false,
+                    paid: 0,
                 };
                 if rate >= r * SETTLE_ABOVE {
                     current
@@ -467,34 +548,103 @@ fn step(
                 c.phase = Phase::Start {
                     last: Some((current, rate)),
                 };
-                up(START_STEP)
+                up_to(START_STEP)
             }
         },
-        Phase::Steady { at, probe } => match probe {
-            Some((limit, r)) => {
-                c.phase = Phase::Steady {
-                    at: now + seen.window * PROBE_EVERY,
-                    probe: None,
-                };
-                match (rate >= r * PROBE_PAYS, c.ceiling) {
+        Phase::Steady {
+            at,
+            probe,
+            up,
+            paid,
+        } => match probe {
+            Some(p) if p.up => {
+                let next = now + seen.window * PROBE_EVERY;
+                match (rate >= p.rate * PROBE_PAYS, c.ceiling) {
                     // Under a ceiling, a probe that drew no congestion is kept.
-                    (_, Some(_)) => current,
-                    // It paid: grow fast again.
-                    (true, None) => {
+                    (true, Some(_)) => {
+                        c.phase = Phase::settled(next);
+                        current
+                    }
+                    // It paid twice in a row, and items take about the base time (none
+                    // queue): the work behind has room, grow fast again.
+                    (true, None)
+                        if paid + 1 >= CONFIRM_PROBES && c.over_base(seen.latency) <= ROOMY =>
+                    {
                         c.phase = Phase::Start {
                             last: Some((current, rate)),
                         };
-                        up(START_STEP)
+                        up_to(START_STEP)
                     }
-                    (false, None) => limit,
+                    // It paid once: keep it, and probe again at once, since one window
+                    // that happened to go well is not yet room.
+                    (true, None) => {
+                        c.phase = Phase::Steady {
+                            at: now,
+                            probe: None,
+                            up: true,
+                            paid: paid + 1,
+                        };
+                        current
+                    }
+                    // More in flight did not pay: back, and next time try fewer.
+                    (false, _) => {
+                        c.phase = Phase::Steady {
+                            at: next,
+                            probe: None,
+                            up: false,
+                            paid: 0,
+                        };
+                        p.from
+                    }
                 }
             }
-            None if now >= at && current < max => {
+            Some(p) => {
+                // Fewer in flight that do (nearly) the same work are kept: what more
+                // added was only queueing, which costs connections and memory.
+                let kept = rate >= p.rate * FEWER_KEEP;
+                c.phase = Phase::Steady {
+                    at: now + seen.window * PROBE_EVERY,
+                    probe: None,
+                    up: !kept,
+                    paid: 0,
+                };
+                if kept {
+                    current
+                } else {
+                    p.from
+                }
+            }
+            // A probe when it is time; and one for fewer at once while items queue
+            // behind the work, by as much as they queue (halved, up to ×4), since what
+            // the queue holds adds nothing but connections and memory.
+            None if now >= at || inflated.is_some() => {
+                let up = up && inflated.is_none();
+                let by =
+                    inflated.map_or(PROBE_STEP, |i| (i / INFLATED).clamp(PROBE_STEP, MOST_DOWN));
+                let to = match up {
+                    true => up_to(PROBE_STEP),
+                    false => ((current as f64 / by).floor() as usize).max(min),
+                };
+                if to == current {
+                    c.phase = Phase::Steady {
+                        at: now + seen.window * PROBE_EVERY,
+                        probe: None,
+                        up: !up,
+                        paid: 0,
+                    };
+                    return current;
+                }
                 c.phase = Phase::Steady {
                     at,
-                    probe: Some((current, rate)),
+                    probe: Some(Probe {
+                        from: current,
+                        rate,
+                        up,
+                    }),
+                    up,
+                    paid,
                 };
-                up(PROBE_STEP)
+                to
             }
             None => current,
         },
@@ -510,6 +660,26 @@ mod tests {
     /// in flight (more only queue), and refusals above `throttle`. Runs the controller
     /// for `secs` simulated seconds of plentiful work; returns the limit of each window.
     fn model(rtt: Duration, knee: usize, throttle: usize, max: usize, secs: u64) -> Vec<usize> {
+        noisy_model(rtt, knee, throttle, max, secs, 0.0)
+    }
+
+    /// [`model`], with each window's rate off by up to `noise` (a fraction) either way, as
+    /// a store sharing the machine's cores measures: a deterministic sequence.
+    fn noisy_model(
+        rtt: Duration,
+        knee: usize,
+        throttle: usize,
+        max: usize,
+        secs: u64,
+        noise: f64,
+    ) -> Vec<usize> {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut jitter = move || {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((seed >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) * noise
+        };
         let start = Instant::now();
         let mut c = Control::new(start);
         let (mut now, mut limit, mut congestion) = (start, 16, 0);
@@ -518,11 +688,14 @@ mod tests {
         while now < start + Duration::from_secs(secs) {
             now += window;
             congestion += u64::from(limit > throttle);
+            // Past the knee, what is in flight beyond it queues: each item waits longer.
+            let queued = (limit as f64 / knee as f64).max(1.0);
             let seen_now = Seen {
-                rate: limit.min(knee) as f64 / rtt.as_secs_f64(),
+                rate: limit.min(knee) as f64 / rtt.as_secs_f64() * (1.0 + jitter()),
                 pressed: true,
                 congestion,
                 window,
+                latency: rtt.mul_f64(queued),
             };
             limit = step(&mut c, (1, max), limit, now, seen_now);
             seen.push(limit);
@@ -542,13 +715,34 @@ mod tests {
     fn growth_stops_where_more_in_flight_stops_paying() {
         let seen = model(Duration::from_millis(30), 100, usize::MAX, 1024, 30);
         let tail = &seen[seen.len() / 2..];
-        // Settled at the first step past the knee (one step is ×4), probing a quarter
-        // above it now and then, and never back to the maximum.
-        assert!(tail.iter().all(|&l| (100..=500).contains(&l)), "{tail:?}");
+        // Settled at the knee: past it by a step (×4), then down by quarters while fewer
+        // do the same work; probing a quarter either side now and then, never back to
+        // the maximum.
+        assert!(tail.iter().all(|&l| (80..=200).contains(&l)), "{tail:?}");
         assert!(
-            tail.iter().filter(|&&l| l > 400).count() * 10 < tail.len(),
+            tail.iter().filter(|&&l| l < 100).count() * 8 <= tail.len(),
             "{tail:?}"
         );
+    }
+
+    #[test]
+    fn a_noisy_rate_does_not_swing_the_limit_far_past_the_knee() {
+        // A server on the same two cores as the client: its rate wobbles ±10 % from
+        // window to window whatever the limit. A probe that happens to land on a good
+        // window must not send the limit ×4 into a queue that only costs connections.
+        let seen = noisy_model(Duration::from_millis(30), 200, usize::MAX, 4096, 120, 0.10);
+        let tail = &seen[seen.len() / 4..];
+        let far = tail.iter().filter(|&&l| l > 500).count();
+        assert!(
+            far * 50 <= tail.len(),
+            "{far} of {} windows over 500: {:?}",
+            tail.len(),
+            tail.iter().max()
+        );
+        let mean = tail.iter().sum::<usize>() as f64 / tail.len() as f64;
+        assert!((200.0..=400.0).contains(&mean), "mean {mean}");
+        // Past the knee items queue (each waits longer): one ×4 step past it at most.
+        assert!(seen.iter().all(|&l| l <= 1024), "{:?}", seen.iter().max());
     }
 
     #[test]
