@@ -185,3 +185,87 @@ fn a_damaged_manifest_stops_a_run_and_force_replaces_it() {
     assert_eq!(manifest_keys(&out).len(), 5);
     assert_eq!(deliver(&src, &out)["totals"]["skipped"], 5);
 }
+
+/// Writes a manifest of `n` entries of earlier runs (keys under `old/`, none of them this
+/// test's files) at `out`.
+fn big_manifest(out: &Path, n: usize) -> Vec<u8> {
+    let mut text = format!("{{\"ferry_manifest\":2,\"entries\":{n}}}\n");
+    for i in 0..n {
+        text.push_str(&format!(
+            "{{\"key\":\"old/f{i:06}\",\"size\":1,\"mtime_s\":1,\"mtime_ns\":0,\"crc32\":0,\"bytes_out\":21}}\n"
+        ));
+    }
+    std::fs::create_dir_all(out).unwrap();
+    std::fs::write(out.join(".ferry-manifest.json"), &text).unwrap();
+    text.into_bytes()
+}
+
+fn journal_segments(out: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(out)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(".ferry-journal."))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_few_files_added_to_a_big_history_leave_its_manifest_as_it_was_until_the_journal_grows() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, out) = (t.path().join("s"), t.path().join("out"));
+    let before = big_manifest(&out, 70_000);
+    write(&src, "a.txt", &text(300, 1));
+    let r = ferry()
+        .arg(&src)
+        .args(["-vv", "--report", "-", "--to"])
+        .arg(&out)
+        .assert()
+        .success();
+    assert_eq!(report(&r.get_output().stdout)["totals"]["succeeded"], 1);
+    let stderr = String::from_utf8_lossy(&r.get_output().stderr).to_string();
+    assert!(
+        stderr.contains("[manifest] journal left unfolded"),
+        "{stderr}"
+    );
+    // The manifest was not read twice and written again for one file: it is as it was,
+    // and the file's entry is in the journal, which the next run reads.
+    assert_eq!(
+        std::fs::read(out.join(".ferry-manifest.json")).unwrap(),
+        before
+    );
+    let segments = journal_segments(&out);
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    let journal = std::fs::read_to_string(out.join(&segments[0])).unwrap();
+    assert!(journal.contains("a.txt"), "{journal}");
+    let r = ferry()
+        .arg(&src)
+        .args(["--report", "-", "--to"])
+        .arg(&out)
+        .assert()
+        .success();
+    assert_eq!(report(&r.get_output().stdout)["totals"]["skipped"], 1);
+    // Segments of earlier runs, 63 of them: the next run's makes 64, and it folds them
+    // all into the manifest, each entry once.
+    let old = std::fs::read_to_string(out.join(&segments[0])).unwrap();
+    for seq in 100..163 {
+        let line = old
+            .lines()
+            .next()
+            .unwrap()
+            .replace("a.txt", &format!("j{seq}.txt"));
+        std::fs::write(
+            out.join(format!(".ferry-journal.{seq:010}.jsonl")),
+            line + "\n",
+        )
+        .unwrap();
+    }
+    write(&src, "b.txt", &text(300, 2));
+    ferry().arg(&src).arg("--to").arg(&out).assert().success();
+    assert_eq!(journal_segments(&out), Vec::<String>::new());
+    let keys = manifest_keys(&out);
+    assert_eq!(keys.len(), 70_000 + 63 + 2, "{}", keys.len());
+    assert!(
+        keys.iter().any(|k| k.ends_with("/a.txt")) && keys.iter().any(|k| k.ends_with("/b.txt"))
+    );
+}

@@ -79,6 +79,8 @@ pub struct Opened {
     doomed: Vec<Entry>,
     /// `ferry watch`: the renamed files whose objects were copied (see [`super::renamed`]).
     renamed: Arc<crate::task::Renamed>,
+    /// How much of the history the manifest did not hold when the run began.
+    unfolded: crate::history::journal::Unfolded,
 }
 
 impl Command for Deliver<'_> {
@@ -373,6 +375,7 @@ fn prepare(config: &Config, s: &Session) -> Result<Opened, FerryError> {
         sink,
         index: Arc::new(history.index),
         warnings: history.warnings,
+        unfolded: history.unfolded,
         lease,
         journal,
         shard_run,
@@ -500,6 +503,7 @@ fn read_history(sink: &dyn Sink, config: &Config) -> Result<History, FerryError>
                 index: Index::default(),
                 next_seq: 0,
                 warnings: vec![format!("{e}; replaced, as --force asks")],
+                unfolded: Default::default(),
             })
         }
         Err(e) => Err(e.into()),
@@ -519,6 +523,7 @@ fn fold(opened: Opened, config: &Config, s: &Session, whole: bool) -> Vec<String
         lease,
         dirs,
         doomed,
+        unfolded,
         ..
     } = opened;
     // The directories walked (mode, owner, times), after the files, as their entries;
@@ -538,6 +543,7 @@ fn fold(opened: Opened, config: &Config, s: &Session, whole: bool) -> Vec<String
         (s.metrics.dirs).fetch_add(dirs.len() as u64, std::sync::atomic::Ordering::Relaxed);
     }
     let saved = journal.finish();
+    let fold = unfolded.worth_folding(saved.saved, saved.segments);
     if let Some(e) = saved.error.filter(|_| saved.unsaved > 0) {
         warnings.push(format!(
             "could not save the journal ({e}); the next run will redo {} files",
@@ -585,7 +591,16 @@ fn fold(opened: Opened, config: &Config, s: &Session, whole: bool) -> Vec<String
             HashSet::new()
         }
     };
-    if let Err(e) = compact_without(sink.as_ref(), config.inputs().shard, &s.log, &gone) {
+    if !fold && gone.is_empty() {
+        s.log.debug(|| {
+            format!(
+                "[manifest] journal left unfolded: {} segments, {} entries, against {} in the manifest",
+                unfolded.segments + saved.segments,
+                unfolded.journal + saved.saved,
+                unfolded.manifest
+            )
+        });
+    } else if let Err(e) = compact_without(sink.as_ref(), config.inputs().shard, &s.log, &gone) {
         warnings.push(format!(
             "could not fold the journal into the manifest ({e}); the next run reads both"
         ));

@@ -8,7 +8,10 @@
 //! appears whole) at least once a second and every [`FLUSH_RECORDS`] entries. A crash
 //! therefore costs at most the last flush interval. At the end the manifest and every
 //! segment are folded into a new manifest, streamed, and the segments removed; a crash
-//! during that leaves both, and the next reader merges them.
+//! during that leaves both, and the next reader merges them. Folding reads the manifest
+//! twice and writes it again, so into a big history it waits ([`Unfolded::worth_folding`])
+//! until the journal holds an eighth of the manifest's entries or 64 segments: a run that
+//! adds a few files to a million costs a segment, not three passes over 200 MB.
 
 use crate::history::manifest::{
     journal_prefix, journal_segment, journal_seq, key_hash, manifest_name, split, Brief, Entry,
@@ -66,6 +69,44 @@ pub struct History {
     pub next_seq: u64,
     /// Torn records ignored, in words, for the summary.
     pub warnings: Vec<String>,
+    /// How much of it was outside the manifest: whether the run's end should fold it in.
+    pub unfolded: Unfolded,
+}
+
+/// Entries a history's manifest holds, and entries and segments of its journal not yet
+/// folded into it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unfolded {
+    /// Entries in the manifest.
+    pub manifest: u64,
+    /// Entries in journal segments.
+    pub journal: u64,
+    /// Journal segments.
+    pub segments: u64,
+}
+
+/// A manifest under this many entries (a few MiB) is always folded into at a run's end:
+/// rewriting it costs little.
+pub const FOLD_ALWAYS_BELOW: u64 = 1 << 16;
+/// Otherwise the journal is folded in once it holds an eighth of the manifest's entries…
+pub const FOLD_SHARE: u64 = 8;
+/// …or this many segments, which every reader fetches one by one (eight at once).
+pub const FOLD_SEGMENTS: u64 = 64;
+
+impl Unfolded {
+    /// Whether the run's end should fold the journal into the manifest, once the run has
+    /// added `saved` entries in `segments` segments. Folding reads the whole manifest
+    /// twice and writes it again: after a run that added a handful of files to a history
+    /// of a million (a watch's every shipment, a nightly run), that was nearly all the
+    /// run's time into a remote store; readers merge the segments as they go anyway.
+    pub fn worth_folding(&self, saved: u64, segments: u64) -> bool {
+        let journal = self.journal + saved;
+        let segments = self.segments + segments;
+        segments > 0
+            && (self.manifest < FOLD_ALWAYS_BELOW
+                || journal * FOLD_SHARE >= self.manifest
+                || segments >= FOLD_SEGMENTS)
+    }
 }
 
 /// The metadata objects that hold a run's history: the manifest, then the journal
@@ -161,14 +202,22 @@ fn fetch(sink: &dyn Sink, name: &str) -> Result<Fetched, SinkError> {
     })
 }
 
-/// Reads every source in order, calling `visit` for each header and entry; returns
-/// warnings for torn last records. The manifest is streamed; the journal segments of a
-/// remote sink are fetched several at once.
+/// What [`read_sources`] read, besides what it handed its visitor.
+#[derive(Debug, Default)]
+struct Read {
+    /// Torn last records ignored, in words.
+    warnings: Vec<String>,
+    /// Entries in the manifest.
+    in_manifest: u64,
+}
+
+/// Reads every source in order, calling `visit` for each header and entry. The manifest
+/// is streamed; the journal segments of a remote sink are fetched several at once.
 fn read_sources<T: serde::de::DeserializeOwned + From<Entry>>(
     sink: &dyn Sink,
     names: &[String],
     mut visit: impl FnMut(Item<T>),
-) -> Result<Vec<String>, HistoryError> {
+) -> Result<Read, HistoryError> {
     let mut ordinal = 0u64;
     let mut warnings = Vec::new();
     let mut take = |name: &str, opened: Option<Box<dyn std::io::Read + Send>>| {
@@ -178,8 +227,9 @@ fn read_sources<T: serde::de::DeserializeOwned + From<Entry>>(
             if name.starts_with(JOURNAL_NAME) {
                 return Err(HistoryError::Changed(name.to_string()));
             }
-            return Ok(());
+            return Ok(0);
         };
+        let first = ordinal;
         let reader = EntryReader::new(name, r)?;
         visit(Item::Announced(reader.announced()));
         let torn = reader.for_each_as(|e| {
@@ -191,12 +241,12 @@ fn read_sources<T: serde::de::DeserializeOwned + From<Entry>>(
                 "{name}: ignored its last record, cut off mid-write (a crash); those files will be delivered again"
             ));
         }
-        Ok::<_, HistoryError>(())
+        Ok::<_, HistoryError>(ordinal - first)
     };
     let Some((manifest, segments)) = names.split_first() else {
-        return Ok(Vec::new());
+        return Ok(Read::default());
     };
-    take(manifest, sink.open_meta(manifest)?)?;
+    let in_manifest = take(manifest, sink.open_meta(manifest)?)?;
     for (name, fetched) in segments.iter().zip(each_name(sink, segments, fetch)) {
         let opened: Option<Box<dyn std::io::Read + Send>> = match fetched? {
             Fetched::Whole(bytes) => Some(Box::new(std::io::Cursor::new(bytes))),
@@ -205,7 +255,10 @@ fn read_sources<T: serde::de::DeserializeOwned + From<Entry>>(
         };
         take(name, opened)?;
     }
-    Ok(warnings)
+    Ok(Read {
+        warnings,
+        in_manifest,
+    })
 }
 
 impl History {
@@ -217,10 +270,19 @@ impl History {
     pub fn read(sink: &dyn Sink, shard: Option<Shard>) -> Result<History, HistoryError> {
         let (names, next_seq) = sources(sink, shard)?;
         let mut index = Index::default();
-        let warnings = read_sources(sink, &names, |item: Item<Indexed>| match item {
+        let mut entries = 0u64;
+        let read = read_sources(sink, &names, |item: Item<Indexed>| match item {
             Item::Announced(n) => index.reserve(crate::history::manifest::reservation(n)),
-            Item::Entry(_, e) => index.push_indexed(&e),
+            Item::Entry(_, e) => {
+                entries += 1;
+                index.push_indexed(&e)
+            }
         })?;
+        let unfolded = Unfolded {
+            manifest: read.in_manifest,
+            journal: entries - read.in_manifest,
+            segments: names.len() as u64 - 1,
+        };
         index.seal();
         if !index.is_empty() {
             let local = sink.local_root().is_some();
@@ -229,7 +291,8 @@ impl History {
         Ok(History {
             index,
             next_seq,
-            warnings,
+            warnings: read.warnings,
+            unfolded,
         })
     }
 }
@@ -353,7 +416,7 @@ pub fn for_each_current(
             Ok(_) if second.sum != first.sum || differs => {
                 return Err(HistoryError::Changed("the manifest".into()))
             }
-            Ok(w) => return Ok((n, w)),
+            Ok(read) => return Ok((n, read.warnings)),
         }
     }
     Err(HistoryError::Changed(last))
@@ -484,6 +547,8 @@ pub fn compact_without(
 pub struct JournalEnd {
     /// Entries saved in segments.
     pub saved: u64,
+    /// Segments saved.
+    pub segments: u64,
     /// Entries that could not be saved (the next run delivers them again).
     pub unsaved: u64,
     /// The last save error, in words.
@@ -647,6 +712,7 @@ impl Writer {
             Ok(()) => {
                 self.seq += 1;
                 self.end.saved += n;
+                self.end.segments += 1;
                 self.unsaved = Pending::default();
                 let total = self.end.saved;
                 self.log
