@@ -209,6 +209,8 @@ struct Read {
     warnings: Vec<String>,
     /// Entries in the manifest.
     in_manifest: u64,
+    /// Entries in all.
+    entries: u64,
 }
 
 /// Reads every source in order, calling `visit` for each header and entry. The manifest
@@ -258,6 +260,7 @@ fn read_sources<T: serde::de::DeserializeOwned + From<Entry>>(
     Ok(Read {
         warnings,
         in_manifest,
+        entries: ordinal,
     })
 }
 
@@ -270,17 +273,13 @@ impl History {
     pub fn read(sink: &dyn Sink, shard: Option<Shard>) -> Result<History, HistoryError> {
         let (names, next_seq) = sources(sink, shard)?;
         let mut index = Index::default();
-        let mut entries = 0u64;
         let read = read_sources(sink, &names, |item: Item<Indexed>| match item {
             Item::Announced(n) => index.reserve(crate::history::manifest::reservation(n)),
-            Item::Entry(_, e) => {
-                entries += 1;
-                index.push_indexed(&e)
-            }
+            Item::Entry(_, e) => index.push_indexed(&e),
         })?;
         let unfolded = Unfolded {
             manifest: read.in_manifest,
-            journal: entries - read.in_manifest,
+            journal: read.entries - read.in_manifest,
             segments: names.len() as u64 - 1,
         };
         index.seal();

@@ -188,10 +188,15 @@ enum Phase {
 impl Phase {
     /// Settled, the next probe (upward first) after `at`.
     fn settled(at: Instant) -> Self {
+        Phase::probe_at(at, true)
+    }
+
+    /// Settled, the next probe after `at`, higher if `up`, with no paying probes behind it.
+    fn probe_at(at: Instant, up: bool) -> Self {
         Phase::Steady {
             at,
             probe: None,
-            up: true,
+            up,
             paid: 0,
         }
     }
@@ -381,7 +386,7 @@ impl Limit {
             return;
         }
         let congestion = self.signalled.load(Relaxed) + self.congestion.as_ref().map_or(0, |f| f());
-        let next = self.decide(&mut c, now, elapsed, congestion);
+        let next = self.decide(&mut c, now, (elapsed, mean), congestion);
         c.window = Window::new(now);
         let was = self.current();
         if next != was {
@@ -408,15 +413,21 @@ impl Limit {
         }
     }
 
-    /// The next limit after a window of `elapsed`.
-    fn decide(&self, c: &mut Control, now: Instant, elapsed: Duration, congestion: u64) -> usize {
+    /// The next limit after a window of `elapsed` whose items took `latency` on average.
+    fn decide(
+        &self,
+        c: &mut Control,
+        now: Instant,
+        (elapsed, latency): (Duration, Duration),
+        congestion: u64,
+    ) -> usize {
         let seen = Seen {
             rate: c.window.done as f64 / elapsed.as_secs_f64(),
             // Most items left others waiting in the queue with every permit taken.
             pressed: c.window.pressed * 2 >= c.window.done,
             congestion,
             window: elapsed,
-            latency: Duration::from_nanos(c.window.busy_ns / c.window.done.max(1)),
+            latency,
         };
         step(c, (self.min, self.max), self.current(), now, seen)
     }
@@ -532,12 +543,7 @@ fn step(
             Some((limit, r)) if rate < r * GROWTH_PAYS || inflated.is_some() => {
                 // The step may have gone past the knee by up to ×4: the first probe
                 // is for fewer.
-                c.phase = Phase::Steady {
-                    at: now + seen.window * PROBE_EVERY,
-                    probe: None,
-                    up: false,
-                    paid: 0,
-                };
+                c.phase = Phase::probe_at(now + seen.window * PROBE_EVERY, false);
                 if rate >= r * SETTLE_ABOVE {
                     current
                 } else {
@@ -588,12 +594,7 @@ fn step(
                     }
                     // More in flight did not pay: back, and next time try fewer.
                     (false, _) => {
-                        c.phase = Phase::Steady {
-                            at: next,
-                            probe: None,
-                            up: false,
-                            paid: 0,
-                        };
+                        c.phase = Phase::probe_at(next, false);
                         p.from
                     }
                 }
@@ -602,12 +603,7 @@ fn step(
                 // Fewer in flight that do (nearly) the same work are kept: what more
                 // added was only queueing, which costs connections and memory.
                 let kept = rate >= p.rate * FEWER_KEEP;
-                c.phase = Phase::Steady {
-                    at: now + seen.window * PROBE_EVERY,
-                    probe: None,
-                    up: !kept,
-                    paid: 0,
-                };
+                c.phase = Phase::probe_at(now + seen.window * PROBE_EVERY, !kept);
                 if kept {
                     current
                 } else {
@@ -626,12 +622,7 @@ fn step(
                     false => ((current as f64 / by).floor() as usize).max(min),
                 };
                 if to == current {
-                    c.phase = Phase::Steady {
-                        at: now + seen.window * PROBE_EVERY,
-                        probe: None,
-                        up: !up,
-                        paid: 0,
-                    };
+                    c.phase = Phase::probe_at(now + seen.window * PROBE_EVERY, !up);
                     return current;
                 }
                 c.phase = Phase::Steady {
